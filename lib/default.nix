@@ -1,0 +1,35 @@
+# The pure core of nix8s: plain Nix with builtins only, so `nix-instantiate` (and the Go tools through it) can
+# validate and plan without nixpkgs or any flake input. See docs/core.md for the contract.
+let
+  model = import ./model.nix;
+  validateModel = import ./validate.nix;
+  planModel = import ./plan.nix;
+  nixosModel = import ./nixos.nix;
+  u = import ./util.nix;
+
+  # One message listing every error, for the places that must fail evaluation (plan, the flake module).
+  errorMessage = errors:
+    "nix8s: the configuration has ${toString (builtins.length errors)} error${if builtins.length errors == 1 then "" else "s"}:\n"
+    + builtins.concatStringsSep "\n" (map (e: "  - ${e.path}: ${e.message}") errors);
+
+  checked = cfg: f:
+    let m = model cfg; r = validateModel m; in
+    if r.errors != [ ] then throw (errorMessage r.errors) else f m;
+in {
+  validate = cfg: validateModel (model cfg);
+
+  plan = cfg: checked cfg planModel;
+
+  nixos = cfg: checked cfg (m: nixosModel m (planModel m));
+
+  exportable = import ./export.nix;
+
+  schema = import ./schema.nix;
+
+  nixosOptionPaths = import ./nixos-options.nix;
+
+  inherit errorMessage;
+
+  # Internal building blocks, for the flake module and tests.
+  internal = { inherit model u; validateModel = validateModel; planModel = planModel; };
+}

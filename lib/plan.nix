@@ -1,0 +1,77 @@
+# The plan: per cluster the first server, the API endpoint, join waves, rollout order and each member's k3s
+# settings. It is the contract the CLI, the daemon and the NixOS glue read; every field is JSON data.
+let
+  u = import ./util.nix;
+  inherit (builtins) any attrNames concatLists filter isString length listToAttrs map match mapAttrs;
+
+  defaultTokenFile = "/var/lib/nix8s/secrets/k3s-token";
+  defaultAgentTokenFile = "/var/lib/nix8s/secrets/k3s-agent-token";
+
+  optionals = cond: xs: if cond then xs else [ ];
+  flag = name: value: "--${name}=${value}";
+in
+model:
+let
+  clusterPlan = c:
+    let
+      k3s = c.k3s;
+      net = k3s.network or { };
+      extra = k3s.extraArgs or { };
+      apiEndpoint = "https://${c.endpointHost}:6443";
+      secrets = c.secrets;
+      # With no secrets given, nix8s manages both tokens (gen-secrets, delivered at install). A user who brings
+      # only a token file (sops-nix, ...) gets no agent token: agents then join with the cluster token.
+      # A plain `secrets.token` (warned about by validate) replaces the token files.
+      managed = !(secrets ? tokenFile) && !(secrets ? agentTokenFile) && !(secrets ? token);
+      tokenFile = secrets.tokenFile or (if secrets ? token then null else defaultTokenFile);
+      agentTokenFile = if managed then defaultAgentTokenFile else secrets.agentTokenFile or null;
+      # haproxy listens on <vip>:6443 on every server (ip_nonlocal_bind), so k3s must leave *:6443 to it and
+      # bind its own address only; k3s then also uses that address for its in-node loopback clients.
+      bindOwnAddress = c.loadBalancer == "keepalived";
+
+      memberPlan = m:
+        let
+          isServer = m.role == "server";
+          isFirst = m.name == c.firstServer;
+          flags =
+            [ (flag "node-ip" m.ip) ]
+            ++ optionals isServer (concatLists [
+              (optionals bindOwnAddress [ (flag "bind-address" m.ip) (flag "advertise-address" m.ip) ])
+              (optionals (c.vip != null) [ (flag "tls-san" c.vip) ])
+              (optionals (net ? clusterCidr) [ (flag "cluster-cidr" net.clusterCidr) ])
+              (optionals (net ? serviceCidr) [ (flag "service-cidr" net.serviceCidr) ])
+              (optionals (net ? clusterDns) [ (flag "cluster-dns" net.clusterDns) ])
+              (extra.server or [ ])
+            ])
+            ++ optionals (!isServer) (extra.agent or [ ]);
+        in {
+          inherit (m) name hostName role ip mac config;
+          node = m.nodeName;
+          k3s = {
+            inherit (m) role;
+            clusterInit = isFirst;
+            serverAddr = if isFirst then null else apiEndpoint;
+            inherit flags;
+            # Servers hold the cluster token; agents only ever get the agent token.
+            tokenFile = if isServer || agentTokenFile == null then tokenFile else agentTokenFile;
+            agentTokenFile = if isServer then agentTokenFile else null;
+          };
+        };
+    in {
+      inherit (c) name firstServer servers agents;
+      inherit apiEndpoint;
+      k3sVersion = k3s.version or null;
+      ha = { enable = c.haEnable; inherit (c) vip loadBalancer; };
+      # First server alone, then every other server alone (concurrent etcd joins fail, k3s-io/k3s#4335),
+      # then all agents together.
+      provision = [ [ c.firstServer ] ] ++ map (s: [ s ]) c.otherServers ++ optionals (c.agents != [ ]) [ c.agents ];
+      # Configuration rollouts (design 8.4): agents, then the other servers, the first server last.
+      rollout = c.agents ++ c.otherServers ++ [ c.firstServer ];
+      # k3s version upgrades: servers first, one at a time, then agents (a kubelet must never be newer than its
+      # API server).
+      upgradeRollout = c.otherServers ++ [ c.firstServer ] ++ c.agents;
+      members = mapAttrs (_: memberPlan) c.members;
+    };
+in {
+  clusters = mapAttrs (_: clusterPlan) model.clusters;
+}

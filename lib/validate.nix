@@ -1,0 +1,226 @@
+# Every rule the config must satisfy, as data: `{ errors; warnings; }` lists of `{ path; message; }`, all problems
+# at once. Checks are per value or grouped with builtins.groupBy, so the cost stays linear in the member count.
+let
+  u = import ./util.nix;
+  inherit (u) problem show quoteList;
+  inherit (builtins)
+    all attrNames attrValues concatLists concatMap elem filter groupBy head isAttrs isBool isInt isList isString
+    length match stringLength tail typeOf;
+
+  opt = cond: p: if cond then [ p ] else [ ];
+
+  knownExtensions = [ "nvidia" "drbd" "zfs" "monitoring" ];
+  nvidiaChannels = [ "stable" "beta" "production" "latest" ];
+  versionRe = "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+";
+  sizeRe = "[1-9][0-9]*[KMGT]";
+
+  checkIPv4 = segs: what: v:
+    if v == null then [ (problem segs "${what} is missing; set it to an IPv4 address such as \"192.168.1.10\"") ]
+    else opt (!u.isIPv4 v) (problem segs "${show v} is not an IPv4 address; write four decimal octets such as \"192.168.1.10\"");
+
+  checkOptIPv4 = segs: v: if v == null then [ ] else checkIPv4 segs "" v;
+
+  checkCIDR = segs: v:
+    if v == null then [ ]
+    else
+      let c = u.parseCIDR v; in
+      if c == null then [ (problem segs "${show v} is not an IPv4 CIDR; write it as address/prefix, such as \"10.42.0.0/16\"") ]
+      else opt c.hostBitsSet (problem segs "${show v} has host bits set; the network is \"${u.intToIp c.network}/${toString c.prefix}\"");
+
+  checkMAC = segs: v:
+    opt (v != null && !u.isMAC v) (problem segs "${show v} is not a MAC address; write six hex pairs separated by colons, such as \"aa:bb:cc:dd:ee:01\"");
+
+  checkStringList = segs: v:
+    opt (v != null && !(isList v && all isString v)) (problem segs "must be a list of strings, got ${show v}");
+
+  checkAttrs = segs: v:
+    opt (v != null && !(isAttrs v && !(u.isNixOnly v))) (problem segs "must be an attribute set, got ${show v}");
+
+  # Node-template fields; used for templates and again for each member's merged config (prefix differs).
+  checkNodeConfig = segs: c: concatLists [
+    (checkMAC (segs ++ [ "network" "mac" ]) (u.attrByPath [ "network" "mac" ] null c))
+    (let d = u.attrByPath [ "install" "disk" ] null c; in
+      opt (d != null && !(isString d && match "/dev/.+" d != null))
+        (problem (segs ++ [ "install" "disk" ]) "${show d} is not a block device path; use a path under /dev such as \"/dev/sda\" or \"/dev/disk/by-id/...\""))
+    (let s = u.attrByPath [ "install" "swapSize" ] null c; in
+      opt (s != null && !(isString s && match sizeRe s != null))
+        (problem (segs ++ [ "install" "swapSize" ]) "${show s} is not a size; write a number with a unit K, M, G or T, such as \"16G\""))
+    (let v = u.attrByPath [ "hardware" "cpu" "vendor" ] null c; in
+      opt (v != null && !(elem v [ "intel" "amd" ]))
+        (problem (segs ++ [ "hardware" "cpu" "vendor" ]) "${show v} is not a CPU vendor; use \"intel\" or \"amd\""))
+    (let ch = u.attrByPath [ "extensions" "nvidia" "package" ] null c; in
+      opt (ch != null && !(elem ch nvidiaChannels))
+        (problem (segs ++ [ "extensions" "nvidia" "package" ]) "${show ch} is not an NVIDIA driver channel; use one of ${quoteList nvidiaChannels}"))
+    (checkStringList (segs ++ [ "boot" "kernelParams" ]) (u.attrByPath [ "boot" "kernelParams" ] null c))
+    (checkStringList (segs ++ [ "boot" "kernelModules" ]) (u.attrByPath [ "boot" "kernelModules" ] null c))
+    (checkStringList (segs ++ [ "extensions" "drbd" "devices" ]) (u.attrByPath [ "extensions" "drbd" "devices" ] null c))
+    (let d = c.disko or null; in
+      opt (d != null && !(isAttrs d && isAttrs (d.devices or null)))
+        (problem (segs ++ [ "disko" ]) "custom disko config must be an attribute set with a \"devices\" attribute (disko's own format)"))
+  ];
+
+  bothDisks = c: u.hasPath [ "install" "disk" ] c && (c.disko or null) != null;
+
+  nodeProblems = name: n:
+    let segs = [ "nodes" name ]; in
+    if !(isAttrs n) || u.isNixOnly n then { errors = [ (problem segs "must be an attribute set describing the node, got ${show n}") ]; warnings = [ ]; }
+    else {
+      errors = checkNodeConfig segs n
+        ++ opt (bothDisks n) (problem (segs ++ [ "disko" ]) "install.disk and disko are mutually exclusive; keep install.disk for the standard layout or disko for a custom one");
+      warnings = concatMap (e: opt (!(elem e knownExtensions))
+        (problem (segs ++ [ "extensions" e ]) "unknown extension; the built-in ones are ${quoteList knownExtensions} (an extension module of your own may read it)"))
+        (attrNames (if isAttrs (n.extensions or null) then n.extensions else { }));
+    };
+
+  memberProblems = m: model: c:
+    let
+      segs = [ "clusters" c.name "members" m.name ];
+      nodeErr =
+        if m.refKind == "missing" then [ (problem (segs ++ [ "node" ]) "is missing; set it to one of the node templates: ${quoteList model.nodeNames}") ]
+        else if m.refKind == "unknown" then [ (problem (segs ++ [ "node" ]) "no node named ${show m.ref}; known nodes: ${quoteList model.nodeNames}") ]
+        else if m.refKind == "invalid" then [ (problem (segs ++ [ "node" ]) "must be a node name (string) or a node template (attribute set), got ${show m.ref}") ]
+        else [ ];
+      roleErr =
+        if m.role == null then [ (problem (segs ++ [ "role" ]) "is missing; set it to \"server\" or \"agent\"") ]
+        else opt (!(elem m.role [ "server" "agent" ])) (problem (segs ++ [ "role" ]) "${show m.role} is not a role; use \"server\" or \"agent\"");
+      nameErr =
+        if !(u.isLabel m.name) then [ (problem segs "member name ${show m.name} is not a valid host name; use lowercase letters, digits and \"-\", starting and ending with a letter or digit") ]
+        else opt (stringLength m.hostName > 63) (problem segs "host name ${show m.hostName} is ${toString (stringLength m.hostName)} characters long; <cluster>-<member> must be at most 63, shorten the member or cluster name");
+      templateBoth = m.refKind != "missing" && bothDisks m.template;
+      mergedErr = opt (bothDisks m.merged && !templateBoth)
+        (problem segs "after merging node ${show (if m.nodeName != null then m.nodeName else "(inline)")} with this member's overrides both install.disk and disko are set; they are mutually exclusive, override one of them with null or drop one");
+      ipVip = opt (c.vip != null && m.ip == c.vip) (problem (segs ++ [ "ip" ]) "${show m.ip} is also the cluster's ha.vip; the VIP must be an address no member uses");
+    in
+    if !m.isAttrs then { errors = [ (problem segs "must be an attribute set with node, role and ip, got ${show m.raw}") ]; warnings = [ ]; }
+    else {
+      errors = nodeErr ++ roleErr ++ nameErr ++ checkIPv4 (segs ++ [ "ip" ]) "ip" m.ip ++ ipVip
+        # Only the member's own overrides are checked here; the template's values are reported under nodes.
+        ++ checkNodeConfig segs m.overrides ++ mergedErr;
+      warnings = opt (m.config != { } && !(u.hasPath [ "install" "disk" ] m.config) && (m.config.disko or null) == null)
+        (problem segs "neither install.disk nor disko is set: the system gets no disk layout; set one, or declare fileSystems in nixosModules");
+    };
+
+  # Members whose `key` collide: every member after the first (alphabetically) gets an error.
+  duplicates = items: key: mkProblem:
+    let groups = groupBy key items; in
+    concatMap (k: let g = groups.${k}; in map (x: mkProblem x (head g)) (tail g))
+      (filter (k: length groups.${k} > 1) (attrNames groups));
+
+  clusterProblems = model: c:
+    let
+      segs = [ "clusters" c.name ];
+      ms = map (n: c.members.${n}) c.names;
+      valid = filter (m: m.isAttrs) ms;
+      k3s = c.k3s;
+      netw = if isAttrs (k3s.network or null) then k3s.network else { };
+      svc = u.parseCIDR (netw.serviceCidr or null);
+      mp = map (m: memberProblems m model c) ms;
+      withIP = filter (m: isString m.ip && u.isIPv4 m.ip) valid;
+      ha = c.ha;
+      secrets = c.secrets;
+      cnet = if isAttrs (c.raw.network or null) then c.raw.network else { };
+    in {
+      errors = concatLists [
+        (opt (!(u.isLabel c.name)) (problem segs "cluster name ${show c.name} is not a valid host name prefix; use lowercase letters, digits and \"-\""))
+        (opt (c.names == [ ]) (problem (segs ++ [ "members" ]) "the cluster has no members; add at least one member with role \"server\""))
+        (opt (c.names != [ ] && c.servers == [ ]) (problem (segs ++ [ "members" ]) "the cluster has no server; give at least one member role \"server\""))
+        (let v = k3s.version or null; in
+          opt (v != null && !(isString v && match versionRe v != null))
+            (problem (segs ++ [ "k3s" "version" ]) "${show v} is not a k3s release; write it as in k3s's release names, such as \"v1.31.0+k3s1\""))
+        (checkCIDR (segs ++ [ "k3s" "network" "clusterCidr" ]) (netw.clusterCidr or null))
+        (checkCIDR (segs ++ [ "k3s" "network" "serviceCidr" ]) (netw.serviceCidr or null))
+        (let d = netw.clusterDns or null; in
+          if d == null then [ ]
+          else if !(u.isIPv4 d) then checkIPv4 (segs ++ [ "k3s" "network" "clusterDns" ]) "clusterDns" d
+          else opt (svc != null && !(u.cidrContains svc d))
+            (problem (segs ++ [ "k3s" "network" "clusterDns" ]) "${show d} is outside serviceCidr ${show netw.serviceCidr}; pick an address inside it, such as \"${u.intToIp (svc.network + 10)}\""))
+        (checkStringList (segs ++ [ "k3s" "extraArgs" "server" ]) (u.attrByPath [ "extraArgs" "server" ] null k3s))
+        (checkStringList (segs ++ [ "k3s" "extraArgs" "agent" ]) (u.attrByPath [ "extraArgs" "agent" ] null k3s))
+        (checkAttrs (segs ++ [ "ha" ]) (c.raw.ha or null))
+        (let e = ha.enable or null; in opt (e != null && !isBool e) (problem (segs ++ [ "ha" "enable" ]) "must be true or false, got ${show e}"))
+        (opt (c.haEnable && length c.servers > 1 && !(isString (ha.vip or null)))
+          (problem (segs ++ [ "ha" "vip" ]) "HA with ${toString (length c.servers)} servers needs a virtual IP that moves between them; set ha.vip to a free address in the servers' subnet"))
+        (checkOptIPv4 (segs ++ [ "ha" "vip" ]) (ha.vip or null))
+        (let f = ha.firstServer or null; in
+          opt (f != null && !(elem f c.servers))
+            (problem (segs ++ [ "ha" "firstServer" ]) "${show f} is not a server member of this cluster; server members: ${quoteList c.servers}"))
+        (let lb = ha.loadBalancer or null; in
+          opt (lb != null && !(elem lb [ "keepalived" "external" ]))
+            (problem (segs ++ [ "ha" "loadBalancer" ]) "${show lb} is not supported; use \"keepalived\" (keepalived + haproxy on the servers) or \"external\""))
+        (let p = cnet.prefixLength or null; in
+          opt (p != null && !(isInt p && p >= 1 && p <= 32)) (problem (segs ++ [ "network" "prefixLength" ]) "must be a whole number from 1 to 32, got ${show p}"))
+        (checkOptIPv4 (segs ++ [ "network" "gateway" ]) (cnet.gateway or null))
+        (let ns = cnet.nameservers or null; in
+          if ns == null then [ ] else if !(isList ns) then checkStringList (segs ++ [ "network" "nameservers" ]) ns
+          else concatLists (builtins.genList (i: checkOptIPv4 (segs ++ [ "network" "nameservers" (toString i) ]) (builtins.elemAt ns i)) (length ns)))
+        (concatMap (k: let f = secrets.${k} or null; in
+          opt (f != null && !(isString f && match "/.*" f != null))
+            (problem (segs ++ [ "secrets" k ]) "must be an absolute path on the node (such as \"/run/secrets/k3s-token\"), got ${show f}"))
+          [ "tokenFile" "agentTokenFile" ])
+        (concatMap (x: x.errors) mp)
+        (duplicates withIP (m: m.ip) (m: first:
+          problem [ "clusters" c.name "members" m.name "ip" ] "${show m.ip} is also the ip of member ${show first.name}; every member needs its own address"))
+      ];
+      warnings = concatLists [
+        (concatMap (x: x.warnings) mp)
+        (opt (!c.haEnable && length c.servers > 1)
+          (problem (segs ++ [ "ha" "enable" ]) "${toString (length c.servers)} servers but ha.enable is false: everything joins through ${show c.firstServer}, which stays a single point of failure; set ha.enable and ha.vip"))
+        (concatMap (k: opt ((secrets.${k} or null) != null)
+          (problem (segs ++ [ "secrets" k ]) "a secret value set in the config lands in the world-readable Nix store; use secrets.${k}File with a file delivered to the node (nix8s gen-secrets, sops-nix)"))
+          [ "token" "agentToken" ])
+      ];
+    };
+
+  provisioningProblems = p:
+    let
+      pxe = u.attrByPath [ "pxe" "server" ] { } p;
+      dhcp = if isAttrs (pxe.dhcp or null) then pxe.dhcp else { };
+      base = [ "provisioning" "pxe" "server" ];
+      subnet = u.parseCIDR (dhcp.subnet or null);
+      range = dhcp.range or null;
+      rangeParts = if isString range then match "([^-]+)-([^-]+)" range else null;
+      ssh = u.attrByPath [ "nixos-anywhere" "ssh" ] { } p;
+      port = if isAttrs ssh then ssh.port or null else null;
+      lima = if isAttrs (p.lima or null) then p.lima else { };
+      keys = u.attrByPath [ "ssh" "authorizedKeys" ] null p;
+    in concatLists [
+      (checkOptIPv4 (base ++ [ "ip" ]) (pxe.ip or null))
+      (checkCIDR (base ++ [ "dhcp" "subnet" ]) (dhcp.subnet or null))
+      (checkOptIPv4 (base ++ [ "dhcp" "gateway" ]) (dhcp.gateway or null))
+      (if range == null then [ ]
+       else if rangeParts == null || !(all u.isIPv4 rangeParts) then
+         [ (problem (base ++ [ "dhcp" "range" ]) "${show range} is not an address range; write it as \"<first>-<last>\", such as \"192.168.1.100-192.168.1.200\"") ]
+       else opt (subnet != null && !(all (u.cidrContains subnet) rangeParts))
+         (problem (base ++ [ "dhcp" "range" ]) "${show range} is not inside dhcp.subnet ${show dhcp.subnet}"))
+      (opt (port != null && !(isInt port && port >= 1 && port <= 65535))
+        (problem [ "provisioning" "nixos-anywhere" "ssh" "port" ] "must be a port number from 1 to 65535, got ${show port}"))
+      (checkStringList [ "provisioning" "ssh" "authorizedKeys" ] keys)
+      (checkCIDR [ "provisioning" "lima" "network" ] (lima.network or null))
+      (let c = lima.cpus or null; in opt (c != null && !(isInt c && c >= 1)) (problem [ "provisioning" "lima" "cpus" ] "must be a whole number of at least 1, got ${show c}"))
+    ];
+in
+model:
+let
+  np = map (n: nodeProblems n model.nodes.${n}) model.nodeNames;
+  cp = map (c: clusterProblems model c) (attrValues model.clusters);
+  allMembers = concatMap (c: map (n: c.members.${n}) c.names) (attrValues model.clusters);
+  raw = model.raw;
+  topLevel = concatMap (k: checkAttrs [ k ] (raw.${k} or null)) [ "nodes" "clusters" "provisioning" ];
+in {
+  errors = concatLists [
+    (opt (!(isAttrs raw)) (problem [ ] "the config must be an attribute set with nodes, clusters and provisioning"))
+    topLevel
+    (concatMap (x: x.errors) np)
+    (concatMap (x: x.errors) cp)
+    (duplicates (filter (m: u.isLabel m.name) allMembers) (m: m.hostName) (m: first:
+      problem [ "clusters" m.cluster "members" m.name ] "host name ${show m.hostName} is also the host name of clusters.${first.cluster}.members.${first.name}; rename one of them"))
+    (provisioningProblems model.provisioning)
+  ];
+  warnings = concatLists [
+    (concatMap (x: x.warnings) np)
+    (concatMap (x: x.warnings) cp)
+    (duplicates (filter (m: u.isMAC m.mac) allMembers) (m: builtins.replaceStrings [ "A" "B" "C" "D" "E" "F" ] [ "a" "b" "c" "d" "e" "f" ] m.mac) (m: first:
+      problem [ "clusters" m.cluster "members" m.name "network" "mac" ]
+        "${show m.mac} is also the MAC of ${first.hostName}; PXE cannot tell them apart, give each member its own network.mac"))
+  ];
+}
