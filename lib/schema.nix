@@ -1,0 +1,152 @@
+# JSON Schema of the config, for editors (yaml-language-server). It describes shapes and formats; the rules that
+# span values (references, duplicates, HA) live in validate.nix, which stays the authority.
+let
+  str = description: { type = "string"; inherit description; };
+  pattern = p: description: { type = "string"; pattern = "^${p}$"; inherit description; };
+  strList = description: { type = "array"; items.type = "string"; inherit description; };
+  freeform = description: props: { type = "object"; inherit description; properties = props; additionalProperties = true; };
+
+  ipv4 = "(0|[1-9][0-9]{0,2})(\\.(0|[1-9][0-9]{0,2})){3}";
+  cidr = "${ipv4}/(0|[1-9][0-9]?)";
+  mac = "[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}";
+  label = "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?";
+
+  extension = name: extra: freeform "The ${name} extension." ({ enable = { type = "boolean"; default = false; description = "Enable the ${name} extension."; }; } // extra);
+
+  # Fields of a node template; members accept the same fields as overrides.
+  nodeProps = {
+    network = freeform "Network identity of the machine." {
+      mac = pattern mac "MAC address of the boot interface (PXE matches machines by it), e.g. aa:bb:cc:dd:ee:01.";
+      interface = str "Primary interface name; without it the member's address goes on eth0 (net.ifnames=0).";
+    };
+    install = freeform "Simple disk layout: GPT, 512M ESP on /boot, optional swap, ext4 root. Exclusive with disko." {
+      disk = pattern "/dev/.+" "Root disk, e.g. /dev/sda or /dev/disk/by-id/...";
+      swapSize = pattern "[1-9][0-9]*[KMGT]" "Swap partition size, e.g. 16G.";
+    };
+    disko = freeform "Custom disko configuration (passthrough). Exclusive with install.disk." {
+      devices = { type = "object"; description = "disko.devices, in disko's own format."; };
+    };
+    extensions = freeform "Features enabled by flags." {
+      nvidia = extension "NVIDIA GPU" {
+        package = { type = "string"; enum = [ "stable" "beta" "production" "latest" ]; default = "stable"; description = "Driver channel."; };
+        open = { type = "boolean"; default = true; description = "Use the open kernel modules (Turing and newer)."; };
+        containerRuntime = { type = "boolean"; default = true; description = "NVIDIA container runtime for k3s's containerd."; };
+      };
+      drbd = extension "DRBD 9 (out-of-tree module, not the in-tree 8.4)" { devices = strList "Backing devices."; };
+      zfs = extension "ZFS (with a stable networking.hostId derived from the member)" { };
+      monitoring = extension "Prometheus node exporter" { };
+    };
+    boot = freeform "Boot settings." {
+      kernelParams = strList "Extra kernel command line parameters.";
+      kernelModules = strList "Kernel modules loaded at boot.";
+    };
+    hardware = freeform "Hardware settings." {
+      cpu = freeform "CPU." {
+        vendor = { type = "string"; enum = [ "intel" "amd" ]; description = "Selects the microcode updates."; };
+        updateMicrocode = { type = "boolean"; default = true; };
+      };
+    };
+  };
+
+  member = {
+    type = "object";
+    description = "A member of the cluster: a node template, a role and an address; any other field overrides the template.";
+    required = [ "node" "role" "ip" ];
+    properties = nodeProps // {
+      node = str "Name of a node template under nodes.";
+      role = { type = "string"; enum = [ "server" "agent" ]; description = "k3s role."; };
+      ip = pattern ipv4 "The member's IPv4 address in the cluster network.";
+    };
+    additionalProperties = true;
+  };
+
+  cluster = {
+    type = "object";
+    description = "A k3s cluster. Its members become nixosConfigurations.<cluster>-<member>.";
+    properties = {
+      k3s = freeform "k3s settings." {
+        version = pattern "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+" "k3s release, e.g. v1.31.0+k3s1; selects pkgs.k3s_1_31.";
+        network = freeform "Cluster networks." {
+          clusterCidr = pattern cidr "Pod network, e.g. 10.42.0.0/16.";
+          serviceCidr = pattern cidr "Service network, e.g. 10.43.0.0/16.";
+          clusterDns = pattern ipv4 "Cluster DNS address inside serviceCidr, e.g. 10.43.0.10.";
+        };
+        extraArgs = freeform "Extra k3s flags." {
+          server = strList "Extra flags for servers, e.g. --disable=traefik.";
+          agent = strList "Extra flags for agents.";
+        };
+      };
+      ha = freeform "High availability." {
+        enable = { type = "boolean"; default = false; };
+        vip = pattern ipv4 "Virtual IP of the API; required with more than one server.";
+        firstServer = str "The server that initialises the cluster; default: the alphabetically first server.";
+        interface = str "Interface keepalived puts the VIP on.";
+        loadBalancer = { type = "string"; enum = [ "keepalived" "external" ]; default = "keepalived"; description = "keepalived + haproxy on the servers, or an external load balancer serving the VIP."; };
+      };
+      network = freeform "Static addressing of the members." {
+        prefixLength = { type = "integer"; minimum = 1; maximum = 32; default = 24; };
+        gateway = pattern ipv4 "Default gateway.";
+        nameservers = { type = "array"; items = pattern ipv4 "DNS server."; };
+      };
+      secrets = freeform "Where the k3s tokens are on the node. Never put token values here: they would land in the world-readable Nix store." {
+        tokenFile = pattern "/.*" "Path of the cluster token file on servers.";
+        agentTokenFile = pattern "/.*" "Path of the agent token file.";
+      };
+      cozystack = freeform "Cozystack installation (planned)." { enable = { type = "boolean"; default = false; }; };
+      members = {
+        type = "object";
+        description = "Members by name (a host name label).";
+        propertyNames.pattern = "^${label}$";
+        additionalProperties = member;
+      };
+    };
+    additionalProperties = true;
+  };
+in {
+  "$schema" = "https://json-schema.org/draft/2020-12/schema";
+  "$id" = "https://nix8s.dev/schema/config.json";
+  title = "nix8s configuration";
+  description = "Nodes (hardware templates), clusters (k3s topology) and provisioning (how machines are deployed).";
+  type = "object";
+  properties = {
+    nodes = {
+      type = "object";
+      description = "Hardware templates by name.";
+      additionalProperties = { type = "object"; properties = nodeProps; additionalProperties = true; };
+    };
+    clusters = {
+      type = "object";
+      description = "Clusters by name (a host name label).";
+      propertyNames.pattern = "^${label}$";
+      additionalProperties = cluster;
+    };
+    provisioning = freeform "How machines are deployed." {
+      ssh = freeform "SSH access to the nodes." { authorizedKeys = strList "Public keys authorised for root on every node."; };
+      nixos-anywhere = freeform "nixos-anywhere installs over SSH." {
+        ssh = freeform "How to reach the machines." {
+          user = str "SSH user (default root).";
+          port = { type = "integer"; minimum = 1; maximum = 65535; default = 22; };
+          keyFile = str "Private key on the operator's machine.";
+        };
+      };
+      pxe = freeform "Network boot." {
+        server = freeform "The PXE server (nix8sd)." {
+          ip = pattern ipv4 "Address the server listens on.";
+          interface = str "Interface it serves.";
+          dhcp = freeform "DHCP settings." {
+            range = pattern "${ipv4}-${ipv4}" "Address range for full mode, e.g. 192.168.1.100-192.168.1.200.";
+            subnet = pattern cidr "Subnet, e.g. 192.168.1.0/24.";
+            gateway = pattern ipv4 "Router handed out in full mode.";
+          };
+        };
+      };
+      lima = freeform "Local VMs with Lima." {
+        cpus = { type = "integer"; minimum = 1; };
+        memory = str "e.g. 4GiB";
+        disk = str "e.g. 30GiB";
+        network = pattern cidr "e.g. 192.168.105.0/24";
+      };
+    };
+  };
+  additionalProperties = false;
+}

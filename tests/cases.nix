@@ -1,0 +1,275 @@
+# Eval tests of the pure core: a list of { name; expected; actual; } that tests/core_test.go compares one by one.
+# Names say the behaviour. Configs are small and built from `base` so each case shows only what it changes.
+let
+  core = import ../lib;
+  u = core.internal.u;
+  inherit (builtins) attrNames catAttrs elem filter head length map toJSON;
+
+  base = {
+    nodes.std = { network.mac = "aa:bb:cc:dd:ee:01"; install.disk = "/dev/sda"; };
+    clusters.dev = {
+      k3s.version = "v1.31.0+k3s1";
+      members = {
+        server = { node = "std"; role = "server"; ip = "10.0.0.10"; };
+        agent = { node = "std"; role = "agent"; ip = "10.0.0.20"; network.mac = "aa:bb:cc:dd:ee:02"; };
+      };
+    };
+  };
+
+  ha = {
+    nodes.srv = { install.disk = "/dev/nvme0n1"; };
+    clusters.prod = {
+      ha = { enable = true; vip = "10.1.0.100"; };
+      k3s.network = { clusterCidr = "10.42.0.0/16"; serviceCidr = "10.43.0.0/16"; clusterDns = "10.43.0.10"; };
+      k3s.extraArgs = { server = [ "--disable=traefik" ]; agent = [ "--node-label=tier=worker" ]; };
+      members = {
+        s1 = { node = "srv"; role = "server"; ip = "10.1.0.11"; };
+        s2 = { node = "srv"; role = "server"; ip = "10.1.0.12"; };
+        s3 = { node = "srv"; role = "server"; ip = "10.1.0.13"; };
+        a1 = { node = "srv"; role = "agent"; ip = "10.1.0.21"; };
+        a2 = { node = "srv"; role = "agent"; ip = "10.1.0.22"; };
+      };
+    };
+  };
+
+  withCluster = cfg: name: f: cfg // { clusters = cfg.clusters // { ${name} = f cfg.clusters.${name}; }; };
+  withMember = cfg: c: m: f: withCluster cfg c (cl: cl // { members = cl.members // { ${m} = f (cl.members.${m} or { }); }; });
+
+  errorPaths = cfg: catAttrs "path" (core.validate cfg).errors;
+  warningPaths = cfg: catAttrs "path" (core.validate cfg).warnings;
+  messages = cfg: catAttrs "message" (core.validate cfg).errors;
+  messageOf = cfg: path: head (catAttrs "message" (filter (e: e.path == path) (core.validate cfg).errors));
+
+  plan = cfg: core.plan cfg;
+  failsToPlan = cfg: !(builtins.tryEval (builtins.deepSeq (core.plan cfg) true)).success;
+
+  case = name: expected: actual: { inherit name expected actual; };
+in [
+  # ---- validation: the happy path ----------------------------------------------------------------------------------
+  (case "a valid config has no errors and no warnings" { errors = [ ]; warnings = [ ]; } (core.validate base))
+  (case "an empty config is valid" { errors = [ ]; warnings = [ ]; } (core.validate { }))
+
+  # ---- validation: every error names its path ----------------------------------------------------------------------
+  (case "unknown node reference lists the known nodes"
+    [ "clusters.dev.members.agent.node" "no node named \"gpu\"; known nodes: \"std\"" ]
+    (let c = withMember base "dev" "agent" (m: m // { node = "gpu"; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.members.agent.node") ]))
+  (case "missing node reference" [ "clusters.dev.members.agent.node" ]
+    (errorPaths (withMember base "dev" "agent" (m: removeAttrs m [ "node" ]))))
+  (case "role other than server/agent"
+    [ "clusters.dev.members.agent.role" ]
+    (errorPaths (withMember base "dev" "agent" (m: m // { role = "worker"; }))))
+  (case "missing ip" [ "clusters.dev.members.agent.ip" ]
+    (errorPaths (withMember base "dev" "agent" (m: removeAttrs m [ "ip" ]))))
+  (case "malformed IPv4 addresses are refused: octet too big, leading zero, too few octets"
+    [ [ "clusters.dev.members.agent.ip" ] [ "clusters.dev.members.agent.ip" ] [ "clusters.dev.members.agent.ip" ] ]
+    (map (ip: errorPaths (withMember base "dev" "agent" (m: m // { inherit ip; }))) [ "10.0.0.256" "10.0.0.020" "10.0.0" ]))
+  (case "two members with one IP: the later one is named, with the earlier"
+    [ "clusters.dev.members.server.ip" "\"10.0.0.20\" is also the ip of member \"agent\"; every member needs its own address" ]
+    (let c = withMember base "dev" "server" (m: m // { ip = "10.0.0.20"; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.members.server.ip") ]))
+  (case "the same IP in two clusters is fine" [ ]
+    (errorPaths (withCluster base "other" (_: base.clusters.dev))))
+  (case "a cluster without a server" [ "clusters.dev.members" ]
+    (errorPaths (withMember base "dev" "server" (m: m // { role = "agent"; }))))
+  (case "a cluster without members" [ "clusters.dev.members" ]
+    (errorPaths (withCluster base "dev" (c: c // { members = { }; }))))
+  (case "install.disk and disko on one node" [ "nodes.std.disko" ]
+    (errorPaths (base // { nodes.std = base.nodes.std // { disko.devices = { }; }; })))
+  (case "install.disk and disko after a member override"
+    [ "clusters.dev.members.agent" ]
+    (errorPaths (withMember base "dev" "agent" (m: m // { disko.devices.disk = { }; }))))
+  (case "a member override can drop install.disk in favour of disko" [ ]
+    (errorPaths (withMember base "dev" "agent" (m: m // { install.disk = null; disko.devices.disk = { }; }))))
+  (case "HA with more than one server and no vip" [ "clusters.prod.ha.vip" ]
+    (errorPaths (withCluster ha "prod" (c: c // { ha = { enable = true; }; }))))
+  (case "HA with a single server needs no vip" [ ]
+    (errorPaths (withCluster base "dev" (c: c // { ha.enable = true; }))))
+  (case "ha.firstServer that is not a server member lists the servers"
+    [ "clusters.prod.ha.firstServer" "\"a1\" is not a server member of this cluster; server members: \"s1\", \"s2\", \"s3\"" ]
+    (let c = withCluster ha "prod" (c: c // { ha = c.ha // { firstServer = "a1"; }; }); in [ (head (errorPaths c)) (messageOf c "clusters.prod.ha.firstServer") ]))
+  (case "a VIP equal to a member IP" [ "clusters.prod.members.s2.ip" ]
+    (errorPaths (withCluster ha "prod" (c: c // { ha = c.ha // { vip = "10.1.0.12"; }; }))))
+  (case "malformed VIP" [ "clusters.prod.ha.vip" ]
+    (errorPaths (withCluster ha "prod" (c: c // { ha = c.ha // { vip = "10.1.0"; }; }))))
+  (case "malformed MAC on a node and on a member override"
+    [ "nodes.std.network.mac" "clusters.dev.members.agent.network.mac" ]
+    (errorPaths (withMember (base // { nodes.std = base.nodes.std // { network.mac = "aa:bb:cc:dd:ee"; }; }) "dev" "agent"
+      (m: m // { network.mac = "zz:bb:cc:dd:ee:02"; }))))
+  (case "member names must be host names"
+    [ "clusters.dev.members.\"-agent\"" "clusters.dev.members.Agent_1" ]
+    (errorPaths (withCluster base "dev" (c: c // { members = c.members // {
+      Agent_1 = { node = "std"; role = "agent"; ip = "10.0.0.21"; };
+      "-agent" = { node = "std"; role = "agent"; ip = "10.0.0.22"; }; }; }))))
+  (case "<cluster>-<member> longer than 63 characters"
+    [ "clusters.dev.members.a123456789012345678901234567890123456789012345678901234567890" ]
+    (errorPaths (withMember base "dev" "a123456789012345678901234567890123456789012345678901234567890" (_: { node = "std"; role = "agent"; ip = "10.0.0.30"; }))))
+  (case "two clusters whose members end up with one host name"
+    [ "clusters.dev-a.members.b" ]
+    (errorPaths (base // { clusters = base.clusters // {
+      dev-a = { members.b = { node = "std"; role = "server"; ip = "10.0.0.1"; }; };
+      dev = base.clusters.dev // { members = base.clusters.dev.members // { a-b = { node = "std"; role = "agent"; ip = "10.0.0.2"; }; }; }; }; })))
+  (case "malformed CIDRs and host bits set"
+    [ "clusters.dev.k3s.network.clusterCidr" "clusters.dev.k3s.network.serviceCidr" ]
+    (errorPaths (withCluster base "dev" (c: c // { k3s = c.k3s // { network = { clusterCidr = "10.42.0.0"; serviceCidr = "10.43.1.0/16"; }; }; }))))
+  (case "host bits set names the network"
+    "\"10.43.1.0/16\" has host bits set; the network is \"10.43.0.0/16\""
+    (messageOf (withCluster base "dev" (c: c // { k3s = c.k3s // { network.serviceCidr = "10.43.1.0/16"; }; })) "clusters.dev.k3s.network.serviceCidr"))
+  (case "clusterDns outside serviceCidr" [ "clusters.dev.k3s.network.clusterDns" ]
+    (errorPaths (withCluster base "dev" (c: c // { k3s = c.k3s // { network = { serviceCidr = "10.43.0.0/16"; clusterDns = "10.44.0.10"; }; }; }))))
+  (case "k3s.version not of the form v1.31.0+k3s1"
+    [ [ "clusters.dev.k3s.version" ] [ "clusters.dev.k3s.version" ] [ "clusters.dev.k3s.version" ] [ ] ]
+    (map (version: errorPaths (withCluster base "dev" (c: c // { k3s.version = version; }))) [ "1.31.0" "v1.31+k3s1" "v1.31.0-k3s1" "v1.32.5+k3s2" ]))
+  (case "provisioning: PXE range outside its subnet, bad ssh port"
+    [ "provisioning.pxe.server.dhcp.range" "provisioning.nixos-anywhere.ssh.port" ]
+    (errorPaths (base // { provisioning = {
+      pxe.server = { ip = "10.0.0.1"; dhcp = { subnet = "10.0.0.0/24"; range = "10.0.1.100-10.0.1.200"; }; };
+      nixos-anywhere.ssh.port = 70000; }; })))
+  (case "every problem is reported, not just the first"
+    [ "clusters.dev.k3s.version" "clusters.dev.members.agent.node" "clusters.dev.members.agent.role" "clusters.dev.members.server.ip" ]
+    (errorPaths (withMember (withMember (withCluster base "dev" (c: c // { k3s.version = "latest"; })) "dev" "agent"
+      (m: m // { node = "nope"; role = "boss"; })) "dev" "server" (m: m // { ip = "x"; }))))
+  (case "names that are not identifiers are quoted in paths" [ "nodes.\"a.b\".network.mac" ]
+    (errorPaths { nodes."a.b".network.mac = "nope"; }))
+  (case "a plain token is a warning, not an error" { errors = [ ]; warnings = [ "clusters.dev.secrets.token" ]; }
+    (let r = core.validate (withCluster base "dev" (c: c // { secrets.token = "s3cret"; })); in { errors = r.errors; warnings = catAttrs "path" r.warnings; }))
+
+  # ---- validation: warnings ------------------------------------------------------------------------------------------
+  (case "members that share a MAC are a warning (PXE cannot tell them apart)"
+    { errors = [ ]; warnings = [ "clusters.dev.members.server.network.mac" ]; }
+    (let c = withMember base "dev" "agent" (m: removeAttrs m [ "network" ]); in { errors = errorPaths c; warnings = warningPaths c; }))
+  (case "MACs are compared without regard to case" [ "clusters.dev.members.server.network.mac" ]
+    (warningPaths (withMember base "dev" "agent" (m: m // { network.mac = "AA:BB:CC:DD:EE:01"; }))))
+  (case "several servers without HA warn about the single point of failure" [ "clusters.prod.ha.enable" ]
+    (warningPaths (withCluster ha "prod" (c: c // { ha = { }; }))))
+
+  # ---- plan -------------------------------------------------------------------------------------------------------------
+  (case "plan refuses an invalid config with every error in one message" true
+    (failsToPlan (withMember base "dev" "agent" (m: m // { node = "gpu"; role = "x"; }))))
+  (case "the only server is first, initialises the cluster and has no serverAddr"
+    { firstServer = "server"; clusterInit = true; serverAddr = null; apiEndpoint = "https://10.0.0.10:6443"; }
+    (let p = (plan base).clusters.dev; in { inherit (p) firstServer apiEndpoint; inherit (p.members.server.k3s) clusterInit serverAddr; }))
+  (case "agents join the first server's address without HA" "https://10.0.0.10:6443"
+    (plan base).clusters.dev.members.agent.k3s.serverAddr)
+  (case "without ha.firstServer the alphabetically first server initialises" "s1" (plan ha).clusters.prod.firstServer)
+  (case "ha.firstServer picks the initialising server"
+    { firstServer = "s2"; init = [ "s2" ]; }
+    (let p = (plan (withCluster ha "prod" (c: c // { ha = c.ha // { firstServer = "s2"; }; }))).clusters.prod; in
+      { inherit (p) firstServer; init = filter (n: p.members.${n}.k3s.clusterInit) (attrNames p.members); }))
+  (case "agents and servers join through the VIP when HA is on"
+    [ "https://10.1.0.100:6443" "https://10.1.0.100:6443" "https://10.1.0.100:6443" ]
+    (let p = (plan ha).clusters.prod; in map (n: p.members.${n}.k3s.serverAddr) [ "s2" "s3" "a1" ]))
+  (case "provision waves: first server, each other server alone, then all agents"
+    [ [ "s1" ] [ "s2" ] [ "s3" ] [ "a1" "a2" ] ] (plan ha).clusters.prod.provision)
+  (case "provision waves without agents: servers one by one, no empty agent wave" [ [ "agent" ] [ "server" ] ] (plan (withMember base "dev" "agent" (m: m // { role = "server"; }))).clusters.dev.provision)
+  (case "rollout: agents, other servers, first server last" [ "a1" "a2" "s2" "s3" "s1" ] (plan ha).clusters.prod.rollout)
+  (case "rollout with firstServer s2 keeps it last" [ "a1" "a2" "s1" "s3" "s2" ]
+    (plan (withCluster ha "prod" (c: c // { ha = c.ha // { firstServer = "s2"; }; }))).clusters.prod.rollout)
+  (case "version upgrades roll servers first, agents after" [ "s2" "s3" "s1" "a1" "a2" ] (plan ha).clusters.prod.upgradeRollout)
+  (case "server flags: node-ip, own bind address under keepalived, VIP as TLS SAN, networks, extra args"
+    [ "--node-ip=10.1.0.12" "--bind-address=10.1.0.12" "--advertise-address=10.1.0.12" "--tls-san=10.1.0.100"
+      "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--cluster-dns=10.43.0.10" "--disable=traefik" ]
+    (plan ha).clusters.prod.members.s2.k3s.flags)
+  (case "agent flags: node-ip and agent extra args only" [ "--node-ip=10.1.0.21" "--node-label=tier=worker" ]
+    (plan ha).clusters.prod.members.a1.k3s.flags)
+  (case "an external load balancer keeps k3s on all addresses" [ "--node-ip=10.1.0.11" "--tls-san=10.1.0.100" "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--cluster-dns=10.43.0.10" "--disable=traefik" ]
+    (plan (withCluster ha "prod" (c: c // { ha = c.ha // { loadBalancer = "external"; }; }))).clusters.prod.members.s1.k3s.flags)
+  (case "without HA no tls-san and no bind address" [ "--node-ip=10.0.0.10" ] (plan base).clusters.dev.members.server.k3s.flags)
+  (case "member mac: the override wins over the template, else the template, else null"
+    [ "aa:bb:cc:dd:ee:02" "aa:bb:cc:dd:ee:01" null ]
+    [ (plan base).clusters.dev.members.agent.mac (plan base).clusters.dev.members.server.mac (plan ha).clusters.prod.members.s1.mac ])
+  (case "member overrides merge recursively into the template; lists are replaced"
+    { install = { disk = "/dev/sdb"; swapSize = "8G"; }; boot.kernelParams = [ "b" ]; network.mac = "aa:bb:cc:dd:ee:01"; extensions = { monitoring.enable = true; zfs.enable = true; }; }
+    (let c = {
+        nodes.t = { network.mac = "aa:bb:cc:dd:ee:01"; install = { disk = "/dev/sda"; swapSize = "8G"; }; boot.kernelParams = [ "a" ]; extensions.monitoring.enable = false; };
+        clusters.x.members.s = { node = "t"; role = "server"; ip = "10.0.0.1"; install.disk = "/dev/sdb"; boot.kernelParams = [ "b" ]; extensions = { monitoring.enable = true; zfs.enable = true; }; };
+      }; in (plan c).clusters.x.members.s.config))
+  (case "string and value node references give the same member"
+    true
+    (let
+      t = { install.disk = "/dev/sda"; _nix8sName = "t"; };
+      byName = (plan { nodes.t = t; clusters.x.members.s = { node = "t"; role = "server"; ip = "10.0.0.1"; }; }).clusters.x.members.s;
+      byValue = (plan { nodes.t = t; clusters.x.members.s = { node = t; role = "server"; ip = "10.0.0.1"; }; }).clusters.x.members.s;
+    in byName == byValue && byValue.node == "t"))
+  (case "an inline node value without a name plans with node = null" null
+    (plan { clusters.x.members.s = { node = { install.disk = "/dev/sda"; }; role = "server"; ip = "10.0.0.1"; }; }).clusters.x.members.s.node)
+  (case "Nix-only values ride along but never enter the plan"
+    { install.disk = "/dev/sda"; extra = { keep = 1; }; }
+    (plan { nodes.t = { install.disk = "/dev/sda"; nixosModules = [ ({ ... }: { }) ]; extra = { keep = 1; fn = x: x; p = ./.; }; };
+            clusters.x.members.s = { node = "t"; role = "server"; ip = "10.0.0.1"; }; }).clusters.x.members.s.config)
+  (case "multi-cluster: each cluster plans from its own members only"
+    { dev = [ "agent" "server" ]; prod = [ "a1" "a2" "s1" "s2" "s3" ]; devEndpoint = "https://10.0.0.10:6443"; prodEndpoint = "https://10.1.0.100:6443"; }
+    (let p = plan (base // { nodes = base.nodes // ha.nodes; clusters = base.clusters // ha.clusters; }); in {
+      dev = attrNames p.clusters.dev.members; prod = attrNames p.clusters.prod.members;
+      devEndpoint = p.clusters.dev.apiEndpoint; prodEndpoint = p.clusters.prod.apiEndpoint; }))
+
+  # ---- secrets ----------------------------------------------------------------------------------------------------------
+  (case "default token files: servers get both, agents only the agent token"
+    { server = { tokenFile = "/var/lib/nix8s/secrets/k3s-token"; agentTokenFile = "/var/lib/nix8s/secrets/k3s-agent-token"; };
+      agent = { tokenFile = "/var/lib/nix8s/secrets/k3s-agent-token"; agentTokenFile = null; }; }
+    (let p = (plan base).clusters.dev.members; in { server = { inherit (p.server.k3s) tokenFile agentTokenFile; }; agent = { inherit (p.agent.k3s) tokenFile agentTokenFile; }; }))
+  (case "a user's single tokenFile serves agents too"
+    [ "/run/secrets/k3s" "/run/secrets/k3s" null ]
+    (let p = (plan (withCluster base "dev" (c: c // { secrets.tokenFile = "/run/secrets/k3s"; }))).clusters.dev.members; in
+      [ p.server.k3s.tokenFile p.agent.k3s.tokenFile p.server.k3s.agentTokenFile ]))
+  (case "no secret value appears in the plan, the NixOS data of file users, or the export"
+    [ false false false ]
+    (let
+      cfg = withCluster base "dev" (c: c // { secrets = { token = "TOPSECRET-1"; agentToken = "TOPSECRET-2"; tokenFile = "/run/t"; agentTokenFile = "/run/a"; }; });
+      has = v: builtins.match ".*TOPSECRET.*" (toJSON v) != null;
+    in [ (has (plan cfg)) (has (core.exportable cfg)) (has (core.nixos (withCluster base "dev" (c: c // { secrets.tokenFile = "/run/t"; })))) ]))
+  (case "a plain token is used by k3s only when given (with its warning)" "s3cret"
+    (core.nixos (withCluster base "dev" (c: c // { secrets.token = "s3cret"; }))).dev-server.settings.services.k3s.token)
+  (case "the export keeps token file paths" { tokenFile = "/run/t"; }
+    (core.exportable (withCluster base "dev" (c: c // { secrets = { token = "x"; tokenFile = "/run/t"; }; }))).clusters.dev.secrets)
+  (case "the export drops Nix-only values and names value references"
+    { nodes.t = { install.disk = "/dev/sda"; }; clusters.x.members.s = { node = "t"; role = "server"; ip = "10.0.0.1"; }; }
+    (let t = { install.disk = "/dev/sda"; nixosModules = [ ./. ]; _nix8sName = "t"; }; in
+      core.exportable { nodes.t = t; clusters.x.members.s = { node = t; role = "server"; ip = "10.0.0.1"; }; }))
+
+  # ---- NixOS data ----------------------------------------------------------------------------------------------------------
+  (case "k3s service options come from the plan"
+    { enable = true; role = "agent"; clusterInit = false; serverAddr = "https://10.1.0.100:6443"; extraFlags = [ "--node-ip=10.1.0.21" "--node-label=tier=worker" ];
+      tokenFile = "/var/lib/nix8s/secrets/k3s-agent-token"; }
+    (core.nixos ha).prod-a1.settings.services.k3s)
+  (case "the first server sets no serverAddr" false ((core.nixos ha).prod-s1.settings.services.k3s ? serverAddr))
+  (case "static address on eth0 with classic interface names when none is configured"
+    { addrs = [ { address = "10.0.0.10"; prefixLength = 24; } ]; params = [ "net.ifnames=0" ]; }
+    (let s = (core.nixos base).dev-server.settings; in { addrs = s.networking.interfaces.eth0.ipv4.addresses; params = s.boot.kernelParams; }))
+  (case "a configured interface carries the address and keeps predictable names"
+    { addrs = [ { address = "10.0.0.10"; prefixLength = 28; } ]; hasParams = false; gw = { address = "10.0.0.1"; interface = "enp1s0"; }; }
+    (let s = (core.nixos (withCluster (base // { nodes.std = base.nodes.std // { network.interface = "enp1s0"; }; }) "dev"
+      (c: c // { network = { prefixLength = 28; gateway = "10.0.0.1"; }; }))).dev-server.settings; in
+      { addrs = s.networking.interfaces.enp1s0.ipv4.addresses; hasParams = s ? boot; gw = s.networking.defaultGateway; }))
+  (case "firewall: servers open API, kubelet, etcd and flannel; agents kubelet and flannel"
+    { server = { allowedTCPPorts = [ 6443 10250 ]; allowedUDPPorts = [ 8472 ]; allowedTCPPortRanges = [ { from = 2379; to = 2380; } ]; };
+      agent = { allowedTCPPorts = [ 10250 ]; allowedUDPPorts = [ 8472 ]; }; }
+    (let n = core.nixos base; in { server = n.dev-server.settings.networking.firewall; agent = n.dev-agent.settings.networking.firewall; }))
+  (case "HA: haproxy and keepalived on servers only, backends are all server IPs"
+    { s1 = true; a1 = false; backends = [ "  server s1 10.1.0.11:6443 check" "  server s2 10.1.0.12:6443 check" "  server s3 10.1.0.13:6443 check" ];
+      bind = [ "  bind 10.1.0.100:6443" ]; nonlocal = 1; }
+    (let n = core.nixos ha; lines = filter builtins.isString (builtins.split "\n" n.prod-s2.settings.services.haproxy.config); in {
+      s1 = n.prod-s1.settings.services.haproxy.enable && n.prod-s1.settings.services.keepalived.enable;
+      a1 = n.prod-a1.settings.services ? haproxy || n.prod-a1.settings.services ? keepalived;
+      backends = filter (l: builtins.match "  server .*" l != null) lines;
+      bind = filter (l: builtins.match "  bind .*" l != null) lines;
+      nonlocal = n.prod-s2.settings.boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind"; }))
+  (case "keepalived: first server is MASTER, unicast peers are the other servers, VIP with prefix"
+    { state = "MASTER"; priority = 150; peers = [ "10.1.0.12" "10.1.0.13" ]; vips = [ { addr = "10.1.0.100/24"; } ]; backup = "BACKUP"; }
+    (let n = core.nixos ha; i = n.prod-s1.settings.services.keepalived.vrrpInstances.k3s-prod; in {
+      inherit (i) state priority; peers = i.unicastPeers; vips = i.virtualIps;
+      backup = n.prod-s3.settings.services.keepalived.vrrpInstances.k3s-prod.state; }))
+  (case "simple disk mode: GPT, 512M ESP vfat on /boot, optional swap, ext4 root"
+    { esp = { size = "512M"; type = "EF00"; fs = "vfat"; mount = "/boot"; }; swap = "16G"; root = { size = "100%"; fs = "ext4"; mount = "/"; }; device = "/dev/sda"; }
+    (let d = (core.nixos (base // { nodes.std = base.nodes.std // { install = { disk = "/dev/sda"; swapSize = "16G"; }; }; })).dev-server.settings.disko.devices.disk.main;
+         p = d.content.partitions; in {
+      esp = { inherit (p.ESP) size type; fs = p.ESP.content.format; mount = p.ESP.content.mountpoint; };
+      swap = p.swap.size; root = { inherit (p.root) size; fs = p.root.content.format; mount = p.root.content.mountpoint; }; inherit (d) device; }))
+  (case "custom disko mode passes devices through" { zpool.rpool.type = "zpool"; }
+    (core.nixos { nodes.z.disko.devices.zpool.rpool.type = "zpool"; clusters.x.members.s = { node = "z"; role = "server"; ip = "10.0.0.1"; }; }).x-s.settings.disko.devices)
+  (case "zfs gets a stable 8-hex-digit hostId derived from the member" { fs = [ "zfs" ]; id = builtins.substring 0 8 (builtins.hashString "sha256" "x-s"); }
+    (let s = (core.nixos { nodes.z = { install.disk = "/dev/sda"; extensions.zfs.enable = true; }; clusters.x.members.s = { node = "z"; role = "server"; ip = "10.0.0.1"; }; }).x-s.settings; in
+      { fs = s.boot.supportedFilesystems; id = s.networking.hostId; }))
+  (case "extensions only where enabled: monitoring on the member that overrides it"
+    { s = true; a = false; }
+    (let n = core.nixos (withMember base "dev" "server" (m: m // { extensions.monitoring.enable = true; })); in
+      { s = n.dev-server.settings.services.prometheus.exporters.node.enable; a = n.dev-agent.settings.services ? prometheus; }))
+]
