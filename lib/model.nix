@@ -16,6 +16,7 @@ let
   nodes = attrsOr (raw.nodes or { });
   clusters = attrsOr (raw.clusters or { });
   provisioning = attrsOr (raw.provisioning or { });
+  nodesData = mapAttrs (_: n: if isAttrs n then u.dataOnly n else { }) nodes;
 
   member = cname: mname: m:
     let
@@ -35,16 +36,19 @@ let
         else if refKind == "value" then ref
         else { };
       overrides = removeAttrs mm memberKeys;
-      merged = u.recursiveUpdate template overrides;
-      config = u.dataOnly merged;
-      mac = u.attrByPath [ "network" "mac" ] null config;
+      # Templates are made data-only once per node, not once per member; members without overrides share them.
+      templateData =
+        if nodeName != null && nodesData ? ${nodeName} then nodesData.${nodeName}
+        else u.dataOnly template;
+      config = if overrides == { } then templateData else u.dataUpdate templateData (u.dataOnly overrides);
+      mac = (config.network.mac or null);
     in {
       name = mname;
       cluster = cname;
       hostName = "${cname}-${mname}";
       isAttrs = isAttrs m && !(u.isNixOnly m);
       raw = mm;
-      inherit ref refKind nodeName template overrides merged config mac;
+      inherit ref refKind nodeName template overrides config mac;
       role = mm.role or null;
       ip = mm.ip or null;
     };

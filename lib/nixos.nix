@@ -57,7 +57,7 @@ let
 in
 model: plan:
 let
-  ssh = u.attrByPath [ "provisioning" "ssh" ] { } model.raw;
+  ssh = (model.raw.provisioning.ssh or { });
   authorizedKeys = ssh.authorizedKeys or [ ];
 
   memberOptions = c: cp: m:
@@ -65,13 +65,13 @@ let
       mp = cp.members.${m.name};
       cfg = mp.config;
       ext = cfg.extensions or { };
-      enabled = e: u.attrByPath [ e "enable" ] false ext == true;
+      enabled = e: (ext.${e}.enable or false) == true;
       isServer = m.role == "server";
-      iface = u.attrByPath [ "network" "interface" ] null cfg;
+      iface = (cfg.network.interface or null);
       ifaceName = if iface != null then iface else "eth0";
       install = cfg.install or { };
-      vendor = u.attrByPath [ "hardware" "cpu" "vendor" ] null cfg;
-      microcode = u.attrByPath [ "hardware" "cpu" "updateMicrocode" ] true cfg;
+      vendor = (cfg.hardware.cpu.vendor or null);
+      microcode = (cfg.hardware.cpu.updateMicrocode or true);
       k = mp.k3s;
       wireguard = any (f: builtins.match "--flannel-backend=wireguard.*" f != null) k.flags;
       secrets = c.secrets;
@@ -106,9 +106,9 @@ let
         (optionalAttrs (c.network.nameservers != [ ]) { networking.nameservers = c.network.nameservers; })
         (optionalAttrs (authorizedKeys != [ ]) { users.users.root.openssh.authorizedKeys.keys = authorizedKeys; })
         # Without a configured interface name the member's address goes on eth0, which classic names guarantee.
-        (let params = u.attrByPath [ "boot" "kernelParams" ] [ ] cfg ++ optionals (iface == null) [ "net.ifnames=0" ]; in
+        (let params = (cfg.boot.kernelParams or [ ]) ++ optionals (iface == null) [ "net.ifnames=0" ]; in
           optionalAttrs (params != [ ]) { boot.kernelParams = params; })
-        (let mods = u.attrByPath [ "boot" "kernelModules" ] [ ] cfg; in optionalAttrs (mods != [ ]) { boot.kernelModules = mods; })
+        (let mods = (cfg.boot.kernelModules or [ ]); in optionalAttrs (mods != [ ]) { boot.kernelModules = mods; })
         (optionalAttrs (vendor != null) { hardware.cpu.${vendor}.updateMicrocode = microcode; })
         (optionalAttrs (install ? disk && install.disk != null) { disko.devices = simpleDisko install; })
         (optionalAttrs ((cfg.disko or null) != null) { disko.devices = cfg.disko.devices; })

@@ -25,17 +25,29 @@ rec {
   # Values that have no YAML/JSON form: they may ride along in the config but never enter the plan.
   isNixOnly = v:
     let t = typeOf v; in
-    t == "lambda" || t == "path" || (t == "set" && (v.type or null == "derivation" || v ? _type || v ? __functor));
+    if t == "set" then v ? _type || v ? __functor || (v.type or null) == "derivation"
+    else t == "lambda" || t == "path";
 
   # The JSON-serializable part of a value: Nix-only values and `nixosModules` are dropped, and so is the
   # internal `_nix8sName` tag the flake module puts on node templates.
   dataOnly = v:
-    if isNixOnly v then null
-    else if isAttrs v then
-      listToAttrs (map (n: { name = n; value = dataOnly v.${n}; })
-        (filter (n: n != "nixosModules" && n != "_nix8sName" && !(isNixOnly v.${n})) (attrNames v)))
-    else if isList v then map dataOnly (filter (x: !(isNixOnly x)) v)
+    let t = typeOf v; in
+    if t == "set" then (if isNixOnly v then null else dataAttrs v)
+    else if t == "list" then map dataOnly (filter (x: !(isNixOnly x)) v)
+    else if t == "lambda" || t == "path" then null
     else v;
+
+  dataAttrs = v: listToAttrs (builtins.concatMap (n:
+    let x = v.${n}; tx = typeOf x; in
+    if n == "nixosModules" || n == "_nix8sName" || tx == "lambda" || tx == "path" then [ ]
+    else if tx == "set" then (if isNixOnly x then [ ] else [ { name = n; value = dataAttrs x; } ])
+    else if tx == "list" then [ { name = n; value = dataOnly x; } ]
+    else [ { name = n; value = x; } ]) (attrNames v));
+
+  # recursiveUpdate for values already made data-only.
+  dataUpdate = lhs: rhs:
+    if isAttrs lhs && isAttrs rhs then lhs // mapAttrs (n: r: if lhs ? ${n} then dataUpdate lhs.${n} r else r) rhs
+    else rhs;
 
   # ---- formatting ------------------------------------------------------------------------------------------------
 
@@ -55,6 +67,8 @@ rec {
   # ---- addresses ---------------------------------------------------------------------------------------------------
 
   octet = "(0|[1-9][0-9]{0,2})";
+  octet255 = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+  ipv4Re = "${octet255}\\.${octet255}\\.${octet255}\\.${octet255}";
 
   # "10.0.0.1" -> [ 10 0 0 1 ], or null when malformed (leading zeros are refused: they read as octal elsewhere).
   parseIPv4 = s:
@@ -64,7 +78,8 @@ rec {
       if m == null then null
       else let os = map fromJSON m; in if all (o: o <= 255) os then os else null;
 
-  isIPv4 = s: parseIPv4 s != null;
+  # One regex, no arithmetic: this runs for every member.
+  isIPv4 = s: typeOf s == "string" && match ipv4Re s != null;
 
   ipToInt = os: ((elemAt os 0 * 256 + elemAt os 1) * 256 + elemAt os 2) * 256 + elemAt os 3;
 

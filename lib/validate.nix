@@ -37,29 +37,41 @@ let
     opt (v != null && !(isAttrs v && !(u.isNixOnly v))) (problem segs "must be an attribute set, got ${show v}");
 
   # Node-template fields; used for templates and again for each member's merged config (prefix differs).
-  checkNodeConfig = segs: c: concatLists [
-    (checkMAC (segs ++ [ "network" "mac" ]) (u.attrByPath [ "network" "mac" ] null c))
-    (let d = u.attrByPath [ "install" "disk" ] null c; in
-      opt (d != null && !(isString d && match "/dev/.+" d != null))
-        (problem (segs ++ [ "install" "disk" ]) "${show d} is not a block device path; use a path under /dev such as \"/dev/sda\" or \"/dev/disk/by-id/...\""))
-    (let s = u.attrByPath [ "install" "swapSize" ] null c; in
-      opt (s != null && !(isString s && match sizeRe s != null))
-        (problem (segs ++ [ "install" "swapSize" ]) "${show s} is not a size; write a number with a unit K, M, G or T, such as \"16G\""))
-    (let v = u.attrByPath [ "hardware" "cpu" "vendor" ] null c; in
-      opt (v != null && !(elem v [ "intel" "amd" ]))
-        (problem (segs ++ [ "hardware" "cpu" "vendor" ]) "${show v} is not a CPU vendor; use \"intel\" or \"amd\""))
-    (let ch = u.attrByPath [ "extensions" "nvidia" "package" ] null c; in
-      opt (ch != null && !(elem ch nvidiaChannels))
-        (problem (segs ++ [ "extensions" "nvidia" "package" ]) "${show ch} is not an NVIDIA driver channel; use one of ${quoteList nvidiaChannels}"))
-    (checkStringList (segs ++ [ "boot" "kernelParams" ]) (u.attrByPath [ "boot" "kernelParams" ] null c))
-    (checkStringList (segs ++ [ "boot" "kernelModules" ]) (u.attrByPath [ "boot" "kernelModules" ] null c))
-    (checkStringList (segs ++ [ "extensions" "drbd" "devices" ]) (u.attrByPath [ "extensions" "drbd" "devices" ] null c))
-    (let d = c.disko or null; in
-      opt (d != null && !(isAttrs d && isAttrs (d.devices or null)))
-        (problem (segs ++ [ "disko" ]) "custom disko config must be an attribute set with a \"devices\" attribute (disko's own format)"))
-  ];
+  checkNodeConfig = segs: c:
+    let when = k: xs: if c ? ${k} then concatLists xs else [ ]; in
+    concatLists [
+      (when "network" [ (checkMAC (segs ++ [ "network" "mac" ]) (c.network.mac or null)) ])
+      (when "install" [
+        (let d = c.install.disk or null; in
+          opt (d != null && !(isString d && match "/dev/.+" d != null))
+            (problem (segs ++ [ "install" "disk" ]) "${show d} is not a block device path; use a path under /dev such as \"/dev/sda\" or \"/dev/disk/by-id/...\""))
+        (let s = c.install.swapSize or null; in
+          opt (s != null && !(isString s && match sizeRe s != null))
+            (problem (segs ++ [ "install" "swapSize" ]) "${show s} is not a size; write a number with a unit K, M, G or T, such as \"16G\""))
+      ])
+      (when "hardware" [
+        (let v = c.hardware.cpu.vendor or null; in
+          opt (v != null && !(elem v [ "intel" "amd" ]))
+            (problem (segs ++ [ "hardware" "cpu" "vendor" ]) "${show v} is not a CPU vendor; use \"intel\" or \"amd\""))
+      ])
+      (when "extensions" [
+        (let ch = c.extensions.nvidia.package or null; in
+          opt (ch != null && !(elem ch nvidiaChannels))
+            (problem (segs ++ [ "extensions" "nvidia" "package" ]) "${show ch} is not an NVIDIA driver channel; use one of ${quoteList nvidiaChannels}"))
+        (checkStringList (segs ++ [ "extensions" "drbd" "devices" ]) (c.extensions.drbd.devices or null))
+      ])
+      (when "boot" [
+        (checkStringList (segs ++ [ "boot" "kernelParams" ]) (c.boot.kernelParams or null))
+        (checkStringList (segs ++ [ "boot" "kernelModules" ]) (c.boot.kernelModules or null))
+      ])
+      (when "disko" [
+        (let d = c.disko; in
+          opt (d != null && !(isAttrs d && isAttrs (d.devices or null)))
+            (problem (segs ++ [ "disko" ]) "custom disko config must be an attribute set with a \"devices\" attribute (disko's own format)"))
+      ])
+    ];
 
-  bothDisks = c: u.hasPath [ "install" "disk" ] c && (c.disko or null) != null;
+  bothDisks = c: ((c.install.disk or null) != null) && (c.disko or null) != null;
 
   nodeProblems = name: n:
     let segs = [ "nodes" name ]; in
@@ -87,7 +99,7 @@ let
         if !(u.isLabel m.name) then [ (problem segs "member name ${show m.name} is not a valid host name; use lowercase letters, digits and \"-\", starting and ending with a letter or digit") ]
         else opt (stringLength m.hostName > 63) (problem segs "host name ${show m.hostName} is ${toString (stringLength m.hostName)} characters long; <cluster>-<member> must be at most 63, shorten the member or cluster name");
       templateBoth = m.refKind != "missing" && bothDisks m.template;
-      mergedErr = opt (bothDisks m.merged && !templateBoth)
+      mergedErr = opt (m.overrides != { } && bothDisks m.config && !templateBoth)
         (problem segs "after merging node ${show (if m.nodeName != null then m.nodeName else "(inline)")} with this member's overrides both install.disk and disko are set; they are mutually exclusive, override one of them with null or drop one");
       ipVip = opt (c.vip != null && m.ip == c.vip) (problem (segs ++ [ "ip" ]) "${show m.ip} is also the cluster's ha.vip; the VIP must be an address no member uses");
     in
@@ -95,8 +107,8 @@ let
     else {
       errors = nodeErr ++ roleErr ++ nameErr ++ checkIPv4 (segs ++ [ "ip" ]) "ip" m.ip ++ ipVip
         # Only the member's own overrides are checked here; the template's values are reported under nodes.
-        ++ checkNodeConfig segs m.overrides ++ mergedErr;
-      warnings = opt (m.config != { } && !(u.hasPath [ "install" "disk" ] m.config) && (m.config.disko or null) == null)
+        ++ (if m.overrides == { } then [ ] else checkNodeConfig segs m.overrides) ++ mergedErr;
+      warnings = opt (m.config != { } && !(((m.config.install.disk or null) != null)) && (m.config.disko or null) == null)
         (problem segs "neither install.disk nor disko is set: the system gets no disk layout; set one, or declare fileSystems in nixosModules");
     };
 
@@ -134,8 +146,8 @@ let
           else if !(u.isIPv4 d) then checkIPv4 (segs ++ [ "k3s" "network" "clusterDns" ]) "clusterDns" d
           else opt (svc != null && !(u.cidrContains svc d))
             (problem (segs ++ [ "k3s" "network" "clusterDns" ]) "${show d} is outside serviceCidr ${show netw.serviceCidr}; pick an address inside it, such as \"${u.intToIp (svc.network + 10)}\""))
-        (checkStringList (segs ++ [ "k3s" "extraArgs" "server" ]) (u.attrByPath [ "extraArgs" "server" ] null k3s))
-        (checkStringList (segs ++ [ "k3s" "extraArgs" "agent" ]) (u.attrByPath [ "extraArgs" "agent" ] null k3s))
+        (checkStringList (segs ++ [ "k3s" "extraArgs" "server" ]) ((k3s.extraArgs.server or null)))
+        (checkStringList (segs ++ [ "k3s" "extraArgs" "agent" ]) ((k3s.extraArgs.agent or null)))
         (checkAttrs (segs ++ [ "ha" ]) (c.raw.ha or null))
         (let e = ha.enable or null; in opt (e != null && !isBool e) (problem (segs ++ [ "ha" "enable" ]) "must be true or false, got ${show e}"))
         (opt (c.haEnable && length c.servers > 1 && !(isString (ha.vip or null)))
@@ -173,16 +185,16 @@ let
 
   provisioningProblems = p:
     let
-      pxe = u.attrByPath [ "pxe" "server" ] { } p;
+      pxe = (p.pxe.server or { });
       dhcp = if isAttrs (pxe.dhcp or null) then pxe.dhcp else { };
       base = [ "provisioning" "pxe" "server" ];
       subnet = u.parseCIDR (dhcp.subnet or null);
       range = dhcp.range or null;
       rangeParts = if isString range then match "([^-]+)-([^-]+)" range else null;
-      ssh = u.attrByPath [ "nixos-anywhere" "ssh" ] { } p;
+      ssh = (p.nixos-anywhere.ssh or { });
       port = if isAttrs ssh then ssh.port or null else null;
       lima = if isAttrs (p.lima or null) then p.lima else { };
-      keys = u.attrByPath [ "ssh" "authorizedKeys" ] null p;
+      keys = (p.ssh.authorizedKeys or null);
     in concatLists [
       (checkOptIPv4 (base ++ [ "ip" ]) (pxe.ip or null))
       (checkCIDR (base ++ [ "dhcp" "subnet" ]) (dhcp.subnet or null))

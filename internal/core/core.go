@@ -1,0 +1,237 @@
+// Package core is the one Go entry into the pure Nix core (lib/, contract in docs/core.md). The CLI and the
+// daemon ask it to validate, plan, export and describe configs; it runs nix-instantiate on the core and
+// returns typed results. Nothing here re-implements a rule of the core.
+package core
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// DefaultTimeout bounds one evaluation when Options.Timeout is zero.
+const DefaultTimeout = 2 * time.Minute
+
+// Options configure an Evaluator. The zero value of each field picks the default.
+type Options struct {
+	// Lib is the core to evaluate, normally nix8s.Lib (embedded in the binary).
+	Lib fs.FS
+	// LibDir, when set, is a lib/ directory on disk used instead of Lib, for working on the core.
+	LibDir string
+	// CacheDir is where Lib is materialised; default $XDG_CACHE_HOME/nix8s.
+	CacheDir string
+	// NixInstantiate is the nix-instantiate binary; default the one on PATH.
+	NixInstantiate string
+	// Timeout bounds each evaluation; default DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Evaluator evaluates the core with nix-instantiate. It is safe for concurrent use.
+type Evaluator struct {
+	nix     string
+	libDir  string
+	timeout time.Duration
+}
+
+// New finds nix-instantiate and puts the core on disk (once per content hash, shared between processes).
+func New(opts Options) (*Evaluator, error) {
+	nix := opts.NixInstantiate
+	if nix == "" {
+		p, err := exec.LookPath("nix-instantiate")
+		if err != nil {
+			return nil, &HintError{
+				Err:  errors.New("nix-instantiate not found on PATH; nix8s evaluates its core with Nix"),
+				Hint: "install Nix: apt-get install nix-bin (Debian/Ubuntu), or see https://nixos.org/download",
+			}
+		}
+		nix = p
+	}
+	dir := opts.LibDir
+	switch {
+	case dir != "":
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(filepath.Join(abs, "default.nix")); err != nil {
+			return nil, &HintError{
+				Err:  fmt.Errorf("core directory %s has no default.nix", dir),
+				Hint: "--lib and NIX8S_LIB name the lib/ directory of a nix8s checkout",
+			}
+		}
+		dir = abs
+	case opts.Lib != nil:
+		cache := opts.CacheDir
+		if cache == "" {
+			cache = defaultCacheDir()
+		}
+		d, err := materialise(opts.Lib, cache)
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+	default:
+		return nil, errors.New("core.New: neither Lib nor LibDir given")
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return &Evaluator{nix: nix, libDir: dir, timeout: timeout}, nil
+}
+
+// LibDir is the directory of the core being evaluated.
+func (e *Evaluator) LibDir() string { return e.libDir }
+
+// Eval evaluates expr, a Nix expression in which `core` is the imported lib and `cfg` the config, and
+// returns its value as JSON. cfg must marshal to JSON (json.RawMessage passes through as is).
+func (e *Evaluator) Eval(ctx context.Context, cfg any, expr string) (json.RawMessage, error) {
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the config as JSON: %w", err)
+	}
+	f, err := os.CreateTemp("", "nix8s-config-*.json")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return e.run(ctx, []string{"--argstr", "config", f.Name()},
+		"{ lib, config }: let core = import lib; cfg = builtins.fromJSON (builtins.readFile config); in "+expr)
+}
+
+// evalCore evaluates expr with only `core` in scope.
+func (e *Evaluator) evalCore(ctx context.Context, expr string) (json.RawMessage, error) {
+	return e.run(ctx, nil, "{ lib }: let core = import lib; in "+expr)
+}
+
+func (e *Evaluator) run(ctx context.Context, args []string, expr string) (json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	// --readonly-mode: the core is pure data, so evaluation never needs to write the store (and works for
+	// users who cannot).
+	argv := append([]string{"--eval", "--strict", "--json", "--readonly-mode", "--argstr", "lib", e.libDir}, args...)
+	argv = append(argv, "--expr", expr)
+	cmd := exec.CommandContext(ctx, e.nix, argv...)
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("evaluating the core timed out after %s", e.timeout)
+		}
+		return nil, fmt.Errorf("evaluating the core: %w", ctx.Err())
+	}
+	if err != nil {
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			return nil, fmt.Errorf("running %s: %w", e.nix, err)
+		}
+		// stdout may hold a partial value: only stderr counts.
+		return nil, &EvalError{Message: nixMessage(stderr.String(), e.libDir), Stderr: stderr.String()}
+	}
+	out := bytes.TrimSpace(stdout.Bytes())
+	if !json.Valid(out) {
+		return nil, fmt.Errorf("evaluating the core: nix-instantiate printed no JSON value: %q", truncate(string(out), 200))
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// Validate runs the core's validate: every error and warning of cfg.
+func (e *Evaluator) Validate(ctx context.Context, cfg any) (Report, error) {
+	out, err := e.Eval(ctx, cfg, "core.validate cfg")
+	if err != nil {
+		return Report{}, err
+	}
+	var r Report
+	if err := json.Unmarshal(out, &r); err != nil {
+		return Report{}, fmt.Errorf("decoding the core's validate result: %w", err)
+	}
+	return r.normalised(), nil
+}
+
+// Planned is the outcome of planning a valid config.
+type Planned struct {
+	// Plan is the typed view of the plan.
+	Plan Plan
+	// JSON is the core's plan exactly as the core produced it.
+	JSON json.RawMessage
+	// Warnings are validate's warnings for the config.
+	Warnings []Problem
+}
+
+// Plan validates cfg and plans it, in one evaluation. When cfg has errors the result is an *InvalidError
+// carrying the whole report.
+func (e *Evaluator) Plan(ctx context.Context, cfg any) (*Planned, error) {
+	out, err := e.Eval(ctx, cfg,
+		`let r = core.validate cfg; in if r.errors != [ ] then { report = r; } else { report = r; plan = core.plan cfg; }`)
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		Report Report          `json:"report"`
+		Plan   json.RawMessage `json:"plan"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("decoding the core's plan: %w", err)
+	}
+	report := res.Report.normalised()
+	if !report.OK() {
+		return nil, &InvalidError{Report: report}
+	}
+	p := &Planned{JSON: res.Plan, Warnings: report.Warnings}
+	if err := json.Unmarshal(res.Plan, &p.Plan); err != nil {
+		return nil, fmt.Errorf("decoding the core's plan: %w", err)
+	}
+	return p, nil
+}
+
+// Exportable is the core's exportable: cfg without secret values and Nix-only values, as JSON.
+func (e *Evaluator) Exportable(ctx context.Context, cfg any) (json.RawMessage, error) {
+	return e.Eval(ctx, cfg, "core.exportable cfg")
+}
+
+// Schema is the core's JSON Schema of the config (draft 2020-12), as JSON.
+func (e *Evaluator) Schema(ctx context.Context) (json.RawMessage, error) {
+	return e.evalCore(ctx, "core.schema")
+}
+
+// normalised makes empty lists encode as [] rather than null.
+func (r Report) normalised() Report {
+	if r.Errors == nil {
+		r.Errors = []Problem{}
+	}
+	if r.Warnings == nil {
+		r.Warnings = []Problem{}
+	}
+	return r
+}
+
+// String renders a problem as `<path>: <message>`, or the message alone for the config as a whole.
+func (p Problem) String() string {
+	if p.Path == "" {
+		return p.Message
+	}
+	return p.Path + ": " + p.Message
+}

@@ -1,0 +1,95 @@
+package core
+
+// Problem is one finding of the core's validate: Path is the dotted config path of the offending value
+// (`clusters.prod.members.agent1.node`, empty for the config as a whole), Message says what is wrong and how
+// to fix it.
+type Problem struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+// Report is the result of validate: every problem at once. A config with Errors cannot be planned; Warnings
+// never block.
+type Report struct {
+	Errors   []Problem `json:"errors"`
+	Warnings []Problem `json:"warnings"`
+}
+
+// OK reports whether the config has no errors.
+func (r Report) OK() bool { return len(r.Errors) == 0 }
+
+// Plan is the core's plan (docs/core.md): per cluster, who is first, how members join and in which order
+// they are rebuilt. The JSON tags follow the core's attribute names, so a Plan round-trips the core's JSON.
+type Plan struct {
+	// Clusters by name.
+	Clusters map[string]Cluster `json:"clusters"`
+}
+
+// Cluster is the plan of one cluster.
+type Cluster struct {
+	// Name is the cluster's attribute name in the config.
+	Name string `json:"name"`
+	// FirstServer is the member that initialises the cluster (ha.firstServer, else the only or
+	// alphabetically first server).
+	FirstServer string `json:"firstServer"`
+	// APIEndpoint is what every other member joins: https://<vip or first server ip>:6443.
+	APIEndpoint string `json:"apiEndpoint"`
+	// HA is the cluster's high-availability setting as the plan resolved it.
+	HA HA `json:"ha"`
+	// K3sVersion is the requested k3s release (`v1.31.0+k3s1`), nil for the NixOS default.
+	K3sVersion *string `json:"k3sVersion"`
+	// Servers and Agents are member names, alphabetical.
+	Servers []string `json:"servers"`
+	Agents  []string `json:"agents"`
+	// Provision is the join waves in order: the first server, each other server alone (concurrent etcd
+	// joins fail, k3s-io/k3s#4335), then all agents together.
+	Provision [][]string `json:"provision"`
+	// Rollout is the rebuild order (design 8.4): agents, other servers, the first server last.
+	Rollout []string `json:"rollout"`
+	// Members by name.
+	Members map[string]Member `json:"members"`
+}
+
+// HA is a cluster's high-availability setting.
+type HA struct {
+	// Enable is ha.enable.
+	Enable bool `json:"enable"`
+	// VIP is the virtual IP of the API endpoint, nil without HA.
+	VIP *string `json:"vip"`
+}
+
+// Member is one machine of a cluster.
+type Member struct {
+	// Name is the member's attribute name.
+	Name string `json:"name"`
+	// HostName is `<cluster>-<member>`, also the nixosConfigurations attribute.
+	HostName string `json:"hostName"`
+	// Node is the node template's name, nil when the member gave its template inline.
+	Node *string `json:"node"`
+	// Role is "server" or "agent".
+	Role string `json:"role"`
+	// IP is the member's IPv4 address.
+	IP string `json:"ip"`
+	// MAC is the member's network.mac (its override, else the template's), nil when neither sets one.
+	MAC *string `json:"mac"`
+	// K3s is how the member runs k3s.
+	K3s K3s `json:"k3s"`
+	// Config is the node template recursively merged with the member's overrides, data only.
+	Config map[string]any `json:"config"`
+}
+
+// K3s is the k3s service of one member.
+type K3s struct {
+	// Role is "server" or "agent".
+	Role string `json:"role"`
+	// ClusterInit is true on the first server only.
+	ClusterInit bool `json:"clusterInit"`
+	// ServerAddr is the endpoint to join, nil on the first server.
+	ServerAddr *string `json:"serverAddr"`
+	// Flags are k3s command-line flags, one `--name=value` per element.
+	Flags []string `json:"flags"`
+	// TokenFile is the path of the cluster token on the host.
+	TokenFile string `json:"tokenFile"`
+	// AgentTokenFile is the path of the agent token on the host, nil when agents use TokenFile.
+	AgentTokenFile *string `json:"agentTokenFile"`
+}
