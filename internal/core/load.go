@@ -44,7 +44,10 @@ func (e *DecodeError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
+		if b.Len() > 0 {
+			b.WriteByte(':')
+		}
+		fmt.Fprintf(&b, "%d", e.Line)
 		if e.Col > 0 {
 			fmt.Fprintf(&b, ":%d", e.Col)
 		}
@@ -78,7 +81,8 @@ func decodeJSON(data []byte) (any, error) {
 	if err := dec.Decode(&v); err != nil {
 		var syn *json.SyntaxError
 		if errors.As(err, &syn) {
-			line, col := position(data, syn.Offset)
+			// Offset counts the offending byte.
+			line, col := position(data, syn.Offset-1)
 			return nil, decodeErr(line, col, "invalid JSON: %s", syn.Error())
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -87,14 +91,17 @@ func decodeJSON(data []byte) (any, error) {
 		}
 		return nil, decodeErr(0, 0, "invalid JSON: %v", err)
 	}
+	end := dec.InputOffset()
 	if _, err := dec.Token(); err != io.EOF {
-		line, col := position(data, dec.InputOffset())
+		rest := data[end:]
+		end += int64(len(rest) - len(bytes.TrimLeft(rest, " \t\r\n")))
+		line, col := position(data, end)
 		return nil, decodeErr(line, col, "invalid JSON: more than one value")
 	}
 	return v, nil
 }
 
-// position converts a byte offset into a 1-based line and column.
+// position converts a byte offset into a 1-based line and column (of the byte at that offset).
 func position(data []byte, off int64) (int, int) {
 	if off > int64(len(data)) {
 		off = int64(len(data))

@@ -50,7 +50,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"malformed yaml", "a: b\n  c: d\n", "2: invalid YAML: mapping values are not allowed in this context"},
 		{"tab indentation", "a:\n\tb: 1\n", "2: invalid YAML: found character that cannot start any token"},
 		{"empty file", "  \n", "the file is empty; a config is a mapping with nodes, clusters and provisioning"},
-		{"two documents", "a: 1\n---\nb: 2\n", "3: a second YAML document; a config is a single document"},
+		{"two documents", "a: 1\n---\nb: 2\n", "2: a second YAML document; a config is a single document"},
 		{"malformed json", "{\n  \"a\": 1,\n}\n", "3:1: invalid JSON: invalid character '}' looking for beginning of object key string"},
 		{"truncated json", "{\"a\": [1,", "1:10: invalid JSON: unexpected end of input"},
 		{"json trailing data", "{} {}", "1:4: invalid JSON: more than one value"},
@@ -72,9 +72,9 @@ func TestDecodeErrors(t *testing.T) {
 func TestLoadFile(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("a:\n  - 1\n  b: 2\n"), 0o644)
+	os.WriteFile(bad, []byte("a: b\n  c: d\n"), 0o644)
 	_, err := LoadFile(bad)
-	if want := bad + ":3: invalid YAML: did not find expected '-' indicator"; err == nil || err.Error() != want {
+	if want := bad + ":2: invalid YAML: mapping values are not allowed in this context"; err == nil || err.Error() != want {
 		t.Errorf("LoadFile(bad) = %v, want %s", err, want)
 	}
 	_, err = LoadFile(filepath.Join(dir, "missing.yaml"))

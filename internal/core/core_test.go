@@ -1,0 +1,260 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/nix8s/nix8s"
+)
+
+// requireNix returns the nix-instantiate to test against. Without it the test is skipped, except on CI
+// (CI=true), where a missing Nix must fail the build rather than silently skip the eval tests.
+func requireNix(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("nix-instantiate is not on PATH, and CI=true requires it; install it with: apt-get install nix-bin")
+		}
+		t.Skip("nix-instantiate is not on PATH (apt-get install nix-bin); skipping")
+	}
+	return p
+}
+
+func newEvaluator(t *testing.T) *Evaluator {
+	t.Helper()
+	requireNix(t)
+	e, err := New(Options{Lib: nix8s.Lib, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// minimal is design 5.1's data, the smallest config that plans.
+const minimal = `{
+  "nodes": {"standard": {"network": {"mac": "aa:bb:cc:dd:ee:01"}, "install": {"disk": "/dev/sda"}}},
+  "clusters": {"dev": {"k3s": {"version": "v1.31.0+k3s1"}, "members": {
+    "server": {"node": "standard", "role": "server", "ip": "192.168.1.10"},
+    "agent": {"node": "standard", "role": "agent", "ip": "192.168.1.20"}}}}
+}`
+
+func TestValidate(t *testing.T) {
+	e := newEvaluator(t)
+	tests := []struct {
+		name      string
+		cfg       string
+		wantPaths []string // error paths, in the core's order
+	}{
+		{"minimal config is valid", minimal, nil},
+		{"unknown node and bad role are both reported",
+			`{"nodes": {"a": {}}, "clusters": {"c": {"members": {"s": {"node": "nope", "role": "boss", "ip": "10.0.0.1"}}}}}`,
+			[]string{"clusters.c.members", "clusters.c.members.s.node", "clusters.c.members.s.role"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := e.Validate(context.Background(), json.RawMessage(tt.cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range r.Errors {
+				got = append(got, p.Path)
+			}
+			if strings.Join(got, " ") != strings.Join(tt.wantPaths, " ") {
+				t.Errorf("error paths = %q, want %q (report %+v)", got, tt.wantPaths, r)
+			}
+			if r.Errors == nil || r.Warnings == nil {
+				t.Errorf("report lists must be non-nil so that they encode as []")
+			}
+		})
+	}
+}
+
+func TestPlan(t *testing.T) {
+	e := newEvaluator(t)
+	p, err := e.Plan(context.Background(), json.RawMessage(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := p.Plan.Clusters["dev"]
+	if !ok {
+		t.Fatalf("no cluster dev in %s", p.JSON)
+	}
+	if c.FirstServer != "server" || c.APIEndpoint != "https://192.168.1.10:6443" {
+		t.Errorf("firstServer %q, apiEndpoint %q", c.FirstServer, c.APIEndpoint)
+	}
+	if got := c.Members["agent"]; got.HostName != "dev-agent" || got.K3s.ServerAddr == nil || *got.K3s.ServerAddr != c.APIEndpoint {
+		t.Errorf("agent = %+v", got)
+	}
+	if !c.Members["server"].K3s.ClusterInit {
+		t.Errorf("the first server must initialise the cluster")
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(p.JSON, &raw); err != nil || raw["clusters"] == nil {
+		t.Errorf("raw plan JSON %s: %v", p.JSON, err)
+	}
+}
+
+func TestPlanInvalid(t *testing.T) {
+	e := newEvaluator(t)
+	_, err := e.Plan(context.Background(), map[string]any{
+		"clusters": map[string]any{"c": map[string]any{"members": map[string]any{
+			"a": map[string]any{"role": "agent", "ip": "10.0.0.300"}}}}})
+	var inv *InvalidError
+	if !errors.As(err, &inv) {
+		t.Fatalf("Plan error = %v, want *InvalidError", err)
+	}
+	paths := map[string]bool{}
+	for _, p := range inv.Report.Errors {
+		paths[p.Path] = true
+	}
+	for _, want := range []string{"clusters.c.members.a.ip", "clusters.c.members"} {
+		if !paths[want] {
+			t.Errorf("no error at %s in %+v", want, inv.Report.Errors)
+		}
+	}
+}
+
+func TestSchema(t *testing.T) {
+	e := newEvaluator(t)
+	s, err := e.Schema(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(s, &v); err != nil || v["$schema"] == nil {
+		t.Errorf("schema %.200s: %v", s, err)
+	}
+}
+
+func TestEvalError(t *testing.T) {
+	e := newEvaluator(t)
+	_, err := e.Eval(context.Background(), nil, `throw "nix8s: clusters.x: broken\n  second line"`)
+	var ee *EvalError
+	if !errors.As(err, &ee) {
+		t.Fatalf("error = %v, want *EvalError", err)
+	}
+	if want := "clusters.x: broken\n  second line"; ee.Message != want {
+		t.Errorf("message = %q, want %q", ee.Message, want)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	requireNix(t)
+	e, err := New(Options{Lib: nix8s.Lib, CacheDir: t.TempDir(), Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = e.Eval(context.Background(), nil, `builtins.foldl' builtins.add 0 (builtins.genList (x: x) 200000000)`)
+	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Errorf("error = %v, want a timeout", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("timeout took %s", d)
+	}
+}
+
+func TestMissingNix(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := New(Options{Lib: nix8s.Lib, CacheDir: t.TempDir()})
+	var h *HintError
+	if !errors.As(err, &h) || !strings.Contains(h.Hint, "apt-get install nix-bin") {
+		t.Errorf("New without nix = %v, want a hint to install nix-bin", err)
+	}
+}
+
+func TestLibDirOverride(t *testing.T) {
+	nix := requireNix(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "default.nix"), []byte(`{ schema = { dev = true; }; }`), 0o644)
+	e, err := New(Options{LibDir: dir, NixInstantiate: nix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.Schema(context.Background())
+	if err != nil || string(s) != `{"dev":true}` {
+		t.Errorf("Schema with --lib = %s, %v", s, err)
+	}
+	if _, err := New(Options{LibDir: t.TempDir(), NixInstantiate: nix}); err == nil || !strings.Contains(err.Error(), "has no default.nix") {
+		t.Errorf("New with an empty lib dir = %v", err)
+	}
+}
+
+// Concurrent processes (here goroutines) materialising the same lib agree on one complete directory.
+func TestMaterialiseConcurrent(t *testing.T) {
+	lib := fstest.MapFS{
+		"default.nix": {Data: []byte(`import ./sub/x.nix`)},
+		"sub/x.nix":   {Data: []byte(`{ x = 1; }`)},
+	}
+	cache := t.TempDir()
+	dirs := make([]string, 16)
+	errs := make([]error, 16)
+	var wg sync.WaitGroup
+	for i := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dirs[i], errs[i] = materialise(lib, cache)
+		}()
+	}
+	wg.Wait()
+	for i := range dirs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if dirs[i] != dirs[0] {
+			t.Errorf("materialise returned %s and %s", dirs[0], dirs[i])
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dirs[0], "sub", "x.nix")); err != nil || string(b) != `{ x = 1; }` {
+		t.Errorf("materialised sub/x.nix = %q, %v", b, err)
+	}
+	entries, _ := os.ReadDir(cache)
+	if len(entries) != 1 {
+		t.Errorf("cache holds %d entries, want only the lib (temporary copies removed)", len(entries))
+	}
+	// Different content, different directory.
+	lib["sub/x.nix"] = &fstest.MapFile{Data: []byte(`{ x = 2; }`)}
+	other, err := materialise(lib, cache)
+	if err != nil || other == dirs[0] {
+		t.Errorf("changed lib materialised to %s (%v), same as before", other, err)
+	}
+}
+
+func TestNixMessage(t *testing.T) {
+	tests := []struct {
+		name, stderr, want string
+	}{
+		{"throw from the core",
+			"error: nix8s: the configuration has 1 error:\n         - a: b\n(use '--show-trace' to show detailed location information)\n",
+			"the configuration has 1 error:\n  - a: b"},
+		{"position in the lib is kept, relative to lib/",
+			"error: attribute 'x' missing\n\n       at /cache/lib-1/plan.nix:3:5:\n\n            2| \n            3|   a.x\n             |     ^\n",
+			"attribute 'x' missing\n\nat lib/plan.nix:3:5"},
+		{"position in the wrapper expression is dropped",
+			"error: assertion 'false' failed\n\n       at «string»:1:14:\n\n            1| x\n",
+			"assertion 'false' failed"},
+		{"abort", "error: evaluation aborted with the following error message: 'boom'\n", "boom"},
+		{"trace lines before the error are skipped", "trace: hello\nerror: bad\n", "bad"},
+		{"no error line", "something odd\n", "something odd"},
+		{"nothing at all", "", "nix-instantiate failed without a message"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := nixMessage(tt.stderr, "/cache/lib-1"); got != tt.want {
+				t.Errorf("nixMessage:\n got %q\nwant %q", got, tt.want)
+			}
+		})
+	}
+}
