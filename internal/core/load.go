@@ -67,11 +67,19 @@ func decodeErr(line, col int, format string, args ...any) error {
 // JSON values: map[string]any, []any, string, bool, nil and json.Number (integers stay integers, floats stay
 // floats when passed on to Nix). YAML keys must be strings. Errors are *DecodeError.
 func Decode(data []byte) (any, error) {
-	trimmed := bytes.TrimLeft(data, " \t\r\n\ufeff")
-	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+	if Detect(data) == "JSON" {
 		return decodeJSON(data)
 	}
 	return decodeYAML(data)
+}
+
+// Detect names the format Decode reads data as: "JSON" or "YAML".
+func Detect(data []byte) string {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		return "JSON"
+	}
+	return "YAML"
 }
 
 func decodeJSON(data []byte) (any, error) {

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/nix8s/nix8s/internal/core"
+)
+
+type validateOptions struct {
+	json bool
+}
+
+func newValidateCommand(a *app) *command {
+	var o validateOptions
+	fs := newFlagSet("validate")
+	fs.BoolVar(&o.json, "json", false, "print the report as JSON ({\"errors\": [...], \"warnings\": [...]})")
+	a.evalFlags(fs)
+	return &command{
+		name:    "validate",
+		summary: "Check a config and print every error and warning with its config path.",
+		usage:   "validate [--json] FILE",
+		example: "  $ nix8s validate cluster.yaml\n  error: clusters.prod.members.agent1.node: no node named \"agent-gpu\"; known nodes: \"server-nvme\"\n  nix8s: error: cluster.yaml: 1 error, 0 warnings",
+		flags:   fs,
+		args:    1,
+		run:     func(ctx context.Context, args []string) error { return a.validate(ctx, o, args[0]) },
+	}
+}
+
+// validate exits 1 when the config has errors; warnings alone do not fail it.
+func (a *app) validate(ctx context.Context, o validateOptions, file string) error {
+	cfg, err := core.LoadFile(file)
+	if err != nil {
+		return err
+	}
+	ev, err := a.evaluator()
+	if err != nil {
+		return err
+	}
+	r, err := ev.Validate(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		out, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s\n", out)
+	} else {
+		printProblems(a.stdout, "error", r.Errors)
+		printProblems(a.stdout, "warning", r.Warnings)
+	}
+	summary := fmt.Sprintf("%s, %s", count(len(r.Errors), "error"), count(len(r.Warnings), "warning"))
+	if !r.OK() {
+		return fmt.Errorf("%s: %s", file, summary)
+	}
+	fmt.Fprintf(a.stderr, "nix8s: %s: valid (%s)\n", file, summary)
+	return nil
+}

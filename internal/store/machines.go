@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Machine is a physical box known by its MAC.
+type Machine struct {
+	MAC            string          `json:"mac"`
+	Facts          json.RawMessage `json:"facts"`
+	Cluster        *string         `json:"cluster"`
+	Member         *string         `json:"member"`
+	State          string          `json:"state"`
+	Locked         bool            `json:"locked"`
+	Version        int64           `json:"version"`
+	StateChangedAt time.Time       `json:"stateChangedAt"`
+	StateDeadline  *time.Time      `json:"stateDeadline"`
+	CreatedAt      time.Time       `json:"createdAt"`
+	UpdatedAt      time.Time       `json:"updatedAt"`
+}
+
+// Event is one entry of a machine's append-only audit log.
+type Event struct {
+	ID       int64           `json:"id"`
+	MAC      string          `json:"mac"`
+	At       time.Time       `json:"at"`
+	Actor    string          `json:"actor"`
+	Kind     string          `json:"kind"`
+	OldState *string         `json:"oldState"`
+	NewState *string         `json:"newState"`
+	Reason   string          `json:"reason"`
+	Details  json.RawMessage `json:"details"`
+}
+
+// State is one state of the machine state machine, as the database defines it.
+type State struct {
+	State       string  `json:"state"`
+	Kind        string  `json:"kind"`
+	FailedState *string `json:"failedState"`
+	Deadline    *string `json:"deadline"`
+	NeedsMember bool    `json:"needsMember"`
+	Description string  `json:"description"`
+}
+
+// NormalizeMAC parses a MAC address (any form net.ParseMAC takes) into lower-case colon form.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return "", &InvalidError{Path: "mac", Msg: fmt.Sprintf("%q is not a MAC address like aa:bb:cc:dd:ee:ff", s)}
+	}
+	return hw.String(), nil
+}
+
+const machineCols = `mac::text, facts, cluster, member, state, locked, version, state_changed_at, state_deadline, created_at, updated_at`
+
+func scanMachine(r pgx.Row) (*Machine, error) {
+	var m Machine
+	var facts []byte
+	if err := r.Scan(&m.MAC, &facts, &m.Cluster, &m.Member, &m.State, &m.Locked, &m.Version, &m.StateChangedAt,
+		&m.StateDeadline, &m.CreatedAt, &m.UpdatedAt); err != nil {
+		return nil, err
+	}
+	m.Facts = facts
+	return &m, nil
+}
+
+// MachineFilter selects machines; zero fields select everything.
+type MachineFilter struct {
+	State      string
+	Cluster    string
+	Unassigned bool
+	After      string // MAC; pagination cursor
+	Limit      int
+}
+
+// Machines lists machines ordered by MAC.
+func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]*Machine, error) {
+	q := `SELECT ` + machineCols + ` FROM machines WHERE ($1 = '' OR state = $1) AND ($2 = '' OR cluster = $2)
+		AND (NOT $3 OR member IS NULL) AND ($4 = '' OR mac > $4::macaddr) ORDER BY mac LIMIT $5`
+	rows, err := s.pool.Query(ctx, q, f.State, f.Cluster, f.Unassigned, f.After, f.Limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []*Machine{}
+	for rows.Next() {
+		m, err := scanMachine(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Machine reads one machine.
+func (s *Store) Machine(ctx context.Context, mac string) (*Machine, error) {
+	m, err := scanMachine(s.pool.QueryRow(ctx, `SELECT `+machineCols+` FROM machines WHERE mac = $1::macaddr`, mac))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+	}
+	return m, err
+}
+
+// CreateMachine records a machine in state discovered.
+func (s *Store) CreateMachine(ctx context.Context, actor, mac string, facts json.RawMessage, reason string) (*Machine, error) {
+	if len(facts) == 0 {
+		facts = json.RawMessage("{}")
+	}
+	var m *Machine
+	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
+		var err error
+		m, err = scanMachine(tx.QueryRow(ctx, `INSERT INTO machines (mac, facts) VALUES ($1::macaddr, $2) RETURNING `+machineCols, mac, []byte(facts)))
+		return err
+	})
+	if errors.Is(err, ErrConflict) {
+		return nil, &ConflictError{Msg: fmt.Sprintf("machine %s already exists", mac)}
+	}
+	return m, err
+}
+
+// MachineChange is a change to one machine; nil fields stay as they are.
+type MachineChange struct {
+	// Version, when non-zero, must be the machine's current version (optimistic concurrency).
+	Version int64
+	State   *string
+	// Assign sets the assignment; Unassign clears it.
+	Assign   *[2]string
+	Unassign bool
+	Locked   *bool
+	Facts    json.RawMessage
+	Reason   string
+}
+
+// UpdateMachine applies c in one statement; the database refuses illegal changes (ErrConflict with its reason).
+func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineChange) (*Machine, error) {
+	var m *Machine
+	var from string
+	err := s.tx(ctx, actor, c.Reason, func(tx pgx.Tx) error {
+		var cur int64
+		err := tx.QueryRow(ctx, "SELECT version, state FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &from)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if c.Version != 0 && c.Version != cur {
+			return &ConflictError{Msg: fmt.Sprintf("machine %s is at version %d, not %d; read it again", mac, cur, c.Version)}
+		}
+		var cluster, member *string
+		if c.Assign != nil {
+			cluster, member = &c.Assign[0], &c.Assign[1]
+		}
+		var facts []byte
+		if c.Facts != nil {
+			facts = c.Facts
+		}
+		m, err = scanMachine(tx.QueryRow(ctx, `UPDATE machines SET
+				state = coalesce($2, state),
+				cluster = CASE WHEN $3 THEN NULL WHEN $4::text IS NOT NULL THEN $4 ELSE cluster END,
+				member = CASE WHEN $3 THEN NULL WHEN $5::text IS NOT NULL THEN $5 ELSE member END,
+				locked = coalesce($6, locked),
+				facts = coalesce($7::jsonb, facts)
+			WHERE mac = $1::macaddr RETURNING `+machineCols,
+			mac, c.State, c.Unassign, cluster, member, c.Locked, facts))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.State != nil && *c.State != from && s.Hooks.Transition != nil {
+		s.Hooks.Transition(from, *c.State)
+	}
+	return m, nil
+}
+
+// ForgetMachine deletes a machine (its events stay). The database refuses locked and busy machines.
+func (s *Store) ForgetMachine(ctx context.Context, actor, mac string, version int64, reason string) error {
+	return s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
+		var cur int64
+		err := tx.QueryRow(ctx, "SELECT version FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if version != 0 && version != cur {
+			return &ConflictError{Msg: fmt.Sprintf("machine %s is at version %d, not %d; read it again", mac, cur, version)}
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM machines WHERE mac = $1::macaddr", mac)
+		return err
+	})
+}
+
+// Events lists a machine's events oldest first, after event id after.
+func (s *Store) Events(ctx context.Context, mac string, after int64, limit int) ([]*Event, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, mac::text, at, actor, kind, old_state, new_state, reason, details
+		FROM machine_events WHERE mac = $1::macaddr AND id > $2 ORDER BY id LIMIT $3`, mac, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []*Event{}
+	for rows.Next() {
+		var e Event
+		var details []byte
+		if err := rows.Scan(&e.ID, &e.MAC, &e.At, &e.Actor, &e.Kind, &e.OldState, &e.NewState, &e.Reason, &details); err != nil {
+			return nil, err
+		}
+		e.Details = details
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// ExpireDeadlines moves machines past their in-progress deadline to the failed state; returns how many moved.
+func (s *Store) ExpireDeadlines(ctx context.Context, actor string) (int, error) {
+	type moved struct{ from, to string }
+	var all []moved
+	err := s.tx(ctx, "", "", func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, "SELECT from_state, to_state FROM machines_expire($1)", actor)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var m moved
+			if err := rows.Scan(&m.from, &m.to); err != nil {
+				return err
+			}
+			all = append(all, m)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return 0, err
+	}
+	if s.Hooks.Transition != nil {
+		for _, m := range all {
+			s.Hooks.Transition(m.from, m.to)
+		}
+	}
+	return len(all), nil
+}
+
+// States lists the machine states as the database defines them.
+func (s *Store) States(ctx context.Context) ([]State, error) {
+	rows, err := s.pool.Query(ctx, `SELECT state, kind, failed_state, deadline::text, needs_member, description FROM machine_states ORDER BY state`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
+		var st State
+		err := r.Scan(&st.State, &st.Kind, &st.FailedState, &st.Deadline, &st.NeedsMember, &st.Description)
+		return st, err
+	})
+}
+
+// MachineCount is the number of machines in one state and cluster ("" when unassigned).
+type MachineCount struct {
+	State, Cluster string
+	N              int
+}
+
+// MachineCounts counts machines by state and cluster (metrics).
+func (s *Store) MachineCounts(ctx context.Context) ([]MachineCount, error) {
+	rows, err := s.pool.Query(ctx, `SELECT state, coalesce(cluster, ''), count(*) FROM machines GROUP BY 1, 2`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (MachineCount, error) {
+		var c MachineCount
+		err := r.Scan(&c.State, &c.Cluster, &c.N)
+		return c, err
+	})
+}
