@@ -20,3 +20,4 @@ bench:
 
 update-golden:
 	$(GO) test ./tests -update
+	$(GO) test ./cmd/nix8s -run 'TestExamplesImport|TestSchemaFile' -update

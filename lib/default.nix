@@ -20,6 +20,11 @@ in {
 
   plan = cfg: checked cfg planModel;
 
+  # validate and plan in one pass over the config: `{ report; plan; }`, without `plan` when there are errors.
+  check = cfg:
+    let m = model cfg; r = validateModel m; in
+    { report = r; } // (if r.errors == [ ] then { plan = planModel m; } else { });
+
   nixos = cfg: checked cfg (m: nixosModel m (planModel m));
 
   exportable = import ./export.nix;

@@ -89,6 +89,8 @@ let
     };
 in {
   inherit raw nodes provisioning;
+  isAttrs = isAttrs cfg && !(u.isNixOnly cfg);
+  input = cfg;
   clusters = mapAttrs cluster clusters;
   nodeNames = attrNames nodes;
 }

@@ -220,7 +220,7 @@ let
   topLevel = concatMap (k: checkAttrs [ k ] (raw.${k} or null)) [ "nodes" "clusters" "provisioning" ];
 in {
   errors = concatLists [
-    (opt (!(isAttrs raw)) (problem [ ] "the config must be an attribute set with nodes, clusters and provisioning"))
+    (opt (!model.isAttrs) (problem [ ] "the config must be an attribute set (a mapping) with nodes, clusters and provisioning, got ${show model.input}"))
     topLevel
     (concatMap (x: x.errors) np)
     (concatMap (x: x.errors) cp)

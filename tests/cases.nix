@@ -48,6 +48,9 @@ in [
   # ---- validation: the happy path ----------------------------------------------------------------------------------
   (case "a valid config has no errors and no warnings" { errors = [ ]; warnings = [ ]; } (core.validate base))
   (case "an empty config is valid" { errors = [ ]; warnings = [ ]; } (core.validate { }))
+  (case "a config that is not an attribute set is an error, not an empty config"
+    [ { path = ""; message = "the config must be an attribute set (a mapping) with nodes, clusters and provisioning, got a list"; } ]
+    (core.validate [ 1 2 3 ]).errors)
 
   # ---- validation: every error names its path ----------------------------------------------------------------------
   (case "unknown node reference lists the known nodes"

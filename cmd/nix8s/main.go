@@ -145,7 +145,7 @@ func (a *app) report(err error) int {
 // evalFlags registers the flags of every command that evaluates the core; they are accepted before and
 // after the command name.
 func (a *app) evalFlags(fs *flag.FlagSet) {
-	fs.StringVar(&a.lib, "lib", a.lib, "evaluate the `DIR`ectory's core instead of the embedded one (default $NIX8S_LIB)")
+	fs.StringVar(&a.lib, "lib", a.lib, "evaluate the core (lib/) in `DIR` instead of the embedded one (default $NIX8S_LIB)")
 	fs.DurationVar(&a.timeout, "timeout", core.DefaultTimeout, "give up evaluating after `DURATION`")
 }
 
@@ -204,7 +204,8 @@ func (a *app) rootUsage(w io.Writer, cmds []*command) {
 	for _, c := range sorted {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'nix8s help COMMAND' for a command's flags and an example.\n")
+	fmt.Fprintf(w, "\nFILE is YAML, or JSON when its first character is { or [.\n")
+	fmt.Fprintf(w, "Run 'nix8s help COMMAND' for a command's flags and an example.\n")
 }
 
 func (c *command) writeUsage(w io.Writer) {

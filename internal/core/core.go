@@ -68,11 +68,7 @@ func New(opts Options) (*Evaluator, error) {
 		}
 		dir = abs
 	case opts.Lib != nil:
-		cache := opts.CacheDir
-		if cache == "" {
-			cache = defaultCacheDir()
-		}
-		d, err := materialise(opts.Lib, cache)
+		d, err := materialiseSomewhere(opts.Lib, opts.CacheDir)
 		if err != nil {
 			return nil, err
 		}
@@ -121,9 +117,9 @@ func (e *Evaluator) evalCore(ctx context.Context, expr string) (json.RawMessage,
 func (e *Evaluator) run(ctx context.Context, args []string, expr string) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	// --readonly-mode: the core is pure data, so evaluation never needs to write the store (and works for
-	// users who cannot).
-	argv := append([]string{"--eval", "--strict", "--json", "--readonly-mode", "--argstr", "lib", e.libDir}, args...)
+	// The core is pure data and never touches the store, so it is evaluated against the dummy store: no Nix
+	// daemon and no store permissions needed (a daemon running as an unprivileged user works).
+	argv := append([]string{"--eval", "--strict", "--json", "--store", "dummy://", "--argstr", "lib", e.libDir}, args...)
 	argv = append(argv, "--expr", expr)
 	cmd := exec.CommandContext(ctx, e.nix, argv...)
 	cmd.WaitDelay = 5 * time.Second
@@ -181,11 +177,10 @@ type Planned struct {
 	Warnings []Problem
 }
 
-// Plan validates cfg and plans it, in one evaluation. When cfg has errors the result is an *InvalidError
-// carrying the whole report.
+// Plan validates cfg and plans it in one evaluation (the core's check). When cfg has errors the result is
+// an *InvalidError carrying the whole report.
 func (e *Evaluator) Plan(ctx context.Context, cfg any) (*Planned, error) {
-	out, err := e.Eval(ctx, cfg,
-		`let r = core.validate cfg; in if r.errors != [ ] then { report = r; } else { report = r; plan = core.plan cfg; }`)
+	out, err := e.Eval(ctx, cfg, "core.check cfg")
 	if err != nil {
 		return nil, err
 	}

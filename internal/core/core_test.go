@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -102,6 +103,13 @@ func TestPlan(t *testing.T) {
 	var raw map[string]any
 	if err := json.Unmarshal(p.JSON, &raw); err != nil || raw["clusters"] == nil {
 		t.Errorf("raw plan JSON %s: %v", p.JSON, err)
+	}
+	// The typed view must cover every field the core emits, or the daemon silently loses it.
+	dec := json.NewDecoder(bytes.NewReader(p.JSON))
+	dec.DisallowUnknownFields()
+	var strict Plan
+	if err := dec.Decode(&strict); err != nil {
+		t.Errorf("the core's plan has a field the Go types lack: %v", err)
 	}
 }
 

@@ -8,8 +8,8 @@ import (
 
 // HintError is an error that comes with advice on how to fix it; the CLI prints the hint as `nix8s: hint:`.
 type HintError struct {
-	Err  error
-	Hint string
+	Err  error  // what went wrong
+	Hint string // what to do about it, one line
 }
 
 func (e *HintError) Error() string { return e.Err.Error() }
@@ -17,7 +17,7 @@ func (e *HintError) Unwrap() error { return e.Err }
 
 // InvalidError is returned by Plan (and other calls that need a valid config) when validate reports errors.
 type InvalidError struct {
-	Report Report
+	Report Report // every error and warning of the config
 }
 
 func (e *InvalidError) Error() string {
@@ -31,8 +31,8 @@ func (e *InvalidError) Error() string {
 // EvalError is a failed nix-instantiate run: Message is Nix's error, cleaned of Nix's framing, Stderr all of
 // what it printed.
 type EvalError struct {
-	Message string
-	Stderr  string
+	Message string // Nix's error message, cleaned
+	Stderr  string // everything nix-instantiate printed, for debugging
 }
 
 func (e *EvalError) Error() string { return "evaluating the core: " + e.Message }

@@ -3,11 +3,13 @@ package core
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // materialise puts lib on disk under cacheDir/lib-<content hash> and returns that directory. Each process
@@ -88,11 +90,44 @@ func copyFS(dst string, fsys fs.FS) error {
 	})
 }
 
-// defaultCacheDir is $XDG_CACHE_HOME/nix8s (or the platform's equivalent), falling back to the temporary
-// directory for users without a home (system services).
-func defaultCacheDir() string {
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "nix8s")
+// materialiseSomewhere materialises into cacheDir when given; otherwise into $XDG_CACHE_HOME/nix8s (or the
+// platform's equivalent) and, for users without a usable home (system services), into a private directory
+// under the temporary directory.
+func materialiseSomewhere(lib fs.FS, cacheDir string) (string, error) {
+	if cacheDir != "" {
+		return materialise(lib, cacheDir)
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("nix8s-%d", os.Getuid()))
+	var firstErr error
+	if d, err := os.UserCacheDir(); err == nil {
+		dir, err := materialise(lib, filepath.Join(d, "nix8s"))
+		if err == nil {
+			return dir, nil
+		}
+		firstErr = err
+	}
+	tmp := filepath.Join(os.TempDir(), fmt.Sprintf("nix8s-%d", os.Getuid()))
+	if err := privateDir(tmp); err != nil {
+		if firstErr != nil {
+			return "", firstErr
+		}
+		return "", err
+	}
+	return materialise(lib, tmp)
+}
+
+// privateDir creates dir, or accepts an existing one, only if it belongs to this user and nobody else can
+// write to it: the core evaluated from it must not be replaceable by another user of a shared /tmp.
+func privateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating cache directory: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || fi.Mode().Perm()&0o022 != 0 || (ok && int(st.Uid) != os.Getuid()) {
+		return fmt.Errorf("cache directory %s is not a private directory of this user; remove it or set XDG_CACHE_HOME", dir)
+	}
+	return nil
 }

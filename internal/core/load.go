@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -120,7 +121,10 @@ func position(data []byte, off int64) (int, int) {
 	return line, col
 }
 
-var yamlLineRe = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+var (
+	yamlLineRe      = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
+	yamlUnmarshalRe = regexp.MustCompile(`^yaml: unmarshal errors:\n\s*line (\d+): (.*)`)
+)
 
 func decodeYAML(data []byte) (any, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -150,8 +154,18 @@ func decodeYAML(data []byte) (any, error) {
 // yamlError rewrites "yaml: line 3: did not find expected key" as "3: did not find expected key".
 func yamlError(err error) error {
 	msg := err.Error()
+	if m := yamlUnmarshalRe.FindStringSubmatch(msg); m != nil {
+		// Decoding errors (duplicate keys, ...) come as a list; the first is enough to act on.
+		line, _ := strconv.Atoi(m[1])
+		return decodeErr(line, 0, "invalid YAML: %s", m[2])
+	}
 	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		// yaml.v3 reports parser errors (all of them "did not find expected ...") with a 0-based line, and
+		// scanner errors with a 1-based one.
+		if line > 0 && strings.HasPrefix(m[2], "did not find expected") {
+			line++
+		}
 		return decodeErr(line, 0, "invalid YAML: %s", m[2])
 	}
 	return decodeErr(0, 0, "invalid YAML: %s", msg)
@@ -240,8 +254,9 @@ func plain(v any, path []string) (any, error) {
 			s += ".0" // keep it a float: 1.0 in YAML is a float in Nix too
 		}
 		return json.Number(s), nil
+	case time.Time:
+		return nil, decodeErr(0, 0, "%s: %s is a YAML timestamp, which has no JSON form; quote it to make it a string", ShowPath(path), x.Format(time.RFC3339))
 	default:
-		// Timestamps and binary scalars: YAML-only types with no JSON form.
 		return nil, decodeErr(0, 0, "%s: a YAML value of type %T has no JSON form; quote it to make it a string", ShowPath(path), v)
 	}
 }

@@ -55,6 +55,10 @@ func TestDecodeErrors(t *testing.T) {
 		{"truncated json", "{\"a\": [1,", "1:10: invalid JSON: unexpected end of input"},
 		{"json trailing data", "{} {}", "1:4: invalid JSON: more than one value"},
 		{"yaml infinity", "x: .inf\n", "x: +Inf is not a number JSON or Nix can hold"},
+		{"yaml parser error names the line of the problem", "nodes:\n  a: 1\n b: 2\n", "3: invalid YAML: did not find expected key"},
+		{"duplicate key", "a: 1\nb: 2\na: 3\n", `3: invalid YAML: mapping key "a" already defined at line 1`},
+		{"unknown alias", "a: &x 1\nb: *y\n", "invalid YAML: unknown anchor 'y' referenced"},
+		{"timestamp", "a:\n  since: 2001-12-14\n", "a.since: 2001-12-14T00:00:00Z is a YAML timestamp, which has no JSON form; quote it to make it a string"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

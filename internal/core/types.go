@@ -46,6 +46,9 @@ type Cluster struct {
 	Provision [][]string `json:"provision"`
 	// Rollout is the rebuild order (design 8.4): agents, other servers, the first server last.
 	Rollout []string `json:"rollout"`
+	// UpgradeRollout is the rebuild order when the k3s version changes: other servers, the first server,
+	// then agents (servers must not run an older k3s than the agents).
+	UpgradeRollout []string `json:"upgradeRollout"`
 	// Members by name.
 	Members map[string]Member `json:"members"`
 }
@@ -56,6 +59,9 @@ type HA struct {
 	Enable bool `json:"enable"`
 	// VIP is the virtual IP of the API endpoint, nil without HA.
 	VIP *string `json:"vip"`
+	// LoadBalancer serves the VIP: "keepalived" (keepalived + haproxy on the servers), "external", or nil
+	// without a VIP.
+	LoadBalancer *string `json:"loadBalancer"`
 }
 
 // Member is one machine of a cluster.

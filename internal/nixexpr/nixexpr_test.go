@@ -165,7 +165,7 @@ func TestFormatEvaluates(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	cmd := exec.Command(nix, "--eval", "--strict", "--json", file)
+	cmd := exec.Command(nix, "--eval", "--strict", "--json", "--store", "dummy://", file)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

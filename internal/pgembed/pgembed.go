@@ -98,6 +98,16 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	// Another process (a running `nix8sd serve`) may already run a server on this directory: use it.
+	if _, err := os.Stat(filepath.Join(s.dataDir, "postmaster.pid")); err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(cctx, s.URL("postgres"))
+		cancel()
+		if err == nil {
+			conn.Close(ctx)
+			return s, nil
+		}
+	}
 	if err := s.start(ctx, cred); err != nil {
 		return nil, err
 	}
@@ -199,7 +209,8 @@ func (s *Server) CreateDatabase(ctx context.Context, name string) (string, error
 	return CreateDatabase(ctx, s.URL("postgres"), name)
 }
 
-// Stop shuts the server down (fast shutdown: open transactions are rolled back) and waits for it.
+// Stop shuts the server down (fast shutdown: open transactions are rolled back) and waits for it. A server
+// that Start found already running (started by another process) is left running.
 func (s *Server) Stop() error {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return nil

@@ -26,11 +26,10 @@ func (s *Store) CreateToken(ctx context.Context, name, scope string) (string, er
 	if scope != ScopeRead && scope != ScopeAdmin {
 		return "", &InvalidError{Path: "scope", Msg: fmt.Sprintf("%q is not a scope; use admin or read", scope)}
 	}
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
+	tok, err := NewToken()
+	if err != nil {
 		return "", err
 	}
-	tok := TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
 	sum := sha256.Sum256([]byte(tok))
 	if _, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (name, token_sha256, scope) VALUES ($1, $2, $3)`, name, sum[:], scope); err != nil {
 		return "", fmt.Errorf("storing the token: %w", err)
@@ -50,4 +49,27 @@ func (s *Store) TokenScope(ctx context.Context, tok string) (string, error) {
 		return "", ErrNotFound
 	}
 	return scope, err
+}
+
+// EnsureToken stores tok (given by the operator, e.g. from a secrets file) with scope, if not stored yet.
+func (s *Store) EnsureToken(ctx context.Context, name, tok, scope string) error {
+	if scope != ScopeRead && scope != ScopeAdmin {
+		return &InvalidError{Path: "scope", Msg: fmt.Sprintf("%q is not a scope; use admin or read", scope)}
+	}
+	if !strings.HasPrefix(tok, TokenPrefix) || len(tok) < len(TokenPrefix)+20 {
+		return &InvalidError{Path: "token", Msg: "a token starts with " + TokenPrefix + " and has at least 20 more characters; make one with nix8sd token create --print-only"}
+	}
+	sum := sha256.Sum256([]byte(tok))
+	_, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (name, token_sha256, scope) VALUES ($1, $2, $3)
+		ON CONFLICT (token_sha256) DO UPDATE SET scope = EXCLUDED.scope, revoked_at = NULL`, name, sum[:], scope)
+	return err
+}
+
+// NewToken makes a random token without storing it.
+func NewToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b), nil
 }

@@ -1,0 +1,165 @@
+// Package api is nix8sd's HTTP surface: the operators' REST API under /v1 (bearer tokens, read and admin
+// scopes), health and metrics endpoints, and the placeholder of the machine-facing API under /machine/v1.
+// The contract is openapi/nix8s.yaml; a test checks real responses against it.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nix8s/nix8s/internal/nixgen"
+	"github.com/nix8s/nix8s/internal/store"
+	"github.com/nix8s/nix8s/openapi"
+)
+
+// Options configure a Server.
+type Options struct {
+	Store *store.Store
+	// Core validates and plans configs (internal/core in the daemon).
+	Core nixgen.Core
+	// Logger gets one line per request; default slog.Default().
+	Logger *slog.Logger
+	// Registry gets the daemon's metrics; default a new registry (served at /metrics either way).
+	Registry *prometheus.Registry
+	// Workspace, when set, receives the inventory after every change to it (nixgen).
+	Workspace *nixgen.Workspace
+	// MaxBody bounds request bodies; default 16 MiB.
+	MaxBody int64
+}
+
+// Server serves the API.
+type Server struct {
+	st      *store.Store
+	core    nixgen.Core
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	m       *metrics
+	ws      *nixgen.Workspace
+	maxBody int64
+	handler http.Handler
+
+	planMu      sync.Mutex
+	planVersion int64
+	planJSON    []byte
+}
+
+// New builds the server and installs the store's metric hooks.
+func New(o Options) *Server {
+	s := &Server{st: o.Store, core: o.Core, log: o.Logger, reg: o.Registry, ws: o.Workspace, maxBody: o.MaxBody}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	if s.maxBody == 0 {
+		s.maxBody = 16 << 20
+	}
+	s.m = newMetrics(s.reg, s.st)
+	s.st.Hooks.Transition = s.m.transition
+	s.st.Hooks.JobFinished = s.m.jobFinished
+	s.handler = s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, s.observe, middleware.Recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path, nil)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path, nil)
+	})
+
+	r.Get("/healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	r.Get("/readyz", s.readyz)
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	r.Get("/v1/openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(openapi.Spec)
+	})
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Group(func(r chi.Router) {
+			r.Use(s.auth(store.ScopeRead))
+			r.Get("/config", s.getConfig)
+			r.Get("/nodes", s.listObjects(store.KindNode))
+			r.Get("/nodes/{name}", s.getObject(store.KindNode))
+			r.Get("/clusters", s.listObjects(store.KindCluster))
+			r.Get("/clusters/{name}", s.getObject(store.KindCluster))
+			r.Get("/clusters/{cluster}/members", s.listObjects(store.KindMember))
+			r.Get("/clusters/{cluster}/members/{name}", s.getObject(store.KindMember))
+			r.Get("/clusters/{name}/plan", s.getPlan)
+			r.Get("/provisioning", s.listObjects(store.KindProvisioning))
+			r.Get("/provisioning/{name}", s.getObject(store.KindProvisioning))
+			r.Get("/machines", s.listMachines)
+			r.Get("/machines/{mac}", s.getMachine)
+			r.Get("/machines/{mac}/events", s.listEvents)
+			r.Get("/machine-states", s.listStates)
+			r.Get("/jobs", s.listJobs)
+			r.Get("/jobs/{id}", s.getJob)
+		})
+		r.Group(func(r chi.Router) {
+			r.Use(s.auth(store.ScopeAdmin))
+			r.Put("/config", s.putConfig)
+			r.Put("/nodes/{name}", s.putObject(store.KindNode))
+			r.Delete("/nodes/{name}", s.deleteObject(store.KindNode))
+			r.Put("/clusters/{name}", s.putObject(store.KindCluster))
+			r.Delete("/clusters/{name}", s.deleteObject(store.KindCluster))
+			r.Put("/clusters/{cluster}/members/{name}", s.putObject(store.KindMember))
+			r.Delete("/clusters/{cluster}/members/{name}", s.deleteObject(store.KindMember))
+			r.Put("/provisioning/{name}", s.putObject(store.KindProvisioning))
+			r.Delete("/provisioning/{name}", s.deleteObject(store.KindProvisioning))
+			r.Post("/machines", s.createMachine)
+			r.Post("/machines/{mac}/assign", s.assignMachine)
+			r.Post("/machines/{mac}/unassign", s.unassignMachine)
+			r.Post("/machines/{mac}/lock", s.lockMachine(true))
+			r.Post("/machines/{mac}/unlock", s.lockMachine(false))
+			r.Post("/machines/{mac}/transition", s.transitionMachine)
+			r.Delete("/machines/{mac}", s.forgetMachine)
+		})
+	})
+
+	// What booting machines will call (PXE, phone-home; issue "PXE services"). Separate from /v1: no operator
+	// tokens, and a machine may only speak about itself (its MAC). Placeholders until then.
+	r.Route("/machine/v1", func(r chi.Router) {
+		notYet := func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotImplemented, "not_implemented", "machine-facing endpoints come with the PXE services", nil)
+		}
+		r.Get("/boot/{mac}", notYet)
+		r.Post("/hello", notYet)
+		r.Post("/status", notYet)
+	})
+	return r
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if err := s.st.Ping(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "database unreachable: "+err.Error(), nil)
+		return
+	}
+	pending, err := s.st.Pending(ctx)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "reading migrations: "+err.Error(), nil)
+		return
+	}
+	if pending {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "database migrations pending; run nix8sd migrate", nil)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"status": "ready"})
+}

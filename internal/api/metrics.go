@@ -1,0 +1,119 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/nix8s/nix8s/internal/store"
+)
+
+type metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	transitions *prometheus.CounterVec
+	jobDuration *prometheus.HistogramVec
+	jobFailures *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nix8s_api_requests_total", Help: "API requests by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nix8s_api_request_duration_seconds", Help: "API request latency by route pattern and method.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route", "method"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nix8s_machine_transitions_total", Help: "Machine state transitions made by this daemon.",
+		}, []string{"from", "to"}),
+		jobDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nix8s_job_duration_seconds", Help: "Duration of finished jobs by kind and final status.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}, []string{"kind", "status"}),
+		jobFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nix8s_job_failures_total", Help: "Jobs that ended failed, by kind.",
+		}, []string{"kind"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.transitions, m.jobDuration, m.jobFailures,
+		&dbCollector{st: st}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) transition(from, to string) { m.transitions.WithLabelValues(from, to).Inc() }
+
+func (m *metrics) jobFinished(kind, status string, seconds float64) {
+	m.jobDuration.WithLabelValues(kind, status).Observe(seconds)
+	if status == "failed" {
+		m.jobFailures.WithLabelValues(kind).Inc()
+	}
+}
+
+// observe counts every request by its route pattern (not its path, to keep label values bounded) and logs it.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		code := ww.Status()
+		if code == 0 {
+			code = http.StatusOK
+		}
+		d := time.Since(start)
+		s.m.requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
+		s.m.duration.WithLabelValues(route, r.Method).Observe(d.Seconds())
+		s.log.LogAttrs(r.Context(), levelFor(code), "request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
+			slog.Int("status", code), slog.Duration("duration", d), slog.String("request_id", middleware.GetReqID(r.Context())))
+	})
+}
+
+// dbCollector reads machine and job counts from the database at scrape time, so that every daemon sharing the
+// database reports the same numbers.
+type dbCollector struct{ st *store.Store }
+
+var (
+	machinesDesc = prometheus.NewDesc("nix8s_machines", "Machines by state and assigned cluster (\"\" when unassigned).", []string{"state", "cluster"}, nil)
+	jobsDesc     = prometheus.NewDesc("nix8s_jobs", "Jobs by kind and status.", []string{"kind", "status"}, nil)
+	upDesc       = prometheus.NewDesc("nix8s_database_up", "1 when the inventory database answered the last scrape.", nil, nil)
+)
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- machinesDesc
+	ch <- jobsDesc
+	ch <- upDesc
+}
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ms, err := c.st.MachineCounts(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0)
+		return
+	}
+	js, err := c.st.JobCounts(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1)
+	for _, m := range ms {
+		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(m.N), m.State, m.Cluster)
+	}
+	for _, j := range js {
+		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(j.N), j.Kind, j.Status)
+	}
+}
