@@ -115,6 +115,7 @@ CREATE FUNCTION machines_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     st machine_states%ROWTYPE;
     tr machine_transitions%ROWTYPE;
+    want_mac text;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         IF OLD.locked THEN
@@ -159,6 +160,17 @@ BEGIN
         ELSIF (NEW.cluster, NEW.member) IS DISTINCT FROM (OLD.cluster, OLD.member) AND OLD.state <> 'discovered' THEN
             RAISE EXCEPTION 'machine % is %: its assignment can change only in state discovered (deprovision it first)',
                 NEW.mac, OLD.state USING ERRCODE = 'NX003';
+        END IF;
+    END IF;
+
+    -- A member whose config names a MAC (its own network.mac, else its node template's) takes only that machine.
+    IF NEW.member IS NOT NULL AND (TG_OP = 'INSERT' OR (NEW.cluster, NEW.member) IS DISTINCT FROM (OLD.cluster, OLD.member)) THEN
+        SELECT replace(coalesce(m.mac, n.mac), '-', ':') INTO want_mac
+        FROM members m LEFT JOIN nodes n ON n.name = m.node
+        WHERE m.cluster = NEW.cluster AND m.name = NEW.member;
+        IF want_mac IS NOT NULL AND want_mac <> NEW.mac::text THEN
+            RAISE EXCEPTION 'machine % cannot be assigned to %.%: the config gives that member the MAC %',
+                NEW.mac, NEW.cluster, NEW.member, want_mac USING ERRCODE = 'NX007';
         END IF;
     END IF;
 

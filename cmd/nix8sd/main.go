@@ -32,6 +32,7 @@ Usage:
   nix8sd serve [--listen ADDR] [--state-dir DIR] [--flake DIR]   run the API server
   nix8sd migrate [up|down|down-all|status]                        manage the database schema
   nix8sd token create --scope admin|read [--name NAME]            print a new API token once
+  nix8sd token list | token revoke ID                             list or revoke API tokens
 
 The database is $DATABASE_URL (or --database-url); without one, nix8sd starts a private PostgreSQL from the
 machine's PostgreSQL binaries in <state-dir>/postgres. Run 'nix8sd COMMAND -h' for a command's flags.

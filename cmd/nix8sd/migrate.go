@@ -22,6 +22,11 @@ func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if fs.NArg() == 1 {
 		dir = fs.Arg(0)
 	}
+	switch dir {
+	case "up", "down", "down-all", "status":
+	default:
+		return usageError{fmt.Sprintf("migrate %q: use up, down, down-all or status", dir)}
+	}
 	log, err := c.logger(stderr)
 	if err != nil {
 		return usageError{err.Error()}
@@ -51,5 +56,5 @@ func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		return nil
 	}
-	return usageError{fmt.Sprintf("migrate %q: use up, down, down-all or status", dir)}
+	return nil
 }

@@ -86,6 +86,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		ws = &nixgen.Workspace{Dir: o.flake, UserFlake: true}
 	}
 	srv := api.New(api.Options{Store: st, Core: ev, Logger: log, Workspace: ws})
+	srv.RenderWorkspace(ctx)
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -110,6 +111,11 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 					log.Error("expiring state deadlines", "err", err)
 				} else if n > 0 {
 					log.Info("machines past their state deadline moved to failed states", "count", n)
+				}
+				if n, err := st.RequeueStaleJobs(ctx, 2*time.Minute); err != nil && ctx.Err() == nil {
+					log.Error("requeueing jobs of silent workers", "err", err)
+				} else if n > 0 {
+					log.Warn("jobs of silent workers put back in the queue", "count", n)
 				}
 			}
 		}

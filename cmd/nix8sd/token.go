@@ -6,13 +6,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"text/tabwriter"
+	"time"
 
 	"github.com/nix8s/nix8s/internal/store"
 )
 
 func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	if len(args) == 0 || args[0] != "create" {
-		return usageError{"token: use 'nix8sd token create --scope admin|read'"}
+	if len(args) == 0 {
+		return usageError{"token: use 'nix8sd token create --scope admin|read', 'token list' or 'token revoke ID'"}
+	}
+	switch args[0] {
+	case "create":
+	case "list", "revoke":
+		return tokenAdmin(ctx, args[0], args[1:], stdout, stderr, getenv)
+	default:
+		return usageError{fmt.Sprintf("token %s: use create, list or revoke", args[0])}
 	}
 	var c common
 	var scope, name string
@@ -56,4 +66,60 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fmt.Fprintln(stdout, tok)
 	fmt.Fprintln(stderr, "nix8sd: the token is shown only this once; only its hash is stored")
 	return nil
+}
+
+// tokenAdmin lists or revokes tokens.
+func tokenAdmin(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	var c common
+	fs := flag.NewFlagSet("token "+cmd, flag.ContinueOnError)
+	c.bind(fs, getenv)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	var id int64
+	if cmd == "revoke" {
+		if fs.NArg() != 1 {
+			return usageError{"token revoke takes the token's ID (see token list)"}
+		}
+		n, err := strconv.ParseInt(fs.Arg(0), 10, 64)
+		if err != nil {
+			return usageError{fmt.Sprintf("token revoke %q: the ID is a number (see token list)", fs.Arg(0))}
+		}
+		id = n
+	} else if fs.NArg() != 0 {
+		return usageError{"token list takes no arguments"}
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	slog.SetDefault(log)
+	st, stop, err := c.openStore(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	if cmd == "revoke" {
+		return st.RevokeToken(ctx, id)
+	}
+	list, err := st.Tokens(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED\tLAST USED\tREVOKED")
+	for _, t := range list {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Scope, t.CreatedAt.UTC().Format(time.RFC3339), when(t.LastUsedAt), when(t.RevokedAt))
+	}
+	return tw.Flush()
+}
+
+func when(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
 }

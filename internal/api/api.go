@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -46,9 +47,10 @@ type Server struct {
 	maxBody int64
 	handler http.Handler
 
-	planMu      sync.Mutex
-	planVersion int64
-	planJSON    []byte
+	writeMu      sync.Mutex
+	planMu       sync.Mutex
+	planVersion  int64
+	planClusters map[string]json.RawMessage
 }
 
 // New builds the server and installs the store's metric hooks.

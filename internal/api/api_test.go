@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,23 +22,31 @@ import (
 	"github.com/nix8s/nix8s/internal/store"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv("NIX8S_TEST_LOG") == "" {
+		slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	dir, err := os.MkdirTemp("", "nix8s-api-core-")
+	if err != nil {
+		panic(err)
+	}
+	coreCache = dir
+	code := pgtest.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 var (
-	evalOnce sync.Once
-	realCore *core.Evaluator
-	coreErr  error
+	coreCache string
+	evalOnce  sync.Once
+	realCore  *core.Evaluator
+	coreErr   error
 )
 
 // theCore is the real Nix core (nix-instantiate on the embedded lib/), as the daemon uses it.
 func theCore(t testing.TB) nixgen.Core {
 	evalOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nix8s-api-core-")
-		if err != nil {
-			coreErr = err
-			return
-		}
-		realCore, coreErr = core.New(core.Options{Lib: nix8s.Lib, CacheDir: dir})
+		realCore, coreErr = core.New(core.Options{Lib: nix8s.Lib, CacheDir: coreCache})
 	})
 	if coreErr != nil {
 		t.Fatalf("the nix8s core: %v", coreErr)
@@ -372,7 +381,11 @@ func TestObjectsCRUD(t *testing.T) {
 	}
 	expect(t, e.req("GET", "/v1/clusters/nope/members", e.read, nil), 404, "not_found")
 
-	// clusters carry their members, and a member change moves the cluster's version.
+	// clusters carry their members (not in lists), and a member change moves the cluster's version.
+	m = expect(t, e.req("GET", "/v1/clusters", e.read, nil), 200, "")
+	if spec := m["items"].([]any)[0].(map[string]any)["spec"].(map[string]any); spec["members"] != nil || spec["k3s"] == nil {
+		t.Errorf("cluster in a list: %v", spec)
+	}
 	c1 := e.req("GET", "/v1/clusters/dev", e.read, nil)
 	expect(t, c1, 200, "")
 	if ms := c1.json(t)["members"].(map[string]any); len(ms) != 3 {
@@ -415,6 +428,10 @@ func TestObjectsCRUD(t *testing.T) {
 	if strings.Join(names, ",") != "a,b,c,d,standard" {
 		t.Fatalf("paged nodes: %v", names)
 	}
+	y := e.req("GET", "/v1/nodes?limit=2", e.read, nil, "Accept: application/yaml")
+	if v, err := core.Decode(y.body); y.status != 200 || err != nil || len(v.(map[string]any)["items"].([]any)) != 2 {
+		t.Fatalf("nodes as YAML: %d %v\n%s", y.status, err, y.body)
+	}
 	expect(t, e.req("GET", "/v1/nodes?limit=0", e.read, nil), 400, "bad_request")
 	expect(t, e.req("GET", "/v1/nodes?limit=x", e.read, nil), 400, "bad_request")
 }
@@ -431,7 +448,7 @@ func TestConcurrentWriters(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			r := e.req("PUT", "/v1/nodes/standard", e.admin, fmt.Sprintf(`{"install": {"disk": "/dev/sd%c"}}`, 'a'+i), "If-Match: "+etag)
+			r := e.req("PUT", "/v1/nodes/standard", e.admin, fmt.Sprintf(`{"install": {"disk": "/dev/sd%c"}}`, 'b'+i), "If-Match: "+etag)
 			codes <- r.status
 		}(i)
 	}
@@ -518,7 +535,8 @@ func TestMachines(t *testing.T) {
 	expect(t, e.req("POST", "/v1/machines/"+mac+"/unassign", e.admin, nil), 409, "conflict")
 	expect(t, e.req("DELETE", "/v1/machines/"+mac, e.admin, nil), 409, "conflict") // joined is in progress
 
-	// A member with a machine in use cannot be deleted.
+	// A member with a machine in use cannot be deleted (the database refuses; the core has no objection).
+	expect(t, e.req("PUT", "/v1/clusters/dev/members/server2", e.admin, `{"node": "standard", "role": "server", "ip": "192.168.1.11"}`), 201, "")
 	expect(t, e.req("DELETE", "/v1/clusters/dev/members/server", e.admin, nil), 409, "conflict")
 
 	// list, filters, pagination
@@ -557,7 +575,7 @@ func TestMachines(t *testing.T) {
 	for _, it := range m["items"].([]any) {
 		ev := it.(map[string]any)
 		kinds = append(kinds, fmt.Sprintf("%s:%v", ev["kind"], ev["newState"]))
-		if !strings.HasPrefix(ev["actor"].(string), "api:") {
+		if !strings.HasPrefix(ev["actor"].(string), "api:token/1(admin)") {
 			t.Errorf("actor %v", ev["actor"])
 		}
 	}

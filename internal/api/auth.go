@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -11,7 +12,7 @@ import (
 
 type ctxKey int
 
-const scopeKey ctxKey = 0
+const tokenKey ctxKey = 0
 
 // auth admits requests with a bearer token of at least scope: 401 without a valid token, 403 with a read token
 // on an admin endpoint.
@@ -25,7 +26,7 @@ func (s *Server) auth(scope string) func(http.Handler) http.Handler {
 				writeError(w, http.StatusUnauthorized, "unauthorized", "missing bearer token; create one with nix8sd token create", nil)
 				return
 			}
-			got, err := s.st.TokenScope(r.Context(), strings.TrimSpace(tok))
+			got, err := s.st.LookupToken(r.Context(), strings.TrimSpace(tok))
 			if errors.Is(err, store.ErrNotFound) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="nix8sd", error="invalid_token"`)
 				writeError(w, http.StatusUnauthorized, "unauthorized", "invalid or revoked token", nil)
@@ -35,16 +36,23 @@ func (s *Server) auth(scope string) func(http.Handler) http.Handler {
 				s.fail(w, r, err)
 				return
 			}
-			if scope == store.ScopeAdmin && got != store.ScopeAdmin {
-				writeError(w, http.StatusForbidden, "forbidden", "this endpoint needs a token with scope admin; yours has scope "+got, nil)
+			if scope == store.ScopeAdmin && got.Scope != store.ScopeAdmin {
+				writeError(w, http.StatusForbidden, "forbidden", "this endpoint needs a token with scope admin; yours has scope "+got.Scope, nil)
 				return
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), scopeKey, got)))
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey, got)))
 		})
 	}
 }
 
-// actor names who made a change in the machine event log.
+// actor names who made a change, for the machine event log: the token (by id and name), never the token itself.
 func actor(r *http.Request) string {
-	return "api:" + r.RemoteAddr
+	t, ok := r.Context().Value(tokenKey).(*store.Token)
+	if !ok {
+		return "api:anonymous"
+	}
+	if t.Name == "" {
+		return fmt.Sprintf("api:token/%d", t.ID)
+	}
+	return fmt.Sprintf("api:token/%d(%s)", t.ID, t.Name)
 }

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/store"
 )
 
 // readBody reads the request body within the size limit.
@@ -122,7 +123,12 @@ func writeValue(w http.ResponseWriter, r *http.Request, status int, v any) {
 		writeJSON(w, status, v)
 		return
 	}
-	n, err := yamlNode(v)
+	plain, err := store.Normalize(v) // structs (pages) to plain JSON values
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error(), nil)
+		return
+	}
+	n, err := yamlNode(plain)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", err.Error(), nil)
 		return

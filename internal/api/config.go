@@ -81,8 +81,12 @@ func (s *Server) validate(ctx context.Context, next map[string]any) ([]Problem, 
 	return rep.Warnings, nil
 }
 
-// modify runs a change of the config layers: compute, validate through the core, store.
+// modify runs a change of the config layers: compute, validate through the core, store. Changes from this
+// daemon queue here rather than race: every evaluation lost to a concurrent writer would be done again.
+// (Other daemons sharing the database are caught by the store's optimistic inventory version.)
 func (s *Server) modify(r *http.Request, change func(snap *store.Snapshot) (map[string]any, error)) (int64, []Problem, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	var warnings []Problem
 	v, err := s.st.Modify(r.Context(), actor(r), func(snap *store.Snapshot) (map[string]any, error) {
 		next, err := change(snap)
@@ -93,13 +97,14 @@ func (s *Server) modify(r *http.Request, change func(snap *store.Snapshot) (map[
 		return next, err
 	})
 	if err == nil {
-		s.render(r.Context())
+		s.RenderWorkspace(r.Context())
 	}
 	return v, warnings, err
 }
 
-// render refreshes the flake workspace; a failure is logged, not returned: the inventory is already stored.
-func (s *Server) render(ctx context.Context) {
+// RenderWorkspace writes the stored inventory into the flake workspace (after every change, and by serve at
+// start). A failure is logged, not returned: the inventory itself is safely stored.
+func (s *Server) RenderWorkspace(ctx context.Context) {
 	if s.ws == nil {
 		return
 	}
@@ -168,7 +173,7 @@ type ObjectItem struct {
 
 // Page is a page of a list; Next, when set, is the cursor for the following page (?after=).
 type Page[T any] struct {
-	Items []T  `json:"items"`
+	Items []T     `json:"items"`
 	Next  *string `json:"next,omitempty"`
 }
 
@@ -286,7 +291,7 @@ func (s *Server) putObject(kind string) http.HandlerFunc {
 		}
 		path, what := objectPath(kind, r)
 		created := false
-		_, warnings, err := s.modify(r, func(snap *store.Snapshot) (map[string]any, error) {
+		v, warnings, err := s.modify(r, func(snap *store.Snapshot) (map[string]any, error) {
 			have, exists := versionIn(snap, kind, r)
 			if err := checkVersion(what, want, have, exists); err != nil {
 				return nil, err
@@ -308,19 +313,16 @@ func (s *Server) putObject(kind string) http.HandlerFunc {
 			s.fail(w, r, err)
 			return
 		}
-		s.answerWrite(w, r, kind, created, warnings)
+		s.answerWrite(w, r, kind, created, v, warnings)
 	}
 }
 
 // answerWrite reads back the written object's version for ETag and body.
-func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, kind string, created bool, warnings []Problem) {
-	res := WriteResult{Warnings: warnings}
+func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, kind string, created bool, inventory int64, warnings []Problem) {
+	res := WriteResult{InventoryVersion: inventory, Warnings: warnings}
 	if o, err := s.st.Get(r.Context(), kind, chi.URLParam(r, "cluster"), chi.URLParam(r, "name")); err == nil {
 		res.Version = o.Version
 		w.Header().Set("ETag", etag(o.Version))
-	}
-	if snap, err := s.st.Snapshot(r.Context()); err == nil {
-		res.InventoryVersion = snap.Version
 	}
 	status := http.StatusOK
 	if created {
@@ -383,20 +385,11 @@ func deletePath(m map[string]any, path []string) {
 	delete(m, path[len(path)-1])
 }
 
-// getPlan answers the cluster's part of the core's plan of the stored inventory; plans are cached per
-// inventory version (one evaluation serves every cluster).
+// getPlan answers the cluster's part of the core's plan of the stored inventory. Plans are cached per inventory
+// version: one evaluation serves every cluster until the inventory changes.
 func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	snap, err := s.st.Snapshot(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if _, ok := snap.Clusters[name]; !ok {
-		s.fail(w, r, notFound("no cluster "+name))
-		return
-	}
-	plan, err := s.plan(r.Context(), snap)
+	version, clusters, err := s.plan(r.Context())
 	if err != nil {
 		var inv *core.InvalidError
 		if errors.As(err, &inv) {
@@ -405,39 +398,47 @@ func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var all struct {
-		Clusters map[string]json.RawMessage `json:"clusters"`
-	}
-	if err := json.Unmarshal(plan, &all); err != nil {
-		s.fail(w, r, fmt.Errorf("decoding the plan: %w", err))
-		return
-	}
-	c, ok := all.Clusters[name]
+	c, ok := clusters[name]
 	if !ok {
-		s.fail(w, r, notFound("the plan has no cluster "+name))
+		s.fail(w, r, notFound("no cluster "+name))
 		return
 	}
-	w.Header().Set("ETag", etag(snap.Version))
+	w.Header().Set("ETag", etag(version))
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(c)
 }
 
-func (s *Server) plan(ctx context.Context, snap *store.Snapshot) ([]byte, error) {
+// plan is the core's plan of the current inventory by cluster, with the inventory version it was made from.
+func (s *Server) plan(ctx context.Context) (int64, map[string]json.RawMessage, error) {
+	v, err := s.st.InventoryVersion(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
 	s.planMu.Lock()
-	if s.planJSON != nil && s.planVersion == snap.Version {
-		p := s.planJSON
+	if s.planClusters != nil && s.planVersion == v {
+		p := s.planClusters
 		s.planMu.Unlock()
-		return p, nil
+		return v, p, nil
 	}
 	s.planMu.Unlock()
+	snap, err := s.st.Snapshot(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
 	p, err := s.core.Plan(ctx, snap.Config)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
+	}
+	var all struct {
+		Clusters map[string]json.RawMessage `json:"clusters"`
+	}
+	if err := json.Unmarshal(p.JSON, &all); err != nil {
+		return 0, nil, fmt.Errorf("decoding the plan: %w", err)
 	}
 	s.planMu.Lock()
 	if snap.Version >= s.planVersion {
-		s.planVersion, s.planJSON = snap.Version, p.JSON
+		s.planVersion, s.planClusters = snap.Version, all.Clusters
 	}
 	s.planMu.Unlock()
-	return p.JSON, nil
+	return snap.Version, all.Clusters, nil
 }

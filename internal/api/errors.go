@@ -75,7 +75,6 @@ func notFound(msg string) error {
 	return &httpError{status: http.StatusNotFound, code: "not_found", msg: msg}
 }
 
-
 // rejected is a config the core found errors in.
 type rejected struct{ report core.Report }
 
@@ -85,4 +84,3 @@ func (e *rejected) Error() string {
 	}
 	return "the config has errors; nothing was stored"
 }
-

@@ -3,6 +3,7 @@ package nixgen
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,5 +46,17 @@ func TestRenderUserFlake(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, InventoryFile)); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestFlakeNixParses(t *testing.T) {
+	nix, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		t.Skip("nix-instantiate not installed")
+	}
+	f := filepath.Join(t.TempDir(), "flake.nix")
+	os.WriteFile(f, []byte(FlakeNix(`github:nix8s/nix8s?ref="main"`)), 0o644)
+	if out, err := exec.Command(nix, "--parse", f).CombinedOutput(); err != nil {
+		t.Fatalf("generated flake.nix does not parse: %v\n%s", err, out)
 	}
 }

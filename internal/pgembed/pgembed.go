@@ -71,6 +71,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("pgembed: %w", err)
 	}
 	opts.Dir = dir
+	if sock := filepath.Join(dir, fmt.Sprintf(".s.PGSQL.%d", opts.Port)); len(sock) > 107 {
+		return nil, fmt.Errorf("pgembed: the socket path %s is longer than unix sockets allow (107 bytes); choose a shorter directory", sock)
+	}
 	bin, err := findBinDir(opts.BinDir)
 	if err != nil {
 		return nil, err

@@ -25,12 +25,13 @@ var (
 	counter  atomic.Int64
 )
 
-// Main starts the server, runs the tests and stops the server.
+// Main starts the server, runs the tests, stops the server and exits.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit, for a TestMain with more to clean up; it returns the exit code.
+func Run(m *testing.M) int {
 	if u := os.Getenv("NIX8S_TEST_DATABASE_URL"); u != "" {
 		adminURL = u
 		return m.Run()

@@ -117,6 +117,13 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	return snap, nil
 }
 
+// InventoryVersion is the inventory's current version (cheap: one row).
+func (s *Store) InventoryVersion(ctx context.Context) (int64, error) {
+	var v int64
+	err := s.pool.QueryRow(ctx, "SELECT version FROM inventory_meta").Scan(&v)
+	return v, err
+}
+
 // rowsOf is the config split into the rows it is stored as.
 type rowsOf struct {
 	top          map[string]any

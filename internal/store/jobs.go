@@ -142,3 +142,15 @@ func (s *Store) JobCounts(ctx context.Context) ([]JobCount, error) {
 		return c, err
 	})
 }
+
+// RequeueStaleJobs puts running jobs whose worker has not been heard of for lease back in the queue (the worker
+// died); returns how many. Any daemon may run it.
+func (s *Store) RequeueStaleJobs(ctx context.Context, lease time.Duration) (int, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE jobs SET status = 'queued', worker = NULL, started_at = NULL,
+			log = log || format(E'--- requeued: worker %s silent since %s\n', worker, heartbeat_at)
+		WHERE status = 'running' AND heartbeat_at < now() - $1 * interval '1 second'`, lease.Seconds())
+	if err != nil {
+		return 0, err
+	}
+	return int(tag.RowsAffected()), nil
+}

@@ -40,7 +40,13 @@ func (s *Store) Objects(ctx context.Context, kind, cluster, after string, limit 
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, scanObject)
+	objs, err := pgx.CollectRows(rows, scanObject)
+	if kind == KindCluster {
+		for _, o := range objs {
+			delete(o.Spec.(map[string]any), "members") // only a marker here; GET the cluster for its members
+		}
+	}
+	return objs, err
 }
 
 func scanObject(r pgx.CollectableRow) (Object, error) {

@@ -35,7 +35,7 @@ var (
 // ConflictError carries the reason of an ErrConflict.
 type ConflictError struct{ Msg string }
 
-func (e *ConflictError) Error() string { return e.Msg }
+func (e *ConflictError) Error() string   { return e.Msg }
 func (e *ConflictError) Is(t error) bool { return t == ErrConflict }
 
 // InvalidError is an input that does not fit the inventory's shape, at Path (dotted config path).

@@ -4,14 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nix8s/nix8s/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil))) // migration progress
+	pgtest.Main(m)
+}
 
 func open(t *testing.T) *Store {
 	t.Helper()
@@ -37,10 +43,10 @@ func cfgOf(t *testing.T, s string) map[string]any {
 }
 
 const sample = `{
-  "nodes": {"standard": {"network": {"mac": "aa:bb:cc:dd:ee:01"}, "install": {"disk": "/dev/sda", "swap": 1.50}}},
+  "nodes": {"standard": {"network": {"interface": "eth0"}, "install": {"disk": "/dev/sda", "swap": 1.50}}},
   "clusters": {
     "dev": {"k3s": {"version": "v1.31.0+k3s1"}, "members": {
-      "server": {"node": "standard", "role": "server", "ip": "192.168.1.10"},
+      "server": {"node": "standard", "role": "server", "ip": "192.168.1.10", "network": {"mac": "AA:BB:CC:DD:EE:01"}},
       "agent": {"node": "standard", "role": "agent", "ip": "192.168.1.20", "boot": {"kernelParams": ["a", "b"]}}}},
     "empty": {"members": {}},
     "nomembers": {"ha": {"enable": false}}
@@ -205,6 +211,13 @@ func TestMachineStateMachine(t *testing.T) {
 	mustFail("install unassigned", MachineChange{State: strp("installing")}, "must be assigned")
 	mustFail("skip to ready", MachineChange{State: strp("ready")}, "no transition from discovered to ready")
 	mustFail("unknown member", MachineChange{Assign: &[2]string{"dev", "nope"}}, "")
+	if _, err := s.CreateMachine(ctx, "pxe", "aa:bb:cc:dd:ee:77", nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateMachine(ctx, "op", "aa:bb:cc:dd:ee:77", MachineChange{Assign: &[2]string{"dev", "server"}}); !errors.Is(err, ErrConflict) ||
+		!strings.Contains(err.Error(), "the config gives that member the MAC aa:bb:cc:dd:ee:01") {
+		t.Fatalf("assigning a machine with another MAC than the member's: %v", err)
+	}
 	if _, err := step(MachineChange{Assign: &[2]string{"dev", "server"}, Reason: "rack 3"}); err != nil {
 		t.Fatal(err)
 	}
@@ -431,6 +444,15 @@ func TestJobsClaimedOnce(t *testing.T) {
 	if len(finished) != 1 || finished[0] != "noop:failed" {
 		t.Errorf("hook: %v", finished)
 	}
+	// A worker that went silent loses its job to the queue.
+	s.pool.Exec(ctx, "UPDATE jobs SET heartbeat_at = now() - interval '10 minutes' WHERE id = 2")
+	if n, err := s.RequeueStaleJobs(ctx, 2*time.Minute); err != nil || n != 1 {
+		t.Fatalf("requeued %d, %v", n, err)
+	}
+	j, err = s.ClaimJob(ctx, "e")
+	if err != nil || j == nil || j.ID != 2 || !strings.Contains(j.Log, "requeued: worker") {
+		t.Fatalf("reclaimed %+v %v", j, err)
+	}
 }
 
 func TestTokens(t *testing.T) {
@@ -440,10 +462,10 @@ func TestTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc, err := s.TokenScope(ctx, tok); err != nil || sc != ScopeRead {
-		t.Fatalf("scope %q %v", sc, err)
+	if got, err := s.LookupToken(ctx, tok); err != nil || got.Scope != ScopeRead || got.Name != "ci" {
+		t.Fatalf("token %+v %v", got, err)
 	}
-	if _, err := s.TokenScope(ctx, tok+"x"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.LookupToken(ctx, tok+"x"); !errors.Is(err, ErrNotFound) {
 		t.Fatal("a wrong token was accepted")
 	}
 	var n int
@@ -453,5 +475,86 @@ func TestTokens(t *testing.T) {
 	}
 	if _, err := s.CreateToken(ctx, "", "root"); !errors.Is(err, ErrInvalid) {
 		t.Fatal("bad scope accepted")
+	}
+	list, err := s.Tokens(ctx)
+	if err != nil || len(list) != 1 || list[0].LastUsedAt == nil || list[0].Name != "ci" {
+		t.Fatalf("tokens %+v %v", list, err)
+	}
+	if err := s.RevokeToken(ctx, list[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LookupToken(ctx, tok); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a revoked token was accepted")
+	}
+	if err := s.RevokeToken(ctx, 999); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("revoking an unknown token: %v", err)
+	}
+}
+
+// Two daemons expiring deadlines at once: every machine fails exactly once, with one event.
+func TestConcurrentExpiry(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	other, err := Open(ctx, s.pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := s.Modify(ctx, "test", func(*Snapshot) (map[string]any, error) { return cfgOf(t, sample), nil }); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := 0; i < n; i++ {
+		mac := macN(i)
+		s.CreateMachine(ctx, "t", mac, nil, "")
+		// deprovisioning needs no member, so forty machines can be in progress at once
+		if _, err := s.UpdateMachine(ctx, "t", mac, MachineChange{State: strp("deprovisioning")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.pool.Exec(ctx, "UPDATE machines SET state_deadline = now() - interval '1 second'")
+	var wg sync.WaitGroup
+	counts := make([]int, 2)
+	for i, st := range []*Store{s, other} {
+		wg.Add(1)
+		go func(i int, st *Store) {
+			defer wg.Done()
+			for k := 0; k < 5; k++ {
+				c, err := st.ExpireDeadlines(ctx, "daemon")
+				if err != nil {
+					t.Error(err)
+				}
+				counts[i] += c
+			}
+		}(i, st)
+	}
+	wg.Wait()
+	if counts[0]+counts[1] != n {
+		t.Fatalf("expired %v, want %d in total", counts, n)
+	}
+	var events int
+	s.pool.QueryRow(ctx, "SELECT count(*) FROM machine_events WHERE new_state = 'deprovision_failed'").Scan(&events)
+	if events != n {
+		t.Fatalf("%d failure events, want %d", events, n)
+	}
+}
+
+// Two writers with the same machine version: one wins, one gets ErrConflict.
+func TestMachineOptimisticVersion(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	m, _ := s.CreateMachine(ctx, "t", "aa:bb:cc:dd:ee:10", nil, "")
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = s.UpdateMachine(ctx, "t", m.MAC, MachineChange{Version: m.Version, Facts: json.RawMessage(`{"writer": ` + string(rune('0'+i)) + `}`)})
+		}(i)
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) || !(errors.Is(errs[0], ErrConflict) || errors.Is(errs[1], ErrConflict)) {
+		t.Fatalf("errors %v, want exactly one conflict", errs)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -37,18 +38,35 @@ func (s *Store) CreateToken(ctx context.Context, name, scope string) (string, er
 	return tok, nil
 }
 
-// TokenScope returns the scope of a valid, unrevoked token, or ErrNotFound.
-func (s *Store) TokenScope(ctx context.Context, tok string) (string, error) {
+// Token is a stored token, without the token itself.
+type Token struct {
+	ID    int64
+	Name  string
+	Scope string
+}
+
+// LookupToken finds a valid, unrevoked token, or returns ErrNotFound.
+func (s *Store) LookupToken(ctx context.Context, tok string) (*Token, error) {
 	if !strings.HasPrefix(tok, TokenPrefix) {
-		return "", ErrNotFound
+		return nil, ErrNotFound
 	}
 	sum := sha256.Sum256([]byte(tok))
-	var scope string
-	err := s.pool.QueryRow(ctx, `SELECT scope FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL`, sum[:]).Scan(&scope)
+	var t Token
+	// One round trip: look the token up, and note its use at most once a minute.
+	err := s.pool.QueryRow(ctx, `WITH t AS (
+			SELECT id, name, scope, last_used_at FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL
+		), used AS (
+			UPDATE api_tokens SET last_used_at = now() FROM t
+			WHERE api_tokens.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
+		)
+		SELECT id, name, scope FROM t`, sum[:]).Scan(&t.ID, &t.Name, &t.Scope)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
+		return nil, ErrNotFound
 	}
-	return scope, err
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
 }
 
 // EnsureToken stores tok (given by the operator, e.g. from a secrets file) with scope, if not stored yet.
@@ -72,4 +90,37 @@ func NewToken() (string, error) {
 		return "", err
 	}
 	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// TokenInfo describes a stored token for listing.
+type TokenInfo struct {
+	Token
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
+}
+
+// Tokens lists every token, oldest first.
+func (s *Store) Tokens(ctx context.Context) ([]TokenInfo, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, name, scope, created_at, last_used_at, revoked_at FROM api_tokens ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TokenInfo, error) {
+		var t TokenInfo
+		err := r.Scan(&t.ID, &t.Name, &t.Scope, &t.CreatedAt, &t.LastUsedAt, &t.RevokedAt)
+		return t, err
+	})
+}
+
+// RevokeToken revokes the token with id; it stops working at once.
+func (s *Store) RevokeToken(ctx context.Context, id int64) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1`, id)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("token %d: %w", id, ErrNotFound)
+	}
+	return nil
 }

@@ -1,0 +1,104 @@
+// Package deploy holds the daemon's deployment files (a NixOS module, a systemd unit); its tests check them.
+package deploy
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+func evalModule(t *testing.T, settings string) map[string]any {
+	t.Helper()
+	nix, err := exec.LookPath("nix-instantiate")
+	if err != nil {
+		t.Skip("nix-instantiate not installed")
+	}
+	out, err := exec.Command(nix, "--eval", "--strict", "--json", "--readonly-mode", "--expr",
+		"import ./testdata/eval-module.nix ("+settings+")").CombinedOutput()
+	if err != nil {
+		t.Fatalf("evaluating the module: %v\n%s", err, out)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func get(m map[string]any, path ...string) any {
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = mm[p]
+	}
+	return v
+}
+
+func TestNixOSModuleLocalDatabase(t *testing.T) {
+	cfg := evalModule(t, `{ enable = true; package = "/nix/store/x-nix8sd"; openFirewall = true; adminTokenFile = "/run/secrets/admin"; }`)
+	svc := get(cfg, "systemd", "services", "nix8sd", "serviceConfig").(map[string]any)
+	exec := svc["ExecStart"].(string)
+	for _, want := range []string{"/nix/store/x-nix8sd/bin/nix8sd 'serve' '--listen' '0.0.0.0:8080'", "'--admin-token-file' '%d/admin-token'"} {
+		if !strings.Contains(exec, want) {
+			t.Errorf("ExecStart %q lacks %q", exec, want)
+		}
+	}
+	if lc, _ := svc["LoadCredential"].([]any); len(lc) != 1 || lc[0] != "admin-token:/run/secrets/admin" {
+		t.Errorf("LoadCredential %v", svc["LoadCredential"])
+	}
+	if get(cfg, "systemd", "services", "nix8sd", "environment", "DATABASE_URL") != "postgres:///nix8sd?host=/run/postgresql" {
+		t.Errorf("environment %v", get(cfg, "systemd", "services", "nix8sd", "environment"))
+	}
+	if get(cfg, "services", "postgresql", "enable") != true {
+		t.Error("no local PostgreSQL")
+	}
+	users, _ := get(cfg, "services", "postgresql", "ensureUsers").([]any)
+	if len(users) != 1 || get(users[0].(map[string]any), "name") != "nix8sd" {
+		t.Errorf("ensureUsers %v", users)
+	}
+	udp, _ := get(cfg, "networking", "firewall", "allowedUDPPorts").([]any)
+	tcp, _ := get(cfg, "networking", "firewall", "allowedTCPPorts").([]any)
+	if len(udp) != 2 || udp[0] != 67.0 || udp[1] != 69.0 || len(tcp) != 1 || tcp[0] != 8080.0 {
+		t.Errorf("firewall udp %v tcp %v", udp, tcp)
+	}
+}
+
+func TestNixOSModuleRemoteDatabase(t *testing.T) {
+	cfg := evalModule(t, `{ enable = true; package = "/p"; database = { createLocally = false; urlFile = "/run/secrets/db"; }; }`)
+	if get(cfg, "services", "postgresql") != nil && len(get(cfg, "services", "postgresql").(map[string]any)) != 0 {
+		t.Errorf("local PostgreSQL configured: %v", get(cfg, "services", "postgresql"))
+	}
+	if env := get(cfg, "systemd", "services", "nix8sd", "serviceConfig", "EnvironmentFile").([]any); len(env) != 1 || env[0] != "/run/secrets/db" {
+		t.Errorf("EnvironmentFile %v", env)
+	}
+	if _, set := get(cfg, "systemd", "services", "nix8sd", "environment").(map[string]any)["DATABASE_URL"]; set {
+		t.Error("DATABASE_URL set beside urlFile")
+	}
+	if get(cfg, "networking", "firewall") != nil && len(get(cfg, "networking", "firewall").(map[string]any)) != 0 {
+		t.Error("firewall opened without openFirewall")
+	}
+}
+
+func TestNixOSModuleDisabled(t *testing.T) {
+	if cfg := evalModule(t, `{ }`); len(cfg) != 0 {
+		t.Errorf("a disabled module sets %v", cfg)
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	b, err := os.ReadFile("nix8sd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	for _, want := range []string{"ExecStart=/usr/local/bin/nix8sd serve", "StateDirectory=nix8sd", "User=nix8sd", "LoadCredential=admin-token:", "WantedBy=multi-user.target"} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("unit lacks %s", want)
+		}
+	}
+}

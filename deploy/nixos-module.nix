@@ -1,0 +1,177 @@
+# NixOS module for nix8sd, the nix8s provisioning daemon: the service, its PostgreSQL, state directory,
+# firewall for DHCP/TFTP/HTTP, and API tokens as files. Exported by the flake as nixosModules.nix8sd.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.services.nix8sd;
+  inherit (lib) mkEnableOption mkIf mkOption optional optionals optionalAttrs types literalExpression;
+  localDb = cfg.database.createLocally;
+  args = [ "serve" "--listen" "${cfg.listenAddress}:${toString cfg.port}" "--log-format" "json" ]
+    ++ optionals (cfg.adminTokenFile != null) [ "--admin-token-file" "%d/admin-token" ]
+    ++ optionals (cfg.readTokenFile != null) [ "--read-token-file" "%d/read-token" ]
+    ++ optionals (cfg.flake != null) [ "--flake" cfg.flake ]
+    ++ cfg.extraArgs;
+in
+{
+  options.services.nix8sd = {
+    enable = mkEnableOption "nix8sd, the nix8s provisioning daemon (inventory in PostgreSQL, REST API, machine states)";
+
+    package = mkOption {
+      type = types.package;
+      description = "The nix8sd package (from the nix8s flake).";
+      example = literalExpression "inputs.nix8s.packages.\${pkgs.system}.nix8sd";
+    };
+
+    listenAddress = mkOption {
+      type = types.str;
+      default = "0.0.0.0";
+      description = "Address the REST API listens on.";
+    };
+
+    port = mkOption {
+      type = types.port;
+      default = 8080;
+      description = "TCP port of the REST API (and, with the PXE services, of the netboot HTTP files).";
+    };
+
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/nix8sd";
+      readOnly = true;
+      description = ''
+        State directory (systemd `StateDirectory=nix8sd`): the generated flake workspace and the evaluation
+        cache; with `database.createLocally = false` and no URL, an embedded PostgreSQL.
+      '';
+    };
+
+    database = {
+      createLocally = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run the inventory database on this host: `services.postgresql` with a `nix8sd` database owned by a
+          `nix8sd` role, reached over the unix socket with peer authentication (no password anywhere).
+        '';
+      };
+      urlFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/secrets/nix8sd-database";
+        description = ''
+          A file holding `DATABASE_URL=postgres://...` (systemd EnvironmentFile) for a PostgreSQL elsewhere,
+          shared by several daemons. Keep it out of the Nix store (sops-nix, agenix).
+          **WARNING**: a path literal (`./db.env`) would copy the file, password included, into the
+          world-readable Nix store; give a string path.
+        '';
+      };
+    };
+
+    adminTokenFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/run/secrets/nix8sd-admin-token";
+      description = ''
+        A file holding an admin API token (`nix8sd token create --print-only`) that the daemon accepts; it is
+        stored hashed. Passed with systemd `LoadCredential`, so it may be readable by root only.
+        **WARNING**: never a path literal or inline value: the Nix store is world-readable.
+      '';
+    };
+
+    readTokenFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = "Like `adminTokenFile`, for a read-only token (monitoring, dashboards).";
+    };
+
+    flake = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/srv/infra";
+      description = ''
+        Your own flake directory: the daemon writes its inventory there as `inventory.json`, which your
+        `flake.nix` passes as `nix8s.inventoryFile`. Default: a generated flake in the state directory.
+      '';
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open DHCP (67/udp), TFTP (69/udp) and the API/HTTP port (`port`/tcp) for the PXE network.";
+    };
+
+    logLevel = mkOption {
+      type = types.enum [ "debug" "info" "warn" "error" ];
+      default = "info";
+      description = "Log level of the structured (JSON) logs.";
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "Extra arguments to `nix8sd serve`.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [{
+      assertion = localDb -> cfg.database.urlFile == null;
+      message = "services.nix8sd: set database.createLocally = false to use database.urlFile";
+    }];
+
+    services.postgresql = mkIf localDb {
+      enable = true;
+      ensureDatabases = [ "nix8sd" ];
+      ensureUsers = [{ name = "nix8sd"; ensureDBOwnership = true; }];
+    };
+
+    users.users.nix8sd = {
+      isSystemUser = true;
+      group = "nix8sd";
+      home = cfg.stateDir;
+    };
+    users.groups.nix8sd = { };
+
+    networking.firewall = mkIf cfg.openFirewall {
+      allowedUDPPorts = [ 67 69 ];
+      allowedTCPPorts = [ cfg.port ];
+    };
+
+    systemd.services.nix8sd = {
+      description = "nix8sd, the nix8s provisioning daemon";
+      documentation = [ "https://github.com/nix8s/nix8s/blob/main/docs/daemon.md" ];
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ] ++ optional localDb "postgresql.service";
+      requires = optional localDb "postgresql.service";
+      # The core is evaluated with nix-instantiate.
+      path = [ config.nix.package ];
+      environment = {
+        NIX8S_STATE_DIR = cfg.stateDir;
+        NIX8S_LOG_LEVEL = cfg.logLevel;
+      } // optionalAttrs localDb {
+        DATABASE_URL = "postgres:///nix8sd?host=/run/postgresql";
+      };
+      serviceConfig = {
+        ExecStart = "${cfg.package}/bin/nix8sd ${lib.escapeShellArgs args}";
+        User = "nix8sd";
+        Group = "nix8sd";
+        StateDirectory = "nix8sd";
+        StateDirectoryMode = "0750";
+        EnvironmentFile = optional (cfg.database.urlFile != null) cfg.database.urlFile;
+        LoadCredential = optional (cfg.adminTokenFile != null) "admin-token:${cfg.adminTokenFile}"
+          ++ optional (cfg.readTokenFile != null) "read-token:${cfg.readTokenFile}";
+        # DHCP and TFTP bind ports below 1024; DHCP answers need raw sockets.
+        AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" "CAP_NET_RAW" ];
+        CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" "CAP_NET_RAW" ];
+        NoNewPrivileges = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        ReadWritePaths = optional (cfg.flake != null) cfg.flake;
+        Restart = "on-failure";
+        RestartSec = 5;
+        # SIGTERM: finish in-flight requests (nix8sd --shutdown-timeout, 20s), then exit.
+        TimeoutStopSec = 30;
+      };
+    };
+  };
+}
