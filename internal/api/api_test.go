@@ -307,6 +307,15 @@ func TestPutConfigRejected(t *testing.T) {
 			t.Errorf("422 details lack %s: %s", p, got)
 		}
 	}
+	// A secret value is only a warning for the core, but the daemon never stores one.
+	secret := strings.Replace(string(good), "clusters:\n  dev:\n", "clusters:\n  dev:\n    secrets: { token: hunter2 }\n", 1)
+	if secret == string(good) {
+		t.Fatal("testdata/config.yaml no longer starts its clusters with dev")
+	}
+	m = expect(t, e.putConfigYAML([]byte(secret)), 422, "invalid_config")
+	if got := strings.Join(paths(m), " "); got != "clusters.dev.secrets.token" {
+		t.Errorf("422 details for a secret value: %s", got)
+	}
 	for _, tc := range []struct {
 		name, body, ct string
 		status         int

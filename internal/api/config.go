@@ -72,13 +72,20 @@ func (s *Server) validate(ctx context.Context, next map[string]any) ([]Problem, 
 		}
 		return nil, fmt.Errorf("validating through the core: %w", err)
 	}
+	// The core only warns about secret values in the config (a flake may accept the risk); the daemon refuses
+	// them: the inventory is readable with any read token and rendered into a flake workspace.
+	warnings := []Problem{}
+	for _, w := range rep.Warnings {
+		if strings.HasSuffix(w.Path, ".secrets.token") || strings.HasSuffix(w.Path, ".secrets.agentToken") {
+			rep.Errors = append(rep.Errors, Problem{Path: w.Path, Message: "nix8sd does not store secret values: " + w.Message})
+			continue
+		}
+		warnings = append(warnings, w)
+	}
 	if !rep.OK() {
 		return nil, &rejected{report: rep}
 	}
-	if rep.Warnings == nil {
-		rep.Warnings = []Problem{}
-	}
-	return rep.Warnings, nil
+	return warnings, nil
 }
 
 // modify runs a change of the config layers: compute, validate through the core, store. Changes from this
