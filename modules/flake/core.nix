@@ -1,0 +1,159 @@
+# The nix8s options of a flake: nodes, clusters and provisioning as freeform data with typed, documented
+# options for the fields nix8s itself reads. Validation and planning are the pure core's (lib/); this module
+# only declares, merges the daemon's inventory file in, and exposes the resolved config to the other modules.
+{ lib, config, ... }:
+let
+  inherit (lib) mkOption types;
+  core = import ../../lib;
+  cfg = config.nix8s;
+
+  freeform = types.lazyAttrsOf types.anything;
+
+  # An optional typed field: null means "not set" and is pruned before the config reaches the core.
+  field = type: description: extra: mkOption ({ type = types.nullOr type; default = null; inherit description; } // extra);
+
+  # A namespace of typed fields that also accepts any other attribute.
+  section = description: options: mkOption {
+    type = types.submodule { freeformType = freeform; inherit options; };
+    default = { };
+    inherit description;
+  };
+
+  ipv4 = types.strMatching "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}";
+
+  nodeOptions = { name, ... }: {
+    freeformType = freeform;
+    options = {
+      _nix8sName = mkOption {
+        type = types.str;
+        default = name;
+        readOnly = true;
+        internal = true;
+        description = "The template's name, so that `node = config.nix8s.nodes.x` can be resolved to \"x\".";
+      };
+      network = section "Network identity of the machine." {
+        mac = field (types.strMatching "[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}") "MAC address of the boot interface; PXE matches machines by it." { example = "aa:bb:cc:dd:ee:01"; };
+        interface = field types.str "Primary interface; without it the member's address goes on eth0 (classic names)." { example = "enp1s0"; };
+      };
+      install = section "Standard disk layout: GPT, 512M ESP on /boot, optional swap, ext4 root. Exclusive with `disko`." {
+        disk = field types.str "Root disk." { example = "/dev/nvme0n1"; };
+        swapSize = field types.str "Swap partition size." { example = "16G"; };
+      };
+      disko = field freeform "Your own disko configuration (`{ devices = …; }`), instead of `install.disk`." { };
+      nixosModules = mkOption {
+        type = types.listOf types.deferredModule;
+        default = [ ];
+        description = "NixOS modules added to every member made from this template (Nix only: not in the YAML export).";
+      };
+    };
+  };
+
+  memberOptions = {
+    freeformType = freeform;
+    options = {
+      node = mkOption {
+        type = types.either types.str freeform;
+        description = "The node template: its name, or the template itself (`config.nix8s.nodes.x`).";
+        example = "server-nvme";
+      };
+      role = mkOption { type = types.enum [ "server" "agent" ]; description = "k3s role."; };
+      ip = mkOption { type = ipv4; description = "The member's IPv4 address."; example = "192.168.1.10"; };
+      nixosModules = mkOption {
+        type = types.listOf types.deferredModule;
+        default = [ ];
+        description = "NixOS modules for this member only (Nix only).";
+      };
+    };
+  };
+
+  clusterOptions = {
+    freeformType = freeform;
+    options = {
+      k3s = section "k3s settings (also `network`, `extraArgs.server`, `extraArgs.agent`)." {
+        version = field (types.strMatching "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+") "k3s release; `v1.31.x` selects `pkgs.k3s_1_31`." { example = "v1.31.0+k3s1"; };
+      };
+      ha = section "High availability of the API." {
+        enable = field types.bool "Run several servers behind a virtual IP." { };
+        vip = field ipv4 "Virtual IP of the API (required with more than one server)." { example = "192.168.1.100"; };
+        firstServer = field types.str "The server that initialises the cluster; default: the alphabetically first." { };
+        interface = field types.str "Interface keepalived puts the VIP on." { };
+        loadBalancer = field (types.enum [ "keepalived" "external" ]) "keepalived + haproxy on the servers (default), or an external load balancer." { };
+      };
+      secrets = section "Where the k3s tokens are on the nodes." {
+        tokenFile = field types.str "Path of the cluster token file on servers (e.g. from sops-nix)." { example = "/run/secrets/k3s-token"; };
+        agentTokenFile = field types.str "Path of the agent token file." { };
+        token = field types.str ''
+          The cluster token itself.
+
+          **WARNING**: it is copied into the world-readable Nix store. Use `tokenFile` instead.
+        '' { };
+      };
+      members = mkOption {
+        type = types.attrsOf (types.submodule memberOptions);
+        default = { };
+        description = "Members by name: each becomes `nixosConfigurations.<cluster>-<member>`.";
+      };
+    };
+  };
+
+  # Declared fields left at null, and sections left empty, are dropped: the core sees what the user wrote.
+  prune = v:
+    if builtins.isAttrs v && !(v ? _type) && !(lib.isDerivation v) then
+      lib.filterAttrs (n: x: x != null && x != { } && !(n == "nixosModules" && x == [ ]))
+        # disko's own format is passed through untouched.
+        (lib.mapAttrs (n: x: if n == "disko" then x else prune x) v)
+    else v;
+
+  fromFile = if cfg.inventoryFile == null then { } else builtins.fromJSON (builtins.readFile cfg.inventoryFile);
+in
+{
+  options.nix8s = {
+    nodes = mkOption {
+      type = types.attrsOf (types.submodule nodeOptions);
+      default = { };
+      description = "Hardware templates by name.";
+    };
+    clusters = mkOption {
+      type = types.attrsOf (types.submodule clusterOptions);
+      default = { };
+      description = "k3s clusters by name.";
+    };
+    provisioning = mkOption {
+      type = types.submodule { freeformType = freeform; };
+      default = { };
+      description = "How machines are deployed: `ssh`, `nixos-anywhere`, `pxe`, `lima`.";
+    };
+    nixosModulesFor = mkOption {
+      type = types.attrsOf (types.listOf types.deferredModule);
+      default = { };
+      description = ''
+        NixOS modules for one member, by `<cluster>-<member>`. Extension modules write here and never read it;
+        users add modules through `nodes.<n>.nixosModules`.
+      '';
+    };
+    inventoryFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = ''
+        A JSON file in the shape of the config (as nix8sd writes it). It is merged under the Nix-declared
+        config: what the flake declares wins.
+      '';
+    };
+    resolved = mkOption {
+      type = types.raw;
+      readOnly = true;
+      internal = true;
+      description = "The config the core sees: the inventory file, then the Nix declarations, null fields pruned.";
+    };
+  };
+
+  config.nix8s.resolved =
+    let
+      declared = prune { inherit (cfg) nodes clusters provisioning; };
+      merged = lib.recursiveUpdate fromFile declared;
+      report = core.validate merged;
+    in
+    # Flake-parts has no assertions: fail here with every error at once, print the warnings.
+    if report.errors != [ ] then throw (core.errorMessage report.errors)
+    else lib.foldr (w: acc: lib.warn "nix8s: ${w.path}: ${w.message}" acc) merged report.warnings;
+}

@@ -1,0 +1,11 @@
+# flakeModules.default: everything a flake needs to describe nix8s clusters and get their systems and apps.
+{
+  imports = [
+    ./core.nix
+    ./outputs.nix
+    ./config-yaml.nix
+    ./package.nix
+    ./apps.nix
+    # Next: lima.nix (lima-up/down/status-<cluster>), pxe.nix (pxe-server-<cluster>), cozystack.nix.
+  ];
+}
