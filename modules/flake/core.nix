@@ -19,7 +19,9 @@ let
     inherit description;
   };
 
-  ipv4 = types.strMatching "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}";
+  # Fields are typed loosely (strings, not patterns or enums) on purpose: the core checks their values and
+  # reports every problem at once with its path, where a module-system type error would stop at the first.
+  ipv4 = types.str;
 
   nodeOptions = { name, ... }: {
     freeformType = freeform;
@@ -32,7 +34,7 @@ let
         description = "The template's name, so that `node = config.nix8s.nodes.x` can be resolved to \"x\".";
       };
       network = section "Network identity of the machine." {
-        mac = field (types.strMatching "[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}") "MAC address of the boot interface; PXE matches machines by it." { example = "aa:bb:cc:dd:ee:01"; };
+        mac = field types.str "MAC address of the boot interface; PXE matches machines by it." { example = "aa:bb:cc:dd:ee:01"; };
         interface = field types.str "Primary interface; without it the member's address goes on eth0 (classic names)." { example = "enp1s0"; };
       };
       install = section "Standard disk layout: GPT, 512M ESP on /boot, optional swap, ext4 root. Exclusive with `disko`." {
@@ -56,7 +58,7 @@ let
         description = "The node template: its name, or the template itself (`config.nix8s.nodes.x`).";
         example = "server-nvme";
       };
-      role = mkOption { type = types.enum [ "server" "agent" ]; description = "k3s role."; };
+      role = mkOption { type = types.str; description = "k3s role: `server` or `agent`."; example = "server"; };
       ip = mkOption { type = ipv4; description = "The member's IPv4 address."; example = "192.168.1.10"; };
       nixosModules = mkOption {
         type = types.listOf types.deferredModule;
@@ -70,14 +72,14 @@ let
     freeformType = freeform;
     options = {
       k3s = section "k3s settings (also `network`, `extraArgs.server`, `extraArgs.agent`)." {
-        version = field (types.strMatching "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+") "k3s release; `v1.31.x` selects `pkgs.k3s_1_31`." { example = "v1.31.0+k3s1"; };
+        version = field types.str "k3s release, as k3s names them; `v1.31.x` selects `pkgs.k3s_1_31`." { example = "v1.31.0+k3s1"; };
       };
       ha = section "High availability of the API." {
         enable = field types.bool "Run several servers behind a virtual IP." { };
         vip = field ipv4 "Virtual IP of the API (required with more than one server)." { example = "192.168.1.100"; };
         firstServer = field types.str "The server that initialises the cluster; default: the alphabetically first." { };
         interface = field types.str "Interface keepalived puts the VIP on." { };
-        loadBalancer = field (types.enum [ "keepalived" "external" ]) "keepalived + haproxy on the servers (default), or an external load balancer." { };
+        loadBalancer = field types.str "`keepalived`: keepalived + haproxy on the servers (default), or an external load balancer." { };
       };
       secrets = section "Where the k3s tokens are on the nodes." {
         tokenFile = field types.str "Path of the cluster token file on servers (e.g. from sops-nix)." { example = "/run/secrets/k3s-token"; };
