@@ -12,11 +12,12 @@
 
   outputs = inputs@{ flake-parts, nix8s, ... }:
     flake-parts.lib.mkFlake { inherit inputs; } ({ config, ... }: {
-      imports = [ nix8s.flakeModules.default ];
+      imports = [
+        nix8s.flakeModules.default
+        # The data part, generated from config.yaml by `nix8s import`.
+        { nix8s = import ./config.nix; }
+      ];
       systems = [ "x86_64-linux" ];
-
-      # The data part, generated from config.yaml by `nix8s import`.
-      nix8s = import ./config.nix;
 
       # Nix-only extras on top of the data (design 2.2, 3.4): a NixOS module for every server made from the
       # server-nvme template, and one more GPU agent that references its template by value.
