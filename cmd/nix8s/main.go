@@ -42,12 +42,13 @@ type command struct {
 	usage   string // after "nix8s "
 	example string
 	flags   *flag.FlagSet
-	args    int // exact number of positional arguments
+	args    int // exact number of positional arguments; -1: the command checks them itself
 	run     func(ctx context.Context, args []string) error
 }
 
 func commands(a *app) []*command {
-	return []*command{newValidateCommand(a), newPlanCommand(a), newImportCommand(a), newSchemaCommand(a)}
+	return []*command{newValidateCommand(a), newPlanCommand(a), newImportCommand(a), newSchemaCommand(a),
+		newInstallCommand(a), newGenSecretsCommand(a), newKubeconfigCommand(a), newSSHCommand(a), newStatusCommand(a)}
 }
 
 // exitError ends the program with code after the problem was already reported.
@@ -106,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		return a.report(usageError{cmd: c.name, msg: err.Error()})
 	}
-	if len(pos) != c.args {
+	if c.args >= 0 && len(pos) != c.args {
 		msg := fmt.Sprintf("%s takes %d argument%s, got %d", c.name, c.args, plural(c.args), len(pos))
 		if c.args == 1 && len(pos) == 0 {
 			msg = c.name + ": missing FILE"
@@ -175,6 +176,10 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		if err := fs.Parse(args); err != nil {
 			return nil, err
 		}
+		// flag.Parse swallows a `--` that directly follows flags: what comes after it is positional.
+		if n := len(args) - len(fs.Args()); n > 0 && args[n-1] == "--" {
+			return append(pos, fs.Args()...), nil
+		}
 		args = fs.Args()
 		if len(args) == 0 {
 			return pos, nil
@@ -202,7 +207,7 @@ func (a *app) rootUsage(w io.Writer, cmds []*command) {
 	sorted := append([]*command(nil), cmds...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })
 	for _, c := range sorted {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nFILE is YAML, or JSON when its first character is { or [.\n")
 	fmt.Fprintf(w, "Run 'nix8s help COMMAND' for a command's flags and an example.\n")

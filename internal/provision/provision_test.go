@@ -1,0 +1,407 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/sshtest"
+)
+
+const (
+	tokenPath      = "/var/lib/nix8s/secrets/k3s-token"
+	agentTokenPath = "/var/lib/nix8s/secrets/k3s-agent-token"
+)
+
+// testCluster is the plan the core makes for cluster "t" with these servers and agents and managed tokens
+// (the core's own output is tested in tests/; here it is the input).
+func testCluster(n *sshtest.Net, servers, agents []string) core.Cluster {
+	c := core.Cluster{Name: "t", FirstServer: servers[0], Servers: servers, Agents: agents, Members: map[string]core.Member{}}
+	c.APIEndpoint = "https://" + n.Node(servers[0]).IP + ":6443"
+	for _, s := range servers {
+		c.Provision = append(c.Provision, []string{s})
+		atf := agentTokenPath
+		c.Members[s] = core.Member{Name: s, HostName: "t-" + s, Role: "server", IP: n.Node(s).IP,
+			K3s: core.K3s{Role: "server", ClusterInit: s == servers[0], TokenFile: tokenPath, AgentTokenFile: &atf}}
+	}
+	if len(agents) > 0 {
+		c.Provision = append(c.Provision, agents)
+	}
+	for _, a := range agents {
+		c.Members[a] = core.Member{Name: a, HostName: "t-" + a, Role: "agent", IP: n.Node(a).IP,
+			K3s: core.K3s{Role: "agent", TokenFile: agentTokenPath}}
+	}
+	return c
+}
+
+type env struct {
+	net *sshtest.Net
+	si  *sshtest.StandIns
+	c   core.Cluster
+}
+
+func setup(t *testing.T, servers, agents []string) *env {
+	n := sshtest.Start(t, append(append([]string{}, servers...), agents...)...)
+	si := n.StandIns(t)
+	return &env{net: n, si: si, c: testCluster(n, servers, agents)}
+}
+
+func (e *env) options(progress *bytes.Buffer) Options {
+	ssh := e.net.SSH()
+	return Options{
+		Flake:        "/src/flake",
+		Parallel:     2,
+		Tokens:       &Tokens{Token: "server-secret", AgentToken: "agent-secret"},
+		SSH:          remote.Settings{User: "root", KeyFile: e.net.KeyFile},
+		WaitTimeout:  5 * time.Second,
+		WaitInterval: 50 * time.Millisecond,
+		Runner:       ssh,
+		Installer:    &NixosAnywhere{Program: filepath.Join(e.si.LocalBin, "nixos-anywhere"), Output: progress},
+		Readiness:    SSHReadiness{Runner: ssh},
+		Progress:     progress,
+	}
+}
+
+// span is when the stand-in ran for a host.
+type span struct{ start, end float64 }
+
+func spans(t *testing.T, log []string) map[string]span {
+	s := map[string]span{}
+	for _, l := range log {
+		f := strings.Fields(l)
+		if len(f) != 3 || (f[0] != "start" && f[0] != "end" && f[0] != "fail") {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[2], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp := s[f[1]]
+		if f[0] == "start" {
+			sp.start = v
+		} else {
+			sp.end = v
+		}
+		s[f[1]] = sp
+	}
+	return s
+}
+
+func statuses(r *Report) string {
+	var b []string
+	for _, m := range r.Members {
+		b = append(b, m.Name+"="+string(m.Status))
+	}
+	return strings.Join(b, " ")
+}
+
+// maxConcurrent is the most spans that overlap at one moment.
+func maxConcurrent(ss []span) int {
+	type ev struct {
+		t float64
+		d int
+	}
+	var evs []ev
+	for _, s := range ss {
+		evs = append(evs, ev{s.start, 1}, ev{s.end, -1})
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].t < evs[j].t || evs[i].t == evs[j].t && evs[i].d < evs[j].d })
+	cur, max := 0, 0
+	for _, e := range evs {
+		cur += e.d
+		if cur > max {
+			max = cur
+		}
+	}
+	return max
+}
+
+func TestInstallWavesAndTokens(t *testing.T) {
+	t.Parallel()
+	e := setup(t, []string{"s1", "s2", "s3"}, []string{"a1", "a2", "a3", "a4", "a5"})
+	e.si.SetSleep(t, "0.3")
+	extra := t.TempDir()
+	os.MkdirAll(filepath.Join(extra, "t-a1", "var", "lib", "sops-nix"), 0o700)
+	os.WriteFile(filepath.Join(extra, "t-a1", "var", "lib", "sops-nix", "key.txt"), []byte("AGE-SECRET-KEY-1"), 0o600)
+	var progress bytes.Buffer
+	o := e.options(&progress)
+	o.ExtraFiles = extra
+	r, err := Install(context.Background(), e.c, o)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	want := "s1=done s2=done s3=done a1=done a2=done a3=done a4=done a5=done"
+	if got := statuses(r); got != want {
+		t.Errorf("report %s, want %s", got, want)
+	}
+	sp := spans(t, e.si.Log(t))
+	// Servers one at a time, in wave order, each finished before the next starts; agents after all servers.
+	order := []string{"t-s1", "t-s2", "t-s3"}
+	for i := 1; i < len(order); i++ {
+		if sp[order[i]].start < sp[order[i-1]].end {
+			t.Errorf("%s started before %s ended: %+v", order[i], order[i-1], sp)
+		}
+	}
+	var agents []span
+	for _, a := range e.c.Agents {
+		s := sp["t-"+a]
+		if s.start < sp["t-s3"].end {
+			t.Errorf("agent %s started before the last server ended", a)
+		}
+		agents = append(agents, s)
+	}
+	if got := maxConcurrent(agents); got != 2 {
+		t.Errorf("agents ran %d at a time, want 2 (--parallel 2)", got)
+	}
+	// Token files: servers get both tokens, agents only the agent token, all mode 0600; a1 also its extra file.
+	var files []string
+	for _, l := range e.si.Log(t) {
+		if strings.HasPrefix(l, "file ") {
+			files = append(files, strings.TrimPrefix(l, "file "))
+		}
+	}
+	sort.Strings(files)
+	wantFiles := []string{
+		"t-a1 " + agentTokenPath + " 600 agent-secret", "t-a1 /var/lib/sops-nix/key.txt 600 AGE-SECRET-KEY-1",
+		"t-a2 " + agentTokenPath + " 600 agent-secret",
+		"t-a3 " + agentTokenPath + " 600 agent-secret", "t-a4 " + agentTokenPath + " 600 agent-secret",
+		"t-a5 " + agentTokenPath + " 600 agent-secret",
+		"t-s1 " + agentTokenPath + " 600 agent-secret", "t-s1 " + tokenPath + " 600 server-secret",
+		"t-s2 " + agentTokenPath + " 600 agent-secret", "t-s2 " + tokenPath + " 600 server-secret",
+		"t-s3 " + agentTokenPath + " 600 agent-secret", "t-s3 " + tokenPath + " 600 server-secret",
+	}
+	if strings.Join(files, "\n") != strings.Join(wantFiles, "\n") {
+		t.Errorf("delivered files:\n%s\nwant:\n%s", strings.Join(files, "\n"), strings.Join(wantFiles, "\n"))
+	}
+	// And they landed on the nodes themselves, with their modes; the server token never on an agent.
+	if got := e.net.Node("s2").Exec(t, "stat -c %a "+tokenPath+"; cat "+tokenPath+"; stat -c %a /var/lib/nix8s/secrets"); got != "600\nserver-secret700\n" {
+		t.Errorf("s2's token file: %q", got)
+	}
+	if got := e.net.Node("a1").Exec(t, "test -e "+tokenPath+" && echo present || echo absent; cat "+agentTokenPath); got != "absent\nagent-secret" {
+		t.Errorf("a1's token files: %q", got)
+	}
+	if got := e.net.Node("a1").Exec(t, "stat -c %a /var /var/lib"); got != "755\n755\n" {
+		t.Errorf("install changed the modes of /var, /var/lib on the node: %q", got)
+	}
+	if !strings.Contains(progress.String(), "[t-a3] installing t-a3\n") {
+		t.Errorf("nixos-anywhere's output is not on the progress stream with its host prefix:\n%s", progress.String())
+	}
+	if args := grep(e.si.Log(t), "args t-s1 "); len(args) != 1 || !strings.HasPrefix(args[0], "args t-s1 --flake /src/flake#t-s1 --extra-files ") ||
+		!strings.HasSuffix(args[0], " --target-host root@"+e.net.Node("s1").IP+" -i "+e.net.KeyFile) {
+		t.Errorf("nixos-anywhere arguments for s1: %q", args)
+	}
+
+	t.Run("installed members are skipped", func(t *testing.T) {
+		before := len(grep(e.si.Log(t), "start "))
+		r, err := Install(context.Background(), e.c, e.options(&bytes.Buffer{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := statuses(r), "s1=skipped s2=skipped s3=skipped a1=skipped a2=skipped a3=skipped a4=skipped a5=skipped"; got != want {
+			t.Errorf("report %s, want %s", got, want)
+		}
+		if after := len(grep(e.si.Log(t), "start ")); after != before {
+			t.Errorf("nixos-anywhere ran %d times on installed members", after-before)
+		}
+	})
+	t.Run("reinstall installs anyway, only the members named", func(t *testing.T) {
+		o := e.options(&bytes.Buffer{})
+		o.Reinstall = true
+		o.Members = []string{"a2", "s2"}
+		before := len(grep(e.si.Log(t), "start "))
+		r, err := Install(context.Background(), e.c, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := statuses(r), "s2=done a2=done"; got != want {
+			t.Errorf("report %s, want %s", got, want)
+		}
+		if got := e.si.Log(t)[0:]; len(grep(got, "start ")) != before+2 {
+			t.Errorf("want 2 more installs")
+		}
+	})
+}
+
+func grep(lines []string, prefix string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestInstallStopsAtFirstFailure(t *testing.T) {
+	tests := []struct {
+		name     string
+		fail     string
+		notReady string
+		parallel int
+		want     string
+		wantErr  string
+	}{
+		{name: "a server fails", fail: "t-s2",
+			want:    "s1=done s2=failed a1=not-started a2=not-started a3=not-started",
+			wantErr: "installing t-s2: nixos-anywhere exited with code 1: nixos-anywhere stand-in: failing for t-s2 as the test asked"},
+		{name: "an agent fails, no further agent starts", fail: "t-a2", parallel: 1,
+			want:    "s1=done s2=done a1=done a2=failed a3=not-started",
+			wantErr: "installing t-a2: nixos-anywhere exited with code 1: nixos-anywhere stand-in: failing for t-a2 as the test asked"},
+		{name: "the first server's API never gets ready", notReady: "t-s1",
+			want:    "s1=failed s2=not-started a1=not-started a2=not-started a3=not-started",
+			wantErr: "t-s1: timed out after 4s waiting for the API to answer /readyz; last answer: t-s1: \"k3s kubectl get --raw /readyz\" exited with code 1: The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?"},
+		{name: "a joining server never becomes a Ready node", notReady: "t-s2",
+			want:    "s1=done s2=failed a1=not-started a2=not-started a3=not-started",
+			wantErr: "t-s2: timed out after 4s waiting for it to be a Ready node; last answer: node t-s2 is not Ready (Ready=False)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each case has its own nodes
+			e := setup(t, []string{"s1", "s2"}, []string{"a1", "a2", "a3"})
+			if tt.fail != "" {
+				e.si.SetFail(t, tt.fail)
+			}
+			if tt.notReady != "" {
+				e.si.SetNotReady(t, tt.notReady)
+			}
+			var progress bytes.Buffer
+			o := e.options(&progress)
+			// Long enough for the members that do get ready on a loaded machine, short for the test.
+			o.WaitTimeout = 4 * time.Second
+			if tt.parallel > 0 {
+				o.Parallel = tt.parallel
+			}
+			r, err := Install(context.Background(), e.c, o)
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("error:\n%v\nwant:\n%s", err, tt.wantErr)
+			}
+			if got := statuses(r); got != tt.want {
+				t.Errorf("report %s, want %s\n%s", got, tt.want, progress.String())
+			}
+		})
+	}
+}
+
+func TestInstallBadInput(t *testing.T) {
+	t.Parallel()
+	e := setup(t, []string{"s1"}, []string{"a1"})
+	t.Run("unknown member", func(t *testing.T) {
+		o := e.options(&bytes.Buffer{})
+		o.Members = []string{"a1", "a9", "zz"}
+		_, err := Install(context.Background(), e.c, o)
+		want := `cluster "t" has no member "a9", "zz"; members: "a1", "s1"`
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+	t.Run("relative token path", func(t *testing.T) {
+		c := testCluster(e.net, []string{"s1"}, []string{"a1"})
+		m := c.Members["s1"]
+		m.K3s.TokenFile = "secrets/k3s-token"
+		c.Members["s1"] = m
+		_, err := Install(context.Background(), c, e.options(&bytes.Buffer{}))
+		want := `clusters.t.members.s1: token file "secrets/k3s-token" must be an absolute, clean path`
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+	t.Run("unreachable host", func(t *testing.T) {
+		e.net.Node("s1").Stop()
+		r, err := Install(context.Background(), e.c, e.options(&bytes.Buffer{}))
+		want := "probing t-s1: t-s1 (" + e.net.Node("s1").IP + ") is unreachable over ssh: ssh: connect to host " + e.net.Node("s1").IP + " port 22: Connection refused"
+		if err == nil || err.Error() != want {
+			t.Errorf("error:\n%v\nwant:\n%s", err, want)
+		}
+		if got := statuses(r); got != "s1=failed a1=not-started" {
+			t.Errorf("report %s", got)
+		}
+		if len(e.si.Log(t)) != 0 {
+			t.Errorf("nixos-anywhere ran: %q", e.si.Log(t))
+		}
+	})
+}
+
+func TestDryRun(t *testing.T) {
+	t.Parallel()
+	e := setup(t, []string{"s1", "s2"}, []string{"a1"})
+	o := e.options(&bytes.Buffer{})
+	o.DryRun = true
+	e.net.Node("s1").Stop() // a dry run touches no machine
+	r, err := Install(context.Background(), e.c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(r); got != "s1=planned s2=planned a1=planned" {
+		t.Errorf("report %s", got)
+	}
+	ip := e.net.Node("s2").IP
+	want := []string{
+		"probe root@" + ip + " over ssh: skip when it already runs NixOS as t-s2",
+		"nixos-anywhere --flake /src/flake#t-s2 --extra-files '<extra-files>' --target-host root@" + ip + " -i " + e.net.KeyFile,
+		"  deliver " + tokenPath + " (token) with mode 0600",
+		"  deliver " + agentTokenPath + " (agentToken) with mode 0600",
+		"wait until t-s2 is a Ready node (at most 5s)",
+	}
+	if got := r.Members[1].Steps; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("steps of s2:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(e.si.Log(t)) != 0 {
+		t.Errorf("a dry run ran nixos-anywhere: %q", e.si.Log(t))
+	}
+}
+
+func TestTokenFilesWithoutAgentToken(t *testing.T) {
+	// The user brought only a cluster token file: agents then join with the cluster token (k3s needs one).
+	c := core.Cluster{Name: "t", Servers: []string{"s"}, Members: map[string]core.Member{
+		"s": {Role: "server", K3s: core.K3s{TokenFile: "/run/secrets/token"}},
+		"a": {Role: "agent", K3s: core.K3s{TokenFile: "/run/secrets/token"}},
+	}}
+	files, err := TokenFiles(c, "a", Tokens{Token: "x", AgentToken: "y"})
+	if err != nil || len(files) != 1 || files[0].Name != "token" {
+		t.Errorf("files %+v, %v", files, err)
+	}
+}
+
+func TestExtraFilesRefused(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "t-a", "var", "lib", "nix8s", "secrets"), 0o700)
+	os.WriteFile(filepath.Join(dir, "t-a", "var", "lib", "nix8s", "secrets", "k3s-agent-token"), []byte("x"), 0o600)
+	os.Symlink("/etc/shadow", filepath.Join(dir, "t-a", "link"))
+	c := core.Cluster{Name: "t", Servers: []string{"s"}, FirstServer: "s", Provision: [][]string{{"s"}, {"a"}}, Members: map[string]core.Member{
+		"s": {Role: "server", HostName: "t-s", K3s: core.K3s{TokenFile: "/var/lib/nix8s/secrets/k3s-token"}},
+		"a": {Role: "agent", HostName: "t-a", K3s: core.K3s{TokenFile: "/var/lib/nix8s/secrets/k3s-agent-token"}},
+	}}
+	_, err := Install(context.Background(), c, Options{DryRun: true, ExtraFiles: dir, Tokens: &Tokens{Token: "x", AgentToken: "y"}})
+	want := dir + "/t-a/link: not a regular file; extra files are copied as plain files"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+	os.Remove(filepath.Join(dir, "t-a", "link"))
+	_, err = Install(context.Background(), c, Options{DryRun: true, ExtraFiles: dir, Tokens: &Tokens{Token: "x", AgentToken: "y"}})
+	want = "t-a: extra file /var/lib/nix8s/secrets/k3s-agent-token would replace the token file"
+	if err == nil || err.Error() != want {
+		t.Errorf("error %v, want %s", err, want)
+	}
+}
+
+func TestExtraFilesLayout(t *testing.T) {
+	dir, err := ExtraFiles([]File{{Path: "/var/lib/nix8s/secrets/k3s-token", Value: "x"}, {Path: "/var/lib/nix8s/secrets/k3s-agent-token", Value: "y"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	for p, want := range map[string]os.FileMode{"": 0o755, "var": 0o755, "var/lib/nix8s": 0o755, "var/lib/nix8s/secrets": 0o700, "var/lib/nix8s/secrets/k3s-token": 0o600} {
+		fi, err := os.Stat(filepath.Join(dir, p))
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want %o", p, fi.Mode().Perm(), err, want)
+		}
+	}
+}

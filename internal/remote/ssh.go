@@ -1,0 +1,151 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Default timeouts of SSH.
+const (
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultCommandTimeout = 2 * time.Minute
+)
+
+// SSH is the Runner of the system ssh and scp binaries. Host keys are always checked
+// (StrictHostKeyChecking=yes): an unknown or changed key is an error, never a prompt.
+type SSH struct {
+	// SSH and SCP are the binaries; default "ssh" and "scp" on PATH.
+	SSH, SCP string
+	// KnownHostsFile replaces the user's known_hosts (UserKnownHostsFile); empty keeps ssh's default.
+	KnownHostsFile string
+	// ConfigFile is passed as ssh -F; empty keeps ~/.ssh/config, "none" ignores every config file.
+	ConfigFile string
+	// ConnectTimeout bounds connecting; default DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// CommandTimeout bounds each Run and Copy; default DefaultCommandTimeout.
+	CommandTimeout time.Duration
+}
+
+// Options are the ssh -o options and flags every connection to host gets, without the destination.
+// Interactive uses (nix8s ssh) leave out BatchMode.
+func (s *SSH) Options(host Host, batch bool) []string {
+	ct := s.ConnectTimeout
+	if ct <= 0 {
+		ct = DefaultConnectTimeout
+	}
+	var args []string
+	if s.ConfigFile != "" {
+		args = append(args, "-F", s.ConfigFile)
+	}
+	if batch {
+		args = append(args, "-o", "BatchMode=yes")
+	}
+	args = append(args,
+		"-o", "StrictHostKeyChecking=yes",
+		"-o", fmt.Sprintf("ConnectTimeout=%d", int((ct+time.Second-1)/time.Second)),
+		"-o", "User="+host.user(),
+		"-o", "Port="+itoa(host.port()),
+	)
+	if s.KnownHostsFile != "" {
+		args = append(args, "-o", "UserKnownHostsFile="+s.KnownHostsFile)
+	}
+	if host.KeyFile != "" {
+		args = append(args, "-o", "IdentitiesOnly=yes", "-i", host.KeyFile)
+	}
+	return args
+}
+
+// Command is the ssh argv (without the binary) that runs cmd on host; with an empty cmd, a login shell.
+func (s *SSH) Command(host Host, batch bool, cmd string) []string {
+	args := s.Options(host, batch)
+	args = append(args, "-o", "LogLevel=ERROR", "--", host.Addr)
+	if cmd != "" {
+		args = append(args, cmd)
+	}
+	return args
+}
+
+// Binary is the ssh binary to run.
+func (s *SSH) Binary() string {
+	if s.SSH == "" {
+		return "ssh"
+	}
+	return s.SSH
+}
+
+func (s *SSH) timeout() time.Duration {
+	if s.CommandTimeout <= 0 {
+		return DefaultCommandTimeout
+	}
+	return s.CommandTimeout
+}
+
+// Run implements Runner.
+func (s *SSH) Run(parent context.Context, host Host, cmd string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(parent, s.timeout())
+	defer cancel()
+	c := exec.CommandContext(ctx, s.Binary(), s.Command(host, true, cmd)...)
+	c.WaitDelay = 2 * time.Second
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	err := c.Run()
+	if err := s.classify(parent, ctx, host, cmd, err, stderr.String()); err != nil {
+		return stdout.Bytes(), err
+	}
+	return stdout.Bytes(), nil
+}
+
+// Copy implements Runner with scp.
+func (s *SSH) Copy(parent context.Context, host Host, src, dst string) error {
+	ctx, cancel := context.WithTimeout(parent, s.timeout())
+	defer cancel()
+	scp := s.SCP
+	if scp == "" {
+		scp = "scp"
+	}
+	args := append(s.Options(host, true), "-q", "--", src, host.Addr+":"+dst)
+	if strings.Contains(host.Addr, ":") {
+		args[len(args)-1] = "[" + host.Addr + "]:" + dst
+	}
+	c := exec.CommandContext(ctx, scp, args...)
+	c.WaitDelay = 2 * time.Second
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	return s.classify(parent, ctx, host, "scp "+src+" "+dst, c.Run(), stderr.String())
+}
+
+// classify turns how ssh ended into nix8s's errors: a timeout, an unreachable host or a failed command.
+// parent is the caller's context, ctx the one bounded by CommandTimeout.
+func (s *SSH) classify(parent, ctx context.Context, host Host, cmd string, err error, stderr string) error {
+	if err == nil {
+		return nil
+	}
+	if parent.Err() != nil {
+		return fmt.Errorf("%s: %q: %w", host, cmd, parent.Err())
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %q timed out after %s", host, cmd, s.timeout())
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %q: %w", host, cmd, ctx.Err())
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return fmt.Errorf("running ssh for %s: %w", host, err)
+	}
+	// ssh exits 255 for its own failures (connecting, host key, authentication); a remote command exiting 255
+	// is rare enough to be reported the same way.
+	if exit.ExitCode() == 255 {
+		detail := lastLine(stderr)
+		if detail == "" {
+			detail = "ssh exited with code 255"
+		}
+		return &UnreachableError{Host: host.String(), Addr: host.Addr, Detail: detail}
+	}
+	return &ExitError{Host: host.String(), Cmd: cmd, Code: exit.ExitCode(), Stderr: stderr}
+}

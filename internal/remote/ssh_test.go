@@ -1,0 +1,105 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/sshtest"
+)
+
+func TestSSH(t *testing.T) {
+	n := sshtest.Start(t, "a", "b")
+	ctx := context.Background()
+	ssh := n.SSH()
+	a := n.Host("a")
+
+	out, err := ssh.Run(ctx, a, "echo $NIX8S_TEST_NODE; echo oops >&2")
+	if err != nil || string(out) != "a\n" {
+		t.Errorf("Run = %q, %v", out, err)
+	}
+	src := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(src, []byte("payload"), 0o600)
+	if err := ssh.Copy(ctx, a, src, "/etc/copied"); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.Node("a").Exec(t, "cat /etc/copied"); got != "payload" {
+		t.Errorf("copied %q", got)
+	}
+
+	wrongKeys := filepath.Join(t.TempDir(), "known_hosts")
+	// b's key under a's address: a presents a different key.
+	kh, _ := os.ReadFile(n.KnownHostsFile)
+	lines := strings.Split(strings.TrimSpace(string(kh)), "\n")
+	os.WriteFile(wrongKeys, []byte(n.Node("a").IP+" "+strings.SplitN(lines[1], " ", 2)[1]+"\n"), 0o644)
+
+	tests := []struct {
+		name    string
+		runner  *remote.SSH
+		host    remote.Host
+		cmd     string
+		want    string
+		or      string // an equally right message
+		unreach bool
+	}{
+		{name: "a failing command", runner: ssh, host: a, cmd: "echo bad >&2; exit 3",
+			want: `a: "echo bad >&2; exit 3" exited with code 3: bad`},
+		{name: "a changed host key is refused", runner: &remote.SSH{ConfigFile: "none", KnownHostsFile: wrongKeys}, host: a, cmd: "true",
+			want: "a (" + a.Addr + ") is unreachable over ssh: Host key verification failed.", unreach: true},
+		{name: "an unknown host key is refused, not accepted", runner: &remote.SSH{ConfigFile: "none", KnownHostsFile: filepath.Join(t.TempDir(), "empty")}, host: a, cmd: "true",
+			want: "a (" + a.Addr + ") is unreachable over ssh: Host key verification failed.", unreach: true},
+		{name: "a command that outlives its timeout", runner: &remote.SSH{ConfigFile: "none", KnownHostsFile: n.KnownHostsFile, CommandTimeout: 300 * time.Millisecond}, host: a, cmd: "sleep 5",
+			want: `a: "sleep 5" timed out after 300ms`},
+		{name: "nobody listening", runner: ssh, host: remote.Host{Name: "c", Addr: n.Prefix + ".250", KeyFile: n.KeyFile}, cmd: "true",
+			want: "c (" + n.Prefix + ".250) is unreachable over ssh: ssh: connect to host " + n.Prefix + ".250 port 22: Connection timed out", unreach: true,
+			// ConnectTimeout (2s) normally ends the wait before ARP gives up (3s); under load ARP may win.
+			or: "c (" + n.Prefix + ".250) is unreachable over ssh: ssh: connect to host " + n.Prefix + ".250 port 22: No route to host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.runner.Run(ctx, tt.host, tt.cmd)
+			var u *remote.UnreachableError
+			if err == nil || (err.Error() != tt.want && (tt.or == "" || err.Error() != tt.or)) || errors.As(err, &u) != tt.unreach {
+				t.Errorf("error %v\nwant %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSettingsFromConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  any
+		want remote.Settings
+		err  string
+	}{
+		{name: "defaults", cfg: map[string]any{}, want: remote.Settings{}},
+		{name: "all set", cfg: map[string]any{"provisioning": map[string]any{"nixos-anywhere": map[string]any{"ssh": map[string]any{"user": "admin", "port": 2222, "keyFile": "/k"}}}},
+			want: remote.Settings{User: "admin", Port: 2222, KeyFile: "/k"}},
+		{name: "bad port", cfg: map[string]any{"provisioning": map[string]any{"nixos-anywhere": map[string]any{"ssh": map[string]any{"port": "22"}}}},
+			err: "provisioning.nixos-anywhere.ssh.port must be a port number from 1 to 65535, got 22"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := remote.SettingsFromConfig(tt.cfg)
+			if (err == nil) != (tt.err == "") || err != nil && err.Error() != tt.err || got != tt.want && tt.err == "" {
+				t.Errorf("got %+v, %v", got, err)
+			}
+		})
+	}
+	h := remote.Settings{}.Host("x", "10.0.0.1")
+	if h.Target() != "root@10.0.0.1" {
+		t.Errorf("default user: %s", h.Target())
+	}
+}
+
+func TestQuote(t *testing.T) {
+	if got := remote.QuoteArgs("a", "b c", "it's", "#x", ".#host", ""); got != `a 'b c' 'it'\''s' '#x' .#host ''` {
+		t.Errorf("QuoteArgs = %s", got)
+	}
+}
