@@ -202,7 +202,7 @@ func find(cmds []*command, name string) *command {
 }
 
 func (a *app) rootUsage(w io.Writer, cmds []*command) {
-	fmt.Fprintf(w, "nix8s validates, plans and converts nix8s cluster configs (YAML or JSON) with the nix8s core.\n\n")
+	fmt.Fprintf(w, "nix8s validates and plans nix8s cluster configs (YAML or JSON) with the nix8s core, and installs, rolls out and reaches their machines.\n\n")
 	fmt.Fprintf(w, "Usage:\n  nix8s [--lib DIR] [--timeout DURATION] COMMAND [flags] [FILE]\n\nCommands:\n")
 	sorted := append([]*command(nil), cmds...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].name < sorted[j].name })

@@ -1,6 +1,6 @@
-# The Go tools (nix8s, nix8sd) built from this repository. The core is embedded in the binaries; at run time
-# they evaluate it with nix-instantiate, which the wrapper puts on PATH.
-{ lib, buildGoModule, makeWrapper, nix, openssh }:
+# The Go tools (nix8s, nix8sd) built from this repository. The core is embedded in the binaries; what they run
+# (nix-instantiate, ssh, nixos-anywhere, nixos-rebuild, sops) is put on PATH by the wrapper.
+{ lib, buildGoModule, makeWrapper, nix, openssh, nixos-anywhere, nixos-rebuild, sops, age }:
 buildGoModule {
   pname = "nix8s";
   version = "0.1.0";
@@ -25,7 +25,7 @@ buildGoModule {
   doCheck = false;
   postInstall = ''
     for b in $out/bin/*; do
-      wrapProgram "$b" --suffix PATH : ${lib.makeBinPath [ nix openssh ]}
+      wrapProgram "$b" --suffix PATH : ${lib.makeBinPath [ nix openssh nixos-anywhere nixos-rebuild sops age ]}
     done
   '';
   meta = {
