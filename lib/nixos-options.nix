@@ -71,3 +71,8 @@ o net [
 ++ o nvidia [ "hardware.nvidia.modesetting.enable" "hardware.nvidia.open" ]
 ++ o "nixos/modules/services/hardware/nvidia-container-toolkit/default.nix" [ "hardware.nvidia-container-toolkit.enable" ]
 ++ o "nixos/modules/services/network-filesystems/drbd.nix" [ "services.drbd.enable" ]
+# Set by the NixOS glue itself (modules/nixos), because their values need pkgs or config:
+++ o k3s [ "services.k3s.package" ]
+++ o nvidia [ "hardware.nvidia.package" ]
+++ o "nixos/modules/system/boot/systemd.nix" [ "systemd.services.<name>.path" ]
+++ o "nixos/modules/system/boot/kernel.nix" [ "boot.extraModulePackages" ]
