@@ -16,7 +16,13 @@
       flake = {
         # The pure core: validate, plan, nixos, exportable, schema (docs/core.md).
         lib = import ./lib;
-        flakeModules.default = ./modules/flake;
+        # The flake module, with this flake's disko and nixpkgs as fallbacks for flakes that have no such inputs
+        # (the workspace flake nix8sd generates has only nix8s).
+        flakeModules.default = {
+          _file = "${toString ./.}/flake.nix#flakeModules.default";
+          imports = [ ./modules/flake ];
+          nix8s.defaultInputs = { inherit (inputs) nixpkgs disko; };
+        };
         nixosModules.default = ./modules/nixos;
         nixosModules.nix8sd = ./deploy/nixos-module.nix;
       };

@@ -1,78 +1,149 @@
-# Every NixOS option path that lib/nixos.nix may set, with the file that declares it (nixpkgs, or disko for
-# disko.*). tests/core_test.go fails when the rendered data uses a path not listed here: check the source first.
-# `<name>` stands for any attribute name (attrsOf submodule).
+# Every NixOS option path the core's data (lib/nixos.nix) or the glue (modules/nixos) may set, with the file that
+# declares it and its type, read from nixpkgs master (disko: module.nix): tests/core_test.go fails on any other path.
+# `<name>` stands for any attribute name (attrsOf submodule). Findings and caveats: docs/nixos-options-research.md.
 let
   net = "nixos/modules/tasks/network-interfaces.nix";
   fw = "nixos/modules/services/networking/firewall.nix";
   sshd = "nixos/modules/services/networking/ssh/sshd.nix";
-  k3s = "nixos/modules/services/cluster/rancher/default.nix";
+  # All services.k3s options but clusterInit/disableAgent are written once in mkRancherModule (default.nix) and
+  # instantiated for k3s by k3s.nix.
+  rancher = "nixos/modules/services/cluster/rancher/default.nix";
+  k3s = "nixos/modules/services/cluster/rancher/k3s.nix";
   keepalived = "nixos/modules/services/networking/keepalived/default.nix";
   vrrp = "nixos/modules/services/networking/keepalived/vrrp-instance-options.nix";
+  vrrpScript = "nixos/modules/services/networking/keepalived/vrrp-script-options.nix";
+  kernel = "nixos/modules/system/boot/kernel.nix";
+  grub = "nixos/modules/system/boot/loader/grub/grub.nix";
+  exporters = "nixos/modules/services/monitoring/prometheus/exporters.nix";
   nvidia = "nixos/modules/hardware/video/nvidia.nix";
-  o = file: paths: map (path: { inherit path file; }) paths;
+  o = file: entries: map (e: { path = builtins.elemAt e 0; type = builtins.elemAt e 1; inherit file; }) entries;
 in
 o net [
-  "networking.hostName"
-  "networking.hostId"
-  "networking.useDHCP"
-  "networking.interfaces.<name>.ipv4.addresses"
-  "networking.defaultGateway"
-  "networking.nameservers"
+  [ "networking.hostName" "string matching a DNS label (no dots, at most 63 characters)" ]
+  [ "networking.hostId" "null or string (8 hex characters, asserted)" ]
+  [ "networking.useDHCP" "boolean" ]
+  [ "networking.interfaces.<name>.ipv4.addresses" "list of submodule { address: string; prefixLength: int 0..32; }" ]
+  [ "networking.interfaces.<name>.useDHCP" "null or boolean" ]
+  [ "networking.defaultGateway" "null or (string coerced to) submodule { address; interface; metric; source; }" ]
+  [ "networking.nameservers" "list of string" ]
 ]
 ++ o fw [
-  "networking.firewall.enable"
-  "networking.firewall.allowedTCPPorts"
-  "networking.firewall.allowedUDPPorts"
-  "networking.firewall.allowedTCPPortRanges"
+  [ "networking.firewall.enable" "boolean" ]
+  [ "networking.firewall.allowedTCPPorts" "list of port" ]
+  [ "networking.firewall.allowedUDPPorts" "list of port" ]
+  [ "networking.firewall.allowedTCPPortRanges" "list of attrs of port ({ from; to; })" ]
+  [ "networking.firewall.trustedInterfaces" "list of string" ]
 ]
 ++ o sshd [
-  "services.openssh.enable"
-  "services.openssh.settings.PermitRootLogin"
-  "services.openssh.settings.PasswordAuthentication"
-  "users.users.<name>.openssh.authorizedKeys.keys"
+  [ "services.openssh.enable" "boolean" ]
+  [ "services.openssh.settings.PermitRootLogin" "null or one of yes, without-password, prohibit-password, forced-commands-only, no" ]
+  [ "services.openssh.settings.PasswordAuthentication" "null or boolean" ]
+  [ "users.users.<name>.openssh.authorizedKeys.keys" "list of single-line string" ]
+]
+++ o rancher [
+  [ "services.k3s.enable" "boolean" ]
+  [ "services.k3s.package" "package (default pkgs.k3s)" ]
+  [ "services.k3s.role" "one of server, agent" ]
+  [ "services.k3s.serverAddr" "string (\"\" = none)" ]
+  [ "services.k3s.token" "string (lands in the Nix store)" ]
+  [ "services.k3s.tokenFile" "null or path" ]
+  [ "services.k3s.agentToken" "string (servers only; lands in the Nix store)" ]
+  [ "services.k3s.agentTokenFile" "null or path (servers only: warned on agents)" ]
+  [ "services.k3s.extraFlags" "string or list of string (flattened into ExecStart)" ]
+  [ "services.k3s.disable" "list of string (--disable=)" ]
+  [ "services.k3s.nodeName" "null or string" ]
+  [ "services.k3s.nodeIP" "null or string" ]
+  [ "services.k3s.nodeExternalIP" "null or string" ]
+  [ "services.k3s.nodeLabel" "list of string" ]
+  [ "services.k3s.nodeTaint" "list of string" ]
+  [ "services.k3s.environmentFile" "null or path" ]
+  [ "services.k3s.configPath" "null or path" ]
+  [ "services.k3s.containerdConfigTemplate" "null or string" ]
+  [ "services.k3s.gracefulNodeShutdown.enable" "boolean" ]
+  [ "services.k3s.extraKubeletConfig" "attrs of anything" ]
 ]
 ++ o k3s [
-  "services.k3s.enable"
-  "services.k3s.role"
-  "services.k3s.serverAddr"
-  "services.k3s.token"
-  "services.k3s.tokenFile"
-  "services.k3s.agentTokenFile"
-  "services.k3s.extraFlags"
+  [ "services.k3s.clusterInit" "boolean" ]
+  [ "services.k3s.disableAgent" "boolean" ]
 ]
-++ o "nixos/modules/services/cluster/rancher/k3s.nix" [ "services.k3s.clusterInit" ]
-++ o "nixos/modules/system/boot/kernel.nix" [ "boot.kernelParams" "boot.kernelModules" ]
-++ o "nixos/modules/config/sysctl.nix" [ "boot.kernel.sysctl" ]
-++ o "nixos/modules/tasks/filesystems.nix" [ "boot.supportedFilesystems" ]
-++ o "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix" [ "boot.loader.systemd-boot.enable" ]
-++ o "nixos/modules/system/boot/loader/efi.nix" [ "boot.loader.efi.canTouchEfiVariables" ]
-++ o "nixos/modules/hardware/cpu/intel-microcode.nix" [ "hardware.cpu.intel.updateMicrocode" ]
-++ o "nixos/modules/hardware/cpu/amd-microcode.nix" [ "hardware.cpu.amd.updateMicrocode" ]
-++ o "nixos/modules/hardware/all-firmware.nix" [ "hardware.enableRedistributableFirmware" ]
-++ o "nixos/modules/misc/version.nix" [ "system.stateVersion" ]
-++ o "disko: module.nix (nix-community/disko)" [ "disko.devices" ]
-++ o "nixos/modules/services/networking/haproxy.nix" [ "services.haproxy.enable" "services.haproxy.config" ]
-++ o keepalived [ "services.keepalived.enable" "services.keepalived.openFirewall" ]
-++ o vrrp (map (n: "services.keepalived.vrrpInstances.<name>.${n}") [
-  "interface"
-  "state"
-  "priority"
-  "virtualRouterId"
-  "virtualIps"
-  "unicastSrcIp"
-  "unicastPeers"
+++ o kernel [
+  [ "boot.kernelParams" "list of kernel parameter string" ]
+  [ "boot.kernelModules" "list of string" ]
+  [ "boot.extraModulePackages" "list of package" ]
+  [ "boot.initrd.availableKernelModules" "list of string" ]
+]
+++ o "nixos/modules/system/boot/modprobe.nix" [
+  [ "boot.blacklistedKernelModules" "list of string" ]
+  [ "boot.extraModprobeConfig" "lines" ]
+]
+++ o "nixos/modules/config/sysctl.nix" [ [ "boot.kernel.sysctl" "attrs of (null or bool, string or int)" ] ]
+++ o "nixos/modules/tasks/filesystems.nix" [
+  [ "boot.supportedFilesystems" "attrs of boolean (a list of names is coerced)" ]
+  [ "boot.supportedFilesystems.<name>" "boolean" ]
+]
+++ o "nixos/modules/tasks/filesystems/zfs.nix" [
+  [ "boot.zfs.forceImportRoot" "boolean (default true)" ]
+  [ "services.zfs.autoScrub.enable" "boolean" ]
+  [ "services.zfs.trim.enable" "boolean" ]
+]
+++ o "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix" [ [ "boot.loader.systemd-boot.enable" "boolean" ] ]
+++ o "nixos/modules/system/boot/loader/efi.nix" [ [ "boot.loader.efi.canTouchEfiVariables" "boolean" ] ]
+++ o grub [
+  [ "boot.loader.grub.enable" "boolean (default true)" ]
+  [ "boot.loader.grub.devices" "list of string" ]
+  [ "boot.loader.grub.efiSupport" "boolean" ]
+  [ "boot.loader.grub.efiInstallAsRemovable" "boolean" ]
+]
+++ o "nixos/modules/hardware/cpu/intel-microcode.nix" [ [ "hardware.cpu.intel.updateMicrocode" "boolean" ] ]
+++ o "nixos/modules/hardware/cpu/amd-microcode.nix" [ [ "hardware.cpu.amd.updateMicrocode" "boolean" ] ]
+++ o "nixos/modules/hardware/all-firmware.nix" [ [ "hardware.enableRedistributableFirmware" "boolean" ] ]
+++ o "nixos/modules/misc/version.nix" [ [ "system.stateVersion" "string" ] ]
+++ o "module.nix (nix-community/disko)" [ [ "disko.devices" "disko toplevel (disk, mdadm, zpool, lvm_vg, nodev); sets fileSystems, boot and swapDevices itself" ] ]
+++ o "nixos/modules/services/networking/haproxy.nix" [
+  [ "services.haproxy.enable" "boolean" ]
+  [ "services.haproxy.config" "null or lines (appended after the module's own global section)" ]
+]
+++ o keepalived [
+  [ "services.keepalived.enable" "boolean" ]
+  [ "services.keepalived.openFirewall" "boolean (VRRP and AH via iptables extraCommands)" ]
+]
+++ o vrrp (map (e: [ "services.keepalived.vrrpInstances.<name>.${builtins.elemAt e 0}" (builtins.elemAt e 1) ]) [
+  [ "interface" "string" ]
+  [ "state" "one of MASTER, BACKUP" ]
+  [ "priority" "int (0..255, asserted)" ]
+  [ "virtualRouterId" "int 1..255" ]
+  [ "virtualIps" "list of submodule { addr (\"ip[/prefix]\"); brd; dev; scope; label; }" ]
+  [ "unicastSrcIp" "null or string" ]
+  [ "unicastPeers" "list of string" ]
+  [ "trackScripts" "list of string (names in services.keepalived.vrrpScripts)" ]
 ])
-++ o "nixos/modules/services/monitoring/prometheus/exporters.nix" [
-  "services.prometheus.exporters.node.enable"
-  "services.prometheus.exporters.node.openFirewall"
+++ o vrrpScript (map (e: [ "services.keepalived.vrrpScripts.<name>.${builtins.elemAt e 0}" (builtins.elemAt e 1) ]) [
+  [ "script" "string" ]
+  [ "interval" "int" ]
+  [ "user" "string (default keepalived_script)" ]
+])
+++ o exporters [
+  [ "services.prometheus.exporters.node.enable" "boolean" ]
+  [ "services.prometheus.exporters.node.openFirewall" "boolean" ]
+  [ "services.prometheus.exporters.node.port" "port (default 9100)" ]
 ]
-++ o "nixos/modules/services/x11/xserver.nix" [ "services.xserver.videoDrivers" ]
-++ o "nixos/modules/hardware/graphics.nix" [ "hardware.graphics.enable" ]
-++ o nvidia [ "hardware.nvidia.modesetting.enable" "hardware.nvidia.open" ]
-++ o "nixos/modules/services/hardware/nvidia-container-toolkit/default.nix" [ "hardware.nvidia-container-toolkit.enable" ]
-++ o "nixos/modules/services/network-filesystems/drbd.nix" [ "services.drbd.enable" ]
-# Set by the NixOS glue itself (modules/nixos), because their values need pkgs or config:
-++ o k3s [ "services.k3s.package" ]
-++ o nvidia [ "hardware.nvidia.package" ]
-++ o "nixos/modules/system/boot/systemd.nix" [ "systemd.services.<name>.path" ]
-++ o "nixos/modules/system/boot/kernel.nix" [ "boot.extraModulePackages" ]
+++ o "nixos/modules/services/monitoring/prometheus/exporters/node.nix" [
+  [ "services.prometheus.exporters.node.enabledCollectors" "list of string" ]
+]
+++ o "nixos/modules/services/x11/xserver.nix" [ [ "services.xserver.videoDrivers" "list of string (\"nvidia\" switches the NVIDIA module on, no X server needed)" ] ]
+++ o "nixos/modules/hardware/graphics.nix" [ [ "hardware.graphics.enable" "boolean" ] ]
+++ o nvidia [
+  [ "hardware.nvidia.package" "unchecked (default config.boot.kernelPackages.nvidiaPackages.stable)" ]
+  [ "hardware.nvidia.open" "null or boolean (must be set for drivers >= 560: asserted)" ]
+  [ "hardware.nvidia.modesetting.enable" "boolean" ]
+]
+++ o "nixos/modules/services/hardware/nvidia-container-toolkit/default.nix" [ [ "hardware.nvidia-container-toolkit.enable" "boolean (generates the CDI spec)" ] ]
+++ o "nixos/modules/services/network-filesystems/drbd.nix" [
+  [ "services.drbd.enable" "boolean" ]
+  [ "services.drbd.config" "lines" ]
+]
+++ o "nixos/modules/misc/nixpkgs.nix" [
+  [ "nixpkgs.config" "nixpkgs config (allowUnfreePredicate for the NVIDIA driver)" ]
+  [ "nixpkgs.hostPlatform" "platform (string such as \"x86_64-linux\" or attrs); nixosSystem needs it or `system`" ]
+]
+++ o "nixos/modules/system/boot/systemd.nix" [ [ "systemd.services.<name>.path" "list of package or string" ] ]

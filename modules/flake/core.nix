@@ -21,7 +21,7 @@ let
 
   # Fields are typed loosely (strings, not patterns or enums) on purpose: the core checks their values and
   # reports every problem at once with its path, where a module-system type error would stop at the first.
-  ipv4 = types.str;
+  ipv4 = types.str // { description = "IPv4 address"; };
 
   nodeOptions = { name, ... }: {
     freeformType = freeform;
@@ -37,6 +37,10 @@ let
         mac = field types.str "MAC address of the boot interface; PXE matches machines by it." { example = "aa:bb:cc:dd:ee:01"; };
         interface = field types.str "Primary interface; without it the member's address goes on eth0 (classic names)." { example = "enp1s0"; };
       };
+      system = field types.str ''
+        The machine's platform, as nixpkgs names it; without it `x86_64-linux`. Lima VMs on Apple silicon are
+        `aarch64-linux`.
+      '' { example = "aarch64-linux"; };
       install = section "Standard disk layout: GPT, 512M ESP on /boot, optional swap, ext4 root. Exclusive with `disko`." {
         disk = field types.str "Root disk." { example = "/dev/nvme0n1"; };
         swapSize = field types.str "Swap partition size." { example = "16G"; };
@@ -53,13 +57,16 @@ let
   memberOptions = {
     freeformType = freeform;
     options = {
-      node = mkOption {
-        type = types.either types.str freeform;
-        description = "The node template: its name, or the template itself (`config.nix8s.nodes.x`).";
-        example = "server-nvme";
-      };
-      role = mkOption { type = types.str; description = "k3s role: `server` or `agent`."; example = "server"; };
-      ip = mkOption { type = ipv4; description = "The member's IPv4 address."; example = "192.168.1.10"; };
+      # Required, but left null here: a member may be declared partly in Nix over the inventory file, and the
+      # core names every missing field at once.
+      node = field (types.either types.str freeform)
+        "The node template: its name, or the template itself (`config.nix8s.nodes.x`). Required."
+        { example = "server-nvme"; };
+      # One of server/agent, checked by the core (see `ipv4` above for why this is not an enum).
+      role = field (types.str // { description = "\"server\" or \"agent\""; })
+        "k3s role: `server` (control plane and etcd; also runs workloads) or `agent`. Required."
+        { example = "server"; };
+      ip = field ipv4 "The member's IPv4 address (static, on `network.interface`). Required." { example = "192.168.1.10"; };
       nixosModules = mkOption {
         type = types.listOf types.deferredModule;
         default = [ ];

@@ -7,6 +7,10 @@ let
   plan = core.plan cfg.resolved;
   data = core.nixos cfg.resolved;
 
+  # The flake's own nixpkgs and disko when it has them (its lock decides), else the ones nix8s was locked with.
+  nixpkgs = inputs.nixpkgs or cfg.defaultInputs.nixpkgs;
+  disko = inputs.disko or cfg.defaultInputs.disko;
+
   # Nix-only modules travel outside the core: from the template (by name or by value) and the member.
   userModules = c: m:
     let
@@ -17,23 +21,30 @@ let
 
   system = c: m:
     let host = "${c}-${m}"; in
-    inputs.nixpkgs.lib.nixosSystem {
+    nixpkgs.lib.nixosSystem {
+      # specialArgs, not _module.args: base.nix builds `config` from this data, and a _module.args value cannot
+      # decide which options a module defines (the module system needs `config` to find _module.args).
+      specialArgs.nix8s = {
+        cluster = plan.clusters.${c};
+        member = plan.clusters.${c}.members.${m};
+        nixos = data.${host};
+      };
       modules = [
-        inputs.disko.nixosModules.disko
+        disko.nixosModules.disko
         ../nixos
-        {
-          _module.args.nix8s = {
-            cluster = plan.clusters.${c};
-            member = plan.clusters.${c}.members.${m};
-            nixos = data.${host};
-          };
-        }
       ]
       ++ userModules c m
       ++ (cfg.nixosModulesFor.${host} or [ ]);
     };
 in
 {
+  options.nix8s.defaultInputs = lib.mkOption {
+    type = lib.types.lazyAttrsOf lib.types.raw;
+    default = { };
+    internal = true;
+    description = "`nixpkgs` and `disko` for flakes that lack those inputs; set by nix8s' flakeModules.default.";
+  };
+
   config.flake.nixosConfigurations = lib.mkMerge (lib.mapAttrsToList
     (c: cp: lib.mapAttrs' (m: _: lib.nameValuePair "${c}-${m}" (system c m)) cp.members)
     plan.clusters);

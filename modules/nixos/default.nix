@@ -1,10 +1,13 @@
-# Every nix8s NixOS module; a member's system imports this and gets the `nix8s` module argument
-# (`{ cluster; member; nixos; }` from the pure core's plan and NixOS data).
+# Every nix8s NixOS module; a member's system imports this and passes `nix8s` in nixosSystem's specialArgs
+# (`{ cluster; member; nixos; }`: the pure core's plan cluster, plan member and NixOS data).
 {
   imports = [
     ./base.nix
     ./k3s.nix
+    ./ha.nix
     ./extensions/nvidia.nix
     ./extensions/drbd.nix
+    ./extensions/zfs.nix
+    ./extensions/monitoring.nix
   ];
 }

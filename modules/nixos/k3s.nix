@@ -1,22 +1,33 @@
-# Selects the k3s package for the cluster's k3s.version (v1.31.x -> pkgs.k3s_1_31): the one k3s setting that
-# needs pkgs. Everything else about the service comes from the core's data.
+# services.k3s.package from the cluster's k3s.version (v1.31.x -> pkgs.k3s_1_31), the one k3s setting that needs
+# pkgs; everything else about the service comes from the core's data (base.nix).
 { lib, pkgs, nix8s, ... }:
 let
   inherit (nix8s) cluster;
   version = cluster.k3sVersion;
-  parts = if version == null then null else builtins.match "v([0-9]+)\\.([0-9]+)\\.[0-9]+\\+k3s[0-9]+" version;
-  attr = "k3s_${builtins.elemAt parts 0}_${builtins.elemAt parts 1}";
-  available = builtins.filter (n: builtins.match "k3s_[0-9]+_[0-9]+" n != null) (builtins.attrNames pkgs);
+  where = "nix8s: clusters.${cluster.name}.k3s.version";
+  minor = if version == null then null else builtins.match "v?([0-9]+)\\.([0-9]+)([.+].*)?" version;
+  attr = "k3s_${builtins.elemAt minor 0}_${builtins.elemAt minor 1}";
+
+  # Releases past their end of life stay in nixpkgs as aliases that throw: only attributes that evaluate count.
+  evaluates = n: (builtins.tryEval pkgs.${n}).success;
+  available = lib.filter (n: builtins.match "k3s_[0-9]+_[0-9]+" n != null && evaluates n) (lib.attrNames pkgs);
+
   package =
     if version == null then pkgs.k3s
-    else pkgs.${attr} or (throw ''
-      nix8s: clusters.${cluster.name}.k3s.version: ${version} needs pkgs.${attr}, which this nixpkgs does not have;
-      available: ${lib.concatStringsSep ", " available}. Pick one of those versions or update the nixpkgs input.'');
-  # The patch release comes from nixpkgs; say so when it differs from the one asked for.
-  wanted = lib.removePrefix "v" (builtins.head (lib.splitString "+" version));
+    else if minor == null then throw "${where}: ${version} is not a k3s version; write it as k3s names releases, e.g. v1.34.2+k3s1"
+    else if pkgs ? ${attr} && evaluates attr then pkgs.${attr}
+    else throw ''
+      ${where}: ${version} needs pkgs.${attr}, which ${if pkgs ? ${attr} then "this nixpkgs has removed (end of life)" else "this nixpkgs does not have"};
+      available: ${lib.concatStringsSep ", " available}. Pick one of those minor versions or change the nixpkgs input.'';
+
+  # nixpkgs decides the patch release of a minor version; say so when it differs from the one asked for.
+  wanted = lib.removePrefix "v" version;
+  differs = version != null && minor != null && builtins.elemAt minor 2 != null
+    && (package.version or wanted) != wanted;
 in
 {
-  services.k3s.package = lib.warnIf (version != null && (package.version or wanted) != wanted)
-    "nix8s: clusters.${cluster.name}.k3s.version is ${version}; nixpkgs' ${attr} is ${package.version or "?"}"
-    package;
+  # mkDefault: a user's nixosModules can still pin their own k3s build.
+  services.k3s.package = lib.mkDefault (lib.warnIf differs
+    "${where} is ${version}; nixpkgs' ${attr} is ${package.version or "?"}, which is what gets installed"
+    package);
 }

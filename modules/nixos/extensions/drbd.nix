@@ -1,13 +1,39 @@
-# DRBD 9 from the out-of-tree kernel module (linuxPackages.drbd); the in-tree module is the old 8.4, which
-# LINSTOR/Piraeus (Cozystack's storage) cannot use. services.drbd (drbd-utils) comes from the core's data.
+# DRBD 9 for LINSTOR/Piraeus (Cozystack's storage): the out-of-tree kernel module, since the in-tree one is 8.4.
+# Both are named drbd, so nothing is blacklisted: a module from extraModulePackages takes precedence.
 { config, lib, nix8s, ... }:
 let
-  drbd = nix8s.member.config.extensions.drbd or { };
+  inherit (lib) mkOption types;
+  data = nix8s.member.config.extensions.drbd or { };
+  cfg = config.nix8s.extensions.drbd;
 in
 {
-  config = lib.mkIf (drbd.enable or false) {
-    boot.extraModulePackages = [ config.boot.kernelPackages.drbd ];
-    # A module in extraModulePackages takes precedence over the in-tree one of the same name.
-    boot.kernelModules = [ "drbd" ];
+  options.nix8s.extensions.drbd = {
+    enable = mkOption {
+      type = types.bool;
+      default = (data.enable or false) == true;
+      defaultText = lib.literalMD "`extensions.drbd.enable` of the member's node config";
+      readOnly = true;
+      description = "Whether this member serves DRBD storage; set it in the nix8s config, other modules may read it.";
+    };
+    package = mkOption {
+      type = types.package;
+      default = config.boot.kernelPackages.drbd;
+      defaultText = lib.literalExpression "config.boot.kernelPackages.drbd";
+      description = "The DRBD 9 kernel module package; it must match `boot.kernelPackages`.";
+    };
   };
+
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      boot.extraModulePackages = [ cfg.package ];
+      boot.kernelModules = [ "drbd" "drbd_transport_tcp" ];
+    }
+    # LINSTOR's satellite drives DRBD itself and wants no user-mode helper; services.drbd (host drbd-utils) sets
+    # its own helper, so leave that combination to it.
+    (lib.mkIf (!config.services.drbd.enable) {
+      boot.extraModprobeConfig = ''
+        options drbd usermode_helper=disabled
+      '';
+    })
+  ]);
 }
