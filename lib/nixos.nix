@@ -144,7 +144,8 @@ let
           hardware.nvidia = { modesetting.enable = true; open = nvidia.open or true; };
           hardware.nvidia-container-toolkit.enable = nvidia.containerRuntime or true;
         })
-        (optionalAttrs (enabled "drbd") { services.drbd.enable = true; })
+        # DRBD needs only its kernel module (modules/nixos/extensions/drbd.nix): LINSTOR drives it, and
+        # services.drbd would run `drbdadm up all` with a host helper LINSTOR does not want.
       ];
       defaults = merge [
         {

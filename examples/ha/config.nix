@@ -15,7 +15,7 @@
         clusterCidr = "10.42.0.0/16";
         serviceCidr = "10.43.0.0/16";
       };
-      version = "v1.31.0+k3s1";
+      version = "v1.34.2+k3s1";
     };
     members = {
       agent-gpu-1 = {

@@ -2,7 +2,7 @@
 {
   clusters.dev = {
     ha.enable = false;
-    k3s.version = "v1.31.0+k3s1";
+    k3s.version = "v1.34.2+k3s1";
     members = {
       agent = {
         ip = "192.168.105.11";

@@ -3,7 +3,7 @@
   clusters = {
     dev = {
       ha.enable = false;
-      k3s.version = "v1.31.0+k3s1";
+      k3s.version = "v1.34.2+k3s1";
       members = {
         agent = {
           ip = "192.168.105.11";
@@ -36,7 +36,7 @@
           clusterDns = "10.43.0.10";
           serviceCidr = "10.43.0.0/16";
         };
-        version = "v1.31.0+k3s1";
+        version = "v1.34.2+k3s1";
       };
       members = {
         agent1 = {
@@ -81,7 +81,7 @@
     };
     staging = {
       ha.enable = false;
-      k3s.version = "v1.31.0+k3s1";
+      k3s.version = "v1.34.2+k3s1";
       members = {
         agent = {
           ip = "192.168.2.20";
