@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -179,6 +180,42 @@ func TestServeWithDatabaseURLAndTokenFile(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(state, "flake", "inventory.json")); err != nil {
 		t.Errorf("no flake workspace: %v", err)
+	}
+	// The job runner is wired in: a dry-run install job runs, planned on the flake workspace.
+	req, _ := http.NewRequest("POST", url+"/v1/clusters/dev/install", strings.NewReader(`{"all": true, "dryRun": true}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 202 {
+		t.Fatalf("POST install: %d", res.StatusCode)
+	}
+	var job struct {
+		Status string `json:"status"`
+		Result struct {
+			Members []struct {
+				Steps []string `json:"steps"`
+			} `json:"members"`
+		} `json:"result"`
+	}
+	for deadline := time.Now().Add(30 * time.Second); job.Status != "succeeded"; time.Sleep(50 * time.Millisecond) {
+		req, _ := http.NewRequest("GET", url+res.Header.Get("Location"), nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(r.Body).Decode(&job)
+		r.Body.Close()
+		if err != nil || job.Status == "failed" || time.Now().After(deadline) {
+			t.Fatalf("install job: %s (%v)", job.Status, err)
+		}
+	}
+	if m := job.Result.Members; len(m) != 2 || len(m[0].Steps) < 2 || !strings.HasPrefix(m[0].Steps[1], "nixos-anywhere --flake "+filepath.Join(state, "flake")+"#dev-server ") {
+		t.Errorf("dry-run steps %+v", job.Result.Members)
 	}
 	code, stderr := stop()
 	if code != 0 || !strings.Contains(stderr, "stopped") {

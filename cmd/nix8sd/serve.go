@@ -17,7 +17,10 @@ import (
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/api"
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/nixgen"
+	"github.com/nix8s/nix8s/internal/provision"
+	"github.com/nix8s/nix8s/internal/remote"
 )
 
 type serveOptions struct {
@@ -30,6 +33,9 @@ type serveOptions struct {
 	readTokenFile  string
 	expireEvery    time.Duration
 	shutdownWait   time.Duration
+	ops            jobs.Config
+	jobs           int
+	jobTimeout     time.Duration
 }
 
 func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -44,6 +50,20 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.StringVar(&o.readTokenFile, "read-token-file", getenv("NIX8S_READ_TOKEN_FILE"), "`FILE` holding a read token to accept")
 	fs.DurationVar(&o.expireEvery, "deadline-interval", 30*time.Second, "how often machines past their state deadline are moved to the failed state")
 	fs.DurationVar(&o.shutdownWait, "shutdown-timeout", 20*time.Second, "how long in-flight requests may finish on SIGTERM")
+	// The operations (install, rollout, kubeconfig jobs); the ssh user, port and key come from the
+	// inventory's provisioning.nixos-anywhere.ssh.
+	fs.StringVar(&o.ops.KnownHostsFile, "known-hosts", getenv("NIX8S_KNOWN_HOSTS"), "check the members' host keys against `FILE` instead of the daemon user's ~/.ssh/known_hosts ($NIX8S_KNOWN_HOSTS)")
+	fs.StringVar(&o.ops.SSHConfigFile, "ssh-config", getenv("NIX8S_SSH_CONFIG"), "pass `FILE` to ssh -F instead of ~/.ssh/config (\"none\": no config) ($NIX8S_SSH_CONFIG)")
+	fs.DurationVar(&o.ops.ConnectTimeout, "connect-timeout", remote.DefaultConnectTimeout, "give up connecting over ssh after `DURATION`")
+	fs.StringVar(&o.ops.NixosAnywhere, "nixos-anywhere", envOr(getenv, "NIX8S_NIXOS_ANYWHERE", "nixos-anywhere"), "the nixos-anywhere `PROGRAM` ($NIX8S_NIXOS_ANYWHERE)")
+	fs.StringVar(&o.ops.NixosRebuild, "nixos-rebuild", envOr(getenv, "NIX8S_NIXOS_REBUILD", "nixos-rebuild"), "the nixos-rebuild `PROGRAM` ($NIX8S_NIXOS_REBUILD)")
+	fs.StringVar(&o.ops.SecretsDir, "secrets", getenv("NIX8S_SECRETS_DIR"), "read cluster tokens from `DIR`/<cluster>.yaml, as nix8s gen-secrets writes them ($NIX8S_SECRETS_DIR; default <state-dir>/secrets; \"none\": deliver no token files)")
+	fs.StringVar(&o.ops.Sops, "sops", getenv("NIX8S_SOPS"), "the sops `PROGRAM` that decrypts encrypted secrets ($NIX8S_SOPS; default sops on PATH)")
+	fs.StringVar(&o.ops.ExtraFiles, "extra-files", getenv("NIX8S_EXTRA_FILES"), "also deliver `DIR`/<cluster>-<member>/ onto each member's / on install ($NIX8S_EXTRA_FILES)")
+	fs.DurationVar(&o.ops.InstallTimeout, "install-timeout", time.Hour, "give up on one member's nixos-anywhere after `DURATION`")
+	fs.DurationVar(&o.ops.WaitTimeout, "wait-timeout", provision.DefaultWaitTimeout, "give up waiting for a member to be ready after `DURATION`")
+	fs.IntVar(&o.jobs, "jobs", jobs.DefaultConcurrency, "run at most `N` jobs at once")
+	fs.DurationVar(&o.jobTimeout, "job-timeout", jobs.DefaultTimeout, "fail a job still running after `DURATION`")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -85,7 +105,18 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if o.flake != "" {
 		ws = &nixgen.Workspace{Dir: o.flake, UserFlake: true}
 	}
-	srv := api.New(api.Options{Store: st, Core: ev, Logger: log, Workspace: ws})
+	switch o.ops.SecretsDir {
+	case "":
+		o.ops.SecretsDir = filepath.Join(o.stateDir, "secrets")
+	case "none":
+		o.ops.SecretsDir = ""
+	}
+	o.ops.Flake = ws.Dir
+	host, _ := os.Hostname()
+	actor := fmt.Sprintf("nix8sd:%s:%d", host, os.Getpid())
+	runner := &jobs.Runner{Store: st, Config: o.ops, Worker: actor, Concurrency: o.jobs, Timeout: o.jobTimeout, Logger: log}
+	srv := api.New(api.Options{Store: st, Core: ev, Logger: log, Workspace: ws, Operations: runner})
+	runner.Planner = srv
 	srv.RenderWorkspace(ctx)
 
 	ln, err := net.Listen("tcp", o.listen)
@@ -95,9 +126,11 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("nix8sd serving", "addr", ln.Addr().String(), "flake", ws.Dir)
 
+	// Jobs: every daemon sharing the database runs this; the database hands each job to one.
+	runnerDone := make(chan struct{})
+	go func() { defer close(runnerDone); runner.Run(ctx) }()
+
 	// Deadlines: every daemon sharing the database may run this; the database hands each machine to one.
-	host, _ := os.Hostname()
-	actor := fmt.Sprintf("nix8sd:%s:%d", host, os.Getpid())
 	go func() {
 		t := time.NewTicker(o.expireEvery)
 		defer t.Stop()
@@ -133,6 +166,12 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutting down: %w", err)
+	}
+	// Running jobs saw ctx end: they stop, and are recorded as failed, before the database goes away.
+	select {
+	case <-runnerDone:
+	case <-sctx.Done():
+		log.Warn("jobs still running at shutdown; another daemon requeues them after their lease")
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err

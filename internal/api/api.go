@@ -34,6 +34,8 @@ type Options struct {
 	Workspace *nixgen.Workspace
 	// MaxBody bounds request bodies; default 16 MiB.
 	MaxBody int64
+	// Operations run install, rollout and kubeconfig (internal/jobs); nil answers their endpoints with 501.
+	Operations Operations
 }
 
 // Server serves the API.
@@ -44,6 +46,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	m       *metrics
 	ws      *nixgen.Workspace
+	ops     Operations
 	maxBody int64
 	handler http.Handler
 
@@ -55,7 +58,7 @@ type Server struct {
 
 // New builds the server and installs the store's metric hooks.
 func New(o Options) *Server {
-	s := &Server{st: o.Store, core: o.Core, log: o.Logger, reg: o.Registry, ws: o.Workspace, maxBody: o.MaxBody}
+	s := &Server{st: o.Store, core: o.Core, log: o.Logger, reg: o.Registry, ws: o.Workspace, ops: o.Operations, maxBody: o.MaxBody}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -131,6 +134,9 @@ func (s *Server) routes() http.Handler {
 			r.Post("/machines/{mac}/unlock", s.lockMachine(false))
 			r.Post("/machines/{mac}/transition", s.transitionMachine)
 			r.Delete("/machines/{mac}", s.forgetMachine)
+			r.Post("/clusters/{name}/install", s.postInstall)
+			r.Post("/clusters/{name}/rollout", s.postRollout)
+			r.Get("/clusters/{name}/kubeconfig", s.getKubeconfig)
 		})
 	})
 

@@ -153,13 +153,17 @@ func ExtraFiles(files []File) (string, error) {
 }
 
 // prefixWriter writes whole lines with a prefix, so that concurrent installs do not interleave mid-line.
+// It is nixos-anywhere's stdout and stderr at once, which exec copies from two goroutines.
 type prefixWriter struct {
 	n      *NixosAnywhere
 	prefix string
+	mu     sync.Mutex // guards buf
 	buf    []byte
 }
 
 func (w *prefixWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.buf = append(w.buf, p...)
 	for {
 		i := bytes.IndexByte(w.buf, '\n')
@@ -172,6 +176,8 @@ func (w *prefixWriter) Write(p []byte) (int, error) {
 }
 
 func (w *prefixWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if len(w.buf) > 0 {
 		w.emit(append(w.buf, '\n'))
 		w.buf = nil

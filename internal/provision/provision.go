@@ -71,6 +71,25 @@ type Options struct {
 	Readiness Readiness
 	// Progress receives progress lines (stderr); nil discards them.
 	Progress io.Writer
+	// Observer, when set, hears of each member's progress (nix8sd moves the assigned machine through its
+	// states); nil observes nothing.
+	Observer Observer
+}
+
+// Observer hears what happens to each member while Install runs. Calls for different agents may come
+// concurrently. A member that is skipped (or fails its probe) sees no Installing or Installed; a skipped
+// server still sees Ready or Failed from its readiness wait.
+type Observer interface {
+	// Installing comes right before nixos-anywhere starts on member; an error stops that member's install
+	// (nothing touched its disk yet) and fails it with that error.
+	Installing(member string) error
+	// Installed comes when nixos-anywhere finished: the member boots its configuration and k3s joins.
+	Installed(member string)
+	// Ready comes when a server's readiness wait succeeded (the API answers /readyz on the first server, the
+	// node is Ready for the others). Install does not wait for agents.
+	Ready(member string)
+	// Failed comes when the member failed, with the error the report holds.
+	Failed(member string, err error)
 }
 
 // Report is the outcome of an install, one entry per selected member in wave order.
@@ -298,6 +317,9 @@ func (in *install) member(ctx context.Context, m string) error {
 	})
 	host := in.c.Members[m].HostName
 	if err != nil {
+		if in.o.Observer != nil {
+			in.o.Observer.Failed(m, err)
+		}
 		in.progress("%s: failed: %v", host, err)
 		return err
 	}
@@ -319,8 +341,16 @@ func (in *install) installMember(ctx context.Context, m string) error {
 		files, _ := in.files(m) // checked by checkFiles
 		in.progress("%s: installing %s#%s on %s", mem.HostName, in.o.Flake, mem.HostName, host.Target())
 		step := Step{Member: m, HostName: mem.HostName, Role: mem.Role, Host: host, Flake: in.o.Flake, Files: files}
+		if in.o.Observer != nil {
+			if err := in.o.Observer.Installing(m); err != nil {
+				return fmt.Errorf("installing %s: %w", mem.HostName, err)
+			}
+		}
 		if err := in.o.Installer.Install(ctx, step); err != nil {
 			return fmt.Errorf("installing %s: %w", mem.HostName, err)
+		}
+		if in.o.Observer != nil {
+			in.o.Observer.Installed(m)
 		}
 	}
 	if mem.Role != "server" {
@@ -328,14 +358,19 @@ func (in *install) installMember(ctx context.Context, m string) error {
 	}
 	if m == in.c.FirstServer {
 		in.progress("%s: waiting for the API to answer /readyz", mem.HostName)
-		return in.wait(ctx, mem.HostName, "the API to answer /readyz", func(ctx context.Context) error {
+		err = in.wait(ctx, mem.HostName, "the API to answer /readyz", func(ctx context.Context) error {
 			return in.o.Readiness.APIReady(ctx, host)
 		})
+	} else {
+		in.progress("%s: waiting until it is a Ready node", mem.HostName)
+		err = in.wait(ctx, mem.HostName, "it to be a Ready node", func(ctx context.Context) error {
+			return in.o.Readiness.NodeReady(ctx, host, mem.HostName)
+		})
 	}
-	in.progress("%s: waiting until it is a Ready node", mem.HostName)
-	return in.wait(ctx, mem.HostName, "it to be a Ready node", func(ctx context.Context) error {
-		return in.o.Readiness.NodeReady(ctx, host, mem.HostName)
-	})
+	if err == nil && in.o.Observer != nil {
+		in.o.Observer.Ready(m)
+	}
+	return err
 }
 
 // wait probes until probe succeeds; running out of time is an error that carries the last probe's answer.

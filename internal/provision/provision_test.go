@@ -3,11 +3,13 @@ package provision
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -403,5 +405,56 @@ func TestExtraFilesLayout(t *testing.T) {
 		if err != nil || fi.Mode().Perm() != want {
 			t.Errorf("%s: %v %v, want %o", p, fi.Mode().Perm(), err, want)
 		}
+	}
+}
+
+// recorder is an Observer that records its calls; refuse makes Installing fail for that member.
+type recorder struct {
+	mu     sync.Mutex
+	calls  []string
+	refuse string
+}
+
+func (r *recorder) add(s string) { r.mu.Lock(); defer r.mu.Unlock(); r.calls = append(r.calls, s) }
+func (r *recorder) Installing(m string) error {
+	r.add("installing " + m)
+	if m == r.refuse {
+		return errors.New("machine is locked")
+	}
+	return nil
+}
+func (r *recorder) Installed(m string)         { r.add("installed " + m) }
+func (r *recorder) Ready(m string)             { r.add("ready " + m) }
+func (r *recorder) Failed(m string, err error) { r.add("failed " + m + ": " + err.Error()) }
+
+func TestObserver(t *testing.T) {
+	t.Parallel()
+	e := setup(t, []string{"s1"}, []string{"a1", "a2", "a3"})
+	e.si.SetFail(t, "t-a2")
+	rec := &recorder{}
+	o := e.options(&bytes.Buffer{})
+	o.Parallel = 1
+	o.Observer = rec
+	if _, err := Install(context.Background(), e.c, o); err == nil {
+		t.Fatal("no error")
+	}
+	want := []string{"installing s1", "installed s1", "ready s1", "installing a1", "installed a1", "installing a2",
+		"failed a2: installing t-a2: nixos-anywhere exited with code 1: nixos-anywhere stand-in: failing for t-a2 as the test asked"}
+	if strings.Join(rec.calls, "\n") != strings.Join(want, "\n") {
+		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(rec.calls, "\n"), strings.Join(want, "\n"))
+	}
+
+	// Installing refusing stops that member before nixos-anywhere runs.
+	e.si.SetFail(t)
+	rec = &recorder{refuse: "a3"}
+	o.Observer = rec
+	o.Members = []string{"a3"}
+	before := len(grep(e.si.Log(t), "start "))
+	r, err := Install(context.Background(), e.c, o)
+	if err == nil || err.Error() != "installing t-a3: machine is locked" || statuses(r) != "a3=failed" {
+		t.Errorf("refused install: %v, %s", err, statuses(r))
+	}
+	if after := len(grep(e.si.Log(t), "start ")); after != before {
+		t.Errorf("nixos-anywhere ran on a refused member")
 	}
 }

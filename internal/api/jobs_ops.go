@@ -1,0 +1,181 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/jobs"
+	"github.com/nix8s/nix8s/internal/provision"
+	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/store"
+)
+
+// Operations run the operations for the API; *jobs.Runner implements it.
+type Operations interface {
+	// Wake has the queue looked at now, after a job was queued.
+	Wake()
+	// Kubeconfig fetches cluster c's admin kubeconfig (the YAML) and says from which server.
+	Kubeconfig(ctx context.Context, c core.Cluster, s remote.Settings) ([]byte, string, error)
+}
+
+var _ Operations = (*jobs.Runner)(nil)
+
+// ClusterPlan is the core's plan of cluster name in the stored inventory, with the inventory's ssh settings
+// (provisioning.nixos-anywhere.ssh): what the operations run on. It implements jobs.Planner.
+func (s *Server) ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
+	_, clusters, err := s.plan(ctx)
+	if err != nil {
+		var inv *core.InvalidError
+		if errors.As(err, &inv) {
+			err = &rejected{report: inv.Report}
+		}
+		return core.Cluster{}, remote.Settings{}, err
+	}
+	raw, ok := clusters[name]
+	if !ok {
+		return core.Cluster{}, remote.Settings{}, notFound("no cluster " + strconv.Quote(name))
+	}
+	var c core.Cluster
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return core.Cluster{}, remote.Settings{}, fmt.Errorf("decoding the plan of cluster %q: %w", name, err)
+	}
+	snap, err := s.st.Snapshot(ctx)
+	if err != nil {
+		return core.Cluster{}, remote.Settings{}, err
+	}
+	settings, err := remote.SettingsFromConfig(snap.Config)
+	if err != nil {
+		return core.Cluster{}, remote.Settings{}, &httpError{status: http.StatusUnprocessableEntity, code: "invalid_config",
+			msg: err.Error(), details: []Problem{{Path: "provisioning.nixos-anywhere.ssh", Message: err.Error()}}}
+	}
+	return c, settings, nil
+}
+
+var _ jobs.Planner = (*Server)(nil)
+
+// operations answers 501 when this server runs no operations (a daemon without a job runner).
+func (s *Server) operations(w http.ResponseWriter, r *http.Request) bool {
+	if s.ops == nil {
+		s.fail(w, r, &httpError{status: http.StatusNotImplemented, code: "not_implemented", msg: "this nix8sd runs no operations"})
+		return false
+	}
+	return true
+}
+
+// paramError is a 400 naming the bad field of a job's parameters.
+func paramError(err error) error {
+	var pe *jobs.ParamError
+	if errors.As(err, &pe) {
+		return badRequest(pe.Msg, Problem{Path: pe.Path, Message: pe.Msg})
+	}
+	return badRequest(err.Error())
+}
+
+// selection checks a job's members against the plan: unknown members are 422 with their index.
+func selection(c core.Cluster, members []string) error {
+	var details []Problem
+	for i, m := range members {
+		if _, ok := c.Members[m]; !ok {
+			details = append(details, Problem{Path: fmt.Sprintf("members[%d]", i),
+				Message: fmt.Sprintf("cluster %q has no member %q; members: %s", c.Name, m, provision.MemberNames(c))})
+		}
+	}
+	if len(details) == 0 {
+		return nil
+	}
+	return &httpError{status: http.StatusUnprocessableEntity, code: "invalid_config",
+		msg: fmt.Sprintf("unknown members of cluster %q; nothing was queued", c.Name), details: details}
+}
+
+// queue answers 202 with a new job of kind for cluster c, or 409 while another job of c is queued or running:
+// two operations on one cluster at once (two installs racing through the waves, a rollout draining nodes
+// an install waits for) help nobody. Dry runs touch nothing and always queue.
+func (s *Server) queue(w http.ResponseWriter, r *http.Request, kind, cluster string, dryRun bool, params any) {
+	if !dryRun {
+		busy, err := s.st.ActiveJob(r.Context(), cluster)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if busy != nil {
+			s.fail(w, r, &httpError{status: http.StatusConflict, code: "conflict",
+				msg: fmt.Sprintf("cluster %q has job %d (%s) %s; wait until it has finished (GET /v1/jobs/%d)", cluster, busy.ID, busy.Kind, busy.Status, busy.ID)})
+			return
+		}
+	}
+	data, err := json.Marshal(params)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	j, err := s.st.NewJob(r.Context(), kind, &cluster, nil, data)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.ops.Wake()
+	s.log.Info("job queued", "job", j.ID, "kind", kind, "cluster", cluster, "by", actor(r))
+	w.Header().Set("Location", fmt.Sprintf("/v1/jobs/%d", j.ID))
+	writeJSON(w, http.StatusAccepted, j)
+}
+
+func (s *Server) postInstall(w http.ResponseWriter, r *http.Request) {
+	if !s.operations(w, r) {
+		return
+	}
+	var p jobs.InstallParams
+	if err := s.decodeStrict(w, r, &p); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := p.Check(); err != nil {
+		s.fail(w, r, paramError(err))
+		return
+	}
+	c, _, err := s.ClusterPlan(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := selection(c, p.Members); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.queue(w, r, jobs.KindInstall, c.Name, p.DryRun, p)
+}
+
+// getKubeconfig fetches the cluster's admin kubeconfig while the client waits. It holds the cluster's admin
+// credentials: admin scope only, and it is neither logged nor stored.
+func (s *Server) getKubeconfig(w http.ResponseWriter, r *http.Request) {
+	if !s.operations(w, r) {
+		return
+	}
+	c, settings, err := s.ClusterPlan(r.Context(), chi.URLParam(r, "name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	data, from, err := s.ops.Kubeconfig(r.Context(), c, settings)
+	if err != nil {
+		s.fail(w, r, &httpError{status: http.StatusServiceUnavailable, code: "unavailable", msg: err.Error()})
+		return
+	}
+	s.log.Info("kubeconfig handed out", "cluster", c.Name, "from", from, "by", actor(r))
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(data)
+}
+
+// jobWithResult is a job as GET /v1/jobs/{id} answers it: with what it produced.
+type jobWithResult struct {
+	*store.Job
+	Result json.RawMessage `json:"result"`
+}

@@ -1,0 +1,348 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/provision"
+	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/secrets"
+	"github.com/nix8s/nix8s/internal/store"
+)
+
+// Job kinds of the operations.
+const (
+	KindInstall = "install"
+	KindRollout = "rollout"
+)
+
+// Config is what the operations need besides the inventory: where the flake is, how ssh checks host keys,
+// which programs to run. The ssh user, port and key come from the inventory
+// (provisioning.nixos-anywhere.ssh).
+type Config struct {
+	// Flake holds nixosConfigurations.<c>-<m>: the daemon's flake workspace.
+	Flake string
+	// KnownHostsFile replaces the daemon user's known_hosts for every ssh connection; empty keeps ssh's own.
+	KnownHostsFile string
+	// SSHConfigFile is passed as ssh -F; empty keeps ~/.ssh/config, "none" ignores every config file.
+	SSHConfigFile string
+	// ConnectTimeout bounds connecting over ssh; default remote.DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// NixosAnywhere and NixosRebuild are the programs; default the names on PATH.
+	NixosAnywhere, NixosRebuild string
+	// SecretsDir holds the clusters' tokens as <dir>/<cluster>.yaml (nix8s gen-secrets); empty delivers no
+	// token files (they reach the nodes another way, such as sops-nix).
+	SecretsDir string
+	// Sops decrypts encrypted secrets; default "sops" on PATH.
+	Sops string
+	// ExtraFiles is delivered per member as in nix8s install --extra-files; empty means none.
+	ExtraFiles string
+	// InstallTimeout bounds one member's nixos-anywhere; default 1h.
+	InstallTimeout time.Duration
+	// WaitTimeout bounds each wait for readiness; default provision.DefaultWaitTimeout.
+	WaitTimeout time.Duration
+	// WaitInterval is the pause between readiness probes; default provision.DefaultWaitInterval.
+	WaitInterval time.Duration
+}
+
+// SSH is the ssh Runner of the config.
+func (c Config) SSH() *remote.SSH {
+	return &remote.SSH{KnownHostsFile: c.KnownHostsFile, ConfigFile: c.SSHConfigFile, ConnectTimeout: c.ConnectTimeout}
+}
+
+func (c Config) waitTimeout() time.Duration {
+	if c.WaitTimeout > 0 {
+		return c.WaitTimeout
+	}
+	return provision.DefaultWaitTimeout
+}
+
+func (c Config) waitInterval() time.Duration {
+	if c.WaitInterval > 0 {
+		return c.WaitInterval
+	}
+	return provision.DefaultWaitInterval
+}
+
+// InstallParams are an install job's parameters (the body of POST /v1/clusters/{c}/install).
+type InstallParams struct {
+	// Members to install; empty with All for every member.
+	Members []string `json:"members,omitempty"`
+	All     bool     `json:"all,omitempty"`
+	// Parallel bounds how many agents install at once; 0 means provision.DefaultParallel.
+	Parallel int `json:"parallel,omitempty"`
+	// Reinstall installs members that already run NixOS as themselves (wipes them).
+	Reinstall bool `json:"reinstall,omitempty"`
+	// DryRun reports the steps, touching no machine.
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// Check refuses parameters that say neither or both of members and all.
+func (p InstallParams) Check() error { return checkSelection(p.Members, p.All, p.Parallel, "parallel") }
+
+func checkSelection(members []string, all bool, n int, nField string) error {
+	switch {
+	case len(members) == 0 && !all:
+		return &ParamError{Path: "members", Msg: "name the members, or set all"}
+	case len(members) > 0 && all:
+		return &ParamError{Path: "members", Msg: "members and all exclude each other"}
+	case n < 0:
+		return &ParamError{Path: nField, Msg: fmt.Sprintf("%s must not be negative, got %d", nField, n)}
+	}
+	return nil
+}
+
+// ParamError is a bad job parameter, with the name of the field.
+type ParamError struct {
+	Path, Msg string
+}
+
+func (e *ParamError) Error() string { return e.Msg }
+
+// install is the handler of install jobs: provision.Install on the job's cluster, with the assigned machines
+// moved through installing, joined and ready as it goes.
+func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any, error) {
+	var p InstallParams
+	if err := json.Unmarshal(j.Params, &p); err != nil {
+		return nil, fmt.Errorf("reading the job's parameters: %w", err)
+	}
+	if j.Cluster == nil {
+		return nil, errors.New("an install job needs a cluster")
+	}
+	c, settings, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	if err := provision.CheckMembers(c, p.Members); err != nil {
+		return nil, err
+	}
+	cfg := r.Config
+	var tokens *provision.Tokens
+	switch {
+	case cfg.SecretsDir == "":
+	case p.DryRun:
+		// A dry run shows which files would go where without reading (or decrypting) the secrets.
+		tokens = &provision.Tokens{Token: "(token)", AgentToken: "(agentToken)"}
+	default:
+		t, err := secrets.Load(ctx, cfg.SecretsDir, c.Name, cfg.Sops)
+		if err != nil {
+			return nil, err
+		}
+		tokens = &provision.Tokens{Token: t.Token, AgentToken: t.AgentToken}
+	}
+	obs := &machineObserver{st: r.Store, actor: fmt.Sprintf("job:%d", j.ID), job: j.ID, log: log, ctx: context.WithoutCancel(ctx), c: c}
+	if !p.DryRun {
+		if obs.machines, err = r.Store.MachinesOfCluster(ctx, c.Name); err != nil {
+			return nil, err
+		}
+		obs.noteUntracked(p.Members)
+	}
+	ssh := cfg.SSH()
+	installTimeout := cfg.InstallTimeout
+	if installTimeout <= 0 {
+		installTimeout = time.Hour
+	}
+	readiness := provision.SSHReadiness{Runner: ssh}
+	report, err := provision.Install(ctx, c, provision.Options{
+		Flake:        cfg.Flake,
+		Members:      p.Members,
+		Parallel:     p.Parallel,
+		Reinstall:    p.Reinstall,
+		DryRun:       p.DryRun,
+		Tokens:       tokens,
+		ExtraFiles:   cfg.ExtraFiles,
+		SSH:          settings,
+		WaitTimeout:  cfg.waitTimeout(),
+		WaitInterval: cfg.waitInterval(),
+		Runner:       ssh,
+		Installer:    &provision.NixosAnywhere{Program: cfg.NixosAnywhere, Output: log, Timeout: installTimeout},
+		Readiness:    readiness,
+		Progress:     log,
+		Observer:     obs,
+	})
+	if report == nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "nix8s: %s: %s\n", c.Name, report.Counts())
+	if err == nil && !p.DryRun {
+		err = obs.waitAgents(ctx, readiness, settings, cfg.waitTimeout(), cfg.waitInterval())
+	}
+	if err != nil {
+		return report, fmt.Errorf("install of cluster %q stopped: %w", c.Name, err)
+	}
+	return report, nil
+}
+
+// machineObserver moves the machines assigned to the members through their states as the install reports
+// progress, through the store (the database checks every transition and logs it with the job as actor).
+// Only machines whose install this job started are moved: a skipped member's machine keeps its state.
+type machineObserver struct {
+	st    *store.Store
+	actor string
+	job   int64
+	log   io.Writer
+	ctx   context.Context // not the job's: a failure must still be recorded when the job was cancelled
+	c     core.Cluster
+
+	machines map[string]*store.Machine // by member
+
+	mu    sync.Mutex
+	state map[string]string // member -> state this job moved its machine to
+	// agents installed by this job whose machines wait to become Ready nodes
+	agents []string
+}
+
+// noteUntracked says in the log which selected members have no machine: they are installed all the same
+// (a machine record is how PXE-booted boxes are tracked; hosts reached over ssh need none).
+func (o *machineObserver) noteUntracked(selected []string) {
+	if len(selected) == 0 {
+		for m := range o.c.Members {
+			selected = append(selected, m)
+		}
+	}
+	var none []string
+	for _, m := range selected {
+		if o.machines[m] == nil {
+			none = append(none, m)
+		}
+	}
+	sort.Strings(none)
+	for _, m := range none {
+		fmt.Fprintf(o.log, "nix8s: %s: no machine assigned to member %s; its state is not tracked\n", o.c.Members[m].HostName, m)
+	}
+}
+
+func (o *machineObserver) move(member, state, reason string) error {
+	mach := o.machines[member]
+	if mach == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(o.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := o.st.UpdateMachine(ctx, o.actor, mach.MAC, store.MachineChange{State: &state, Reason: reason}); err != nil {
+		return fmt.Errorf("machine %s (member %s) cannot go to %s: %w", mach.MAC, member, state, err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.state == nil {
+		o.state = map[string]string{}
+	}
+	o.state[member] = state
+	fmt.Fprintf(o.log, "nix8s: %s: machine %s is %s\n", o.c.Members[member].HostName, mach.MAC, state)
+	return nil
+}
+
+func (o *machineObserver) current(member string) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.state[member]
+}
+
+// warn reports a transition that failed after the fact; the operation goes on, the log says why the
+// machine's state lags.
+func (o *machineObserver) warn(err error) {
+	if err != nil {
+		fmt.Fprintf(o.log, "nix8s: warning: %v\n", err)
+	}
+}
+
+// Installing implements provision.Observer: the database must allow the machine into installing (assigned,
+// not locked, in a state that may be reinstalled) before nixos-anywhere touches its disk.
+func (o *machineObserver) Installing(member string) error {
+	return o.move(member, "installing", fmt.Sprintf("install job %d: nixos-anywhere starts", o.job))
+}
+
+// Installed implements provision.Observer.
+func (o *machineObserver) Installed(member string) {
+	if o.current(member) != "installing" {
+		return
+	}
+	o.warn(o.move(member, "joined", fmt.Sprintf("install job %d: installed; k3s joins", o.job)))
+	if o.c.Members[member].Role != "server" && o.machines[member] != nil {
+		o.mu.Lock()
+		o.agents = append(o.agents, member)
+		o.mu.Unlock()
+	}
+}
+
+// Ready implements provision.Observer.
+func (o *machineObserver) Ready(member string) {
+	if o.current(member) != "joined" {
+		return
+	}
+	o.warn(o.move(member, "ready", fmt.Sprintf("install job %d: a Ready node", o.job)))
+}
+
+// Failed implements provision.Observer.
+func (o *machineObserver) Failed(member string, err error) {
+	var to string
+	switch o.current(member) {
+	case "installing":
+		to = "install_failed"
+	case "joined":
+		to = "join_failed"
+	default:
+		return
+	}
+	o.warn(o.move(member, to, fmt.Sprintf("install job %d: %v", o.job, err)))
+}
+
+// waitAgents waits until the agents this job installed are Ready nodes (asked on the first server), moving
+// their machines to ready, or to join_failed when the wait runs out. Install itself does not wait for
+// agents; their machines' states do.
+func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readiness, s remote.Settings, timeout, interval time.Duration) error {
+	o.mu.Lock()
+	pending := append([]string(nil), o.agents...)
+	o.mu.Unlock()
+	if len(pending) == 0 {
+		return nil
+	}
+	sort.Strings(pending)
+	first := o.c.Members[o.c.FirstServer]
+	host := s.Host(first.HostName, first.IP)
+	fmt.Fprintf(o.log, "nix8s: %s: waiting until %d agent(s) are Ready nodes\n", o.c.Name, len(pending))
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := map[string]error{}
+	for {
+		var still []string
+		for _, m := range pending {
+			if err := ready.NodeReady(ctx, host, o.c.Members[m].HostName); err != nil {
+				if ctx.Err() == nil || last[m] == nil {
+					last[m] = err
+				}
+				still = append(still, m)
+				continue
+			}
+			o.warn(o.move(m, "ready", fmt.Sprintf("install job %d: a Ready node", o.job)))
+		}
+		pending = still
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			var errs []error
+			for _, m := range pending {
+				host := o.c.Members[m].HostName
+				var err error
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					err = fmt.Errorf("%s: timed out after %s waiting for it to be a Ready node; last answer: %v", host, timeout, last[m])
+				} else {
+					err = fmt.Errorf("%s: waiting for it to be a Ready node: %w", host, ctx.Err())
+				}
+				o.Failed(m, err)
+				errs = append(errs, err)
+			}
+			return errors.Join(errs...)
+		case <-time.After(interval):
+		}
+	}
+}
