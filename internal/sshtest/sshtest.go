@@ -152,7 +152,7 @@ func (n *Net) pickSubnet() error {
 func (n *Net) startNode(t testing.TB, node *Node, i int, auth string) (hostKey string) {
 	t.Helper()
 	for _, d := range []string{"etc", "var", "run"} {
-		for _, layer := range []string{"upper", "work"} {
+		for _, layer := range []string{"upper", "ovlwork"} {
 			if err := os.MkdirAll(filepath.Join(node.Dir, layer, d), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -202,7 +202,7 @@ ip -n %[1]s link set lo up
 	// The mounts happen inside the node's mount namespace only; sshd then serves from it.
 	var mounts strings.Builder
 	for _, d := range []string{"etc", "var", "run"} {
-		fmt.Fprintf(&mounts, "mount -t overlay overlay -o lowerdir=/%[1]s,upperdir=%[2]s/upper/%[1]s,workdir=%[2]s/work/%[1]s /%[1]s\n", d, node.Dir)
+		fmt.Fprintf(&mounts, "mount -t overlay overlay -o lowerdir=/%[1]s,upperdir=%[2]s/upper/%[1]s,workdir=%[2]s/ovlwork/%[1]s /%[1]s\n", d, node.Dir)
 	}
 	// root logs in with /bin/sh on the nodes (in the node's own /etc/passwd), so that the host's shell rc
 	// files neither slow down nor change the commands.
