@@ -102,3 +102,39 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 }
+
+func TestNixOSModuleOperations(t *testing.T) {
+	execStart := func(cfg map[string]any) string {
+		return get(cfg, "systemd", "services", "nix8sd", "serviceConfig", "ExecStart").(string)
+	}
+	// By default the jobs run nixos-anywhere and nixos-rebuild from pkgs, with ssh on PATH; the daemon's own
+	// defaults hold for the rest.
+	cfg := evalModule(t, `{ enable = true; package = "/p"; }`)
+	exec := execStart(cfg)
+	for _, want := range []string{"'--nixos-anywhere' '/nix/store/x-nixos-anywhere/bin/nixos-anywhere'", "'--nixos-rebuild' '/nix/store/x-nixos-rebuild/bin/nixos-rebuild'"} {
+		if !strings.Contains(exec, want) {
+			t.Errorf("ExecStart %q lacks %q", exec, want)
+		}
+	}
+	for _, flag := range []string{"--secrets", "--known-hosts", "--ssh-config", "--jobs", "--job-timeout"} {
+		if strings.Contains(exec, flag) {
+			t.Errorf("ExecStart %q sets %s by default", exec, flag)
+		}
+	}
+	if path, _ := get(cfg, "systemd", "services", "nix8sd", "path").([]any); len(path) != 2 || path[1] != "/nix/store/x-openssh" {
+		t.Errorf("path %v, want nix and openssh", path)
+	}
+
+	cfg = evalModule(t, `{ enable = true; package = "/p"; operations = { nixosAnywhere = null; secretsDir = "/var/lib/nix8sd-secrets";
+		knownHostsFile = "/etc/nix8sd/known_hosts"; sshConfigFile = "none"; jobs = 4; jobTimeout = "4h"; }; }`)
+	exec = execStart(cfg)
+	for _, want := range []string{"'--secrets' '/var/lib/nix8sd-secrets'", "'--known-hosts' '/etc/nix8sd/known_hosts'",
+		"'--ssh-config' 'none'", "'--jobs' '4'", "'--job-timeout' '4h'"} {
+		if !strings.Contains(exec, want) {
+			t.Errorf("ExecStart %q lacks %q", exec, want)
+		}
+	}
+	if strings.Contains(exec, "--nixos-anywhere") {
+		t.Errorf("ExecStart %q names a nixos-anywhere though the option is null", exec)
+	}
+}

@@ -1,5 +1,6 @@
 # NixOS module for nix8sd, the nix8s provisioning daemon: the service, its PostgreSQL, state directory,
-# firewall for DHCP/TFTP/HTTP, and API tokens as files. Exported by the flake as nixosModules.nix8sd.
+# firewall for DHCP/TFTP/HTTP, API tokens as files, and what its install/rollout jobs run (nixos-anywhere,
+# nixos-rebuild, ssh with checked host keys, cluster secrets). Exported by the flake as nixosModules.nix8sd.
 { config, lib, pkgs, ... }:
 let
   cfg = config.services.nix8sd;
@@ -9,7 +10,15 @@ let
     ++ optionals (cfg.adminTokenFile != null) [ "--admin-token-file" "%d/admin-token" ]
     ++ optionals (cfg.readTokenFile != null) [ "--read-token-file" "%d/read-token" ]
     ++ optionals (cfg.flake != null) [ "--flake" cfg.flake ]
+    ++ optionals (ops.nixosAnywhere != null) [ "--nixos-anywhere" "${ops.nixosAnywhere}/bin/nixos-anywhere" ]
+    ++ optionals (ops.nixosRebuild != null) [ "--nixos-rebuild" "${ops.nixosRebuild}/bin/nixos-rebuild" ]
+    ++ optionals (ops.secretsDir != null) [ "--secrets" ops.secretsDir ]
+    ++ optionals (ops.knownHostsFile != null) [ "--known-hosts" ops.knownHostsFile ]
+    ++ optionals (ops.sshConfigFile != null) [ "--ssh-config" ops.sshConfigFile ]
+    ++ optionals (ops.jobs != null) [ "--jobs" (toString ops.jobs) ]
+    ++ optionals (ops.jobTimeout != null) [ "--job-timeout" ops.jobTimeout ]
     ++ cfg.extraArgs;
+  ops = cfg.operations;
 in
 {
   options.services.nix8sd = {
@@ -104,10 +113,66 @@ in
       description = "Log level of the structured (JSON) logs.";
     };
 
+    # The install and rollout jobs (docs/daemon.md, "Operations (jobs)"). The ssh user, port and key come
+    # from the inventory's provisioning.nixos-anywhere.ssh; the key file must be readable by the nix8sd user.
+    operations = {
+      nixosAnywhere = mkOption {
+        type = types.nullOr types.package;
+        default = pkgs.nixos-anywhere;
+        defaultText = literalExpression "pkgs.nixos-anywhere";
+        description = "The nixos-anywhere that install jobs run (`--nixos-anywhere`); `null`: the one on the service's PATH.";
+      };
+      nixosRebuild = mkOption {
+        type = types.nullOr types.package;
+        default = pkgs.nixos-rebuild;
+        defaultText = literalExpression "pkgs.nixos-rebuild";
+        description = "The nixos-rebuild that rollout jobs run (`--nixos-rebuild`); `null`: the one on the service's PATH.";
+      };
+      secretsDir = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/nix8sd-secrets";
+        description = ''
+          Directory of the clusters' tokens, `<cluster>.yaml` as `nix8s gen-secrets` writes them (`--secrets`),
+          readable by the nix8sd user. Default: `secrets` in the state directory; `"none"` delivers no token files.
+          **WARNING**: give a string path, never a path literal (`./secrets`): that would copy the tokens into
+          the world-readable Nix store.
+        '';
+      };
+      knownHostsFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/etc/nix8sd/known_hosts";
+        description = ''
+          known_hosts file the members' host keys are checked against (`--known-hosts`). Default: the nix8sd
+          user's `~/.ssh/known_hosts` in the state directory (and the system's `/etc/ssh/ssh_known_hosts`,
+          which `programs.ssh.knownHosts` fills). Host keys are always checked.
+        '';
+      };
+      sshConfigFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "none";
+        description = "File passed to `ssh -F` (`--ssh-config`); `\"none\"` ignores every ssh config file. Default: ssh's own.";
+      };
+      jobs = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 4;
+        description = "How many jobs this daemon runs at once (`--jobs`); default the daemon's (2).";
+      };
+      jobTimeout = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "4h";
+        description = "A job still running after this Go duration fails (`--job-timeout`); default the daemon's (2h).";
+      };
+    };
+
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
-      description = "Extra arguments to `nix8sd serve`.";
+      description = "Extra arguments to `nix8sd serve` (other flags: `nix8sd serve -h`).";
     };
   };
 
@@ -142,8 +207,8 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ] ++ optional localDb "postgresql.service";
       requires = optional localDb "postgresql.service";
-      # The core is evaluated with nix-instantiate.
-      path = [ config.nix.package ];
+      # The core is evaluated with nix-instantiate; the jobs reach members with the system ssh.
+      path = [ config.nix.package pkgs.openssh ];
       environment = {
         NIX8S_STATE_DIR = cfg.stateDir;
         NIX8S_LOG_LEVEL = cfg.logLevel;

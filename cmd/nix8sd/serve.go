@@ -21,6 +21,7 @@ import (
 	"github.com/nix8s/nix8s/internal/nixgen"
 	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/rollout"
 )
 
 type serveOptions struct {
@@ -62,6 +63,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.StringVar(&o.ops.ExtraFiles, "extra-files", getenv("NIX8S_EXTRA_FILES"), "also deliver `DIR`/<cluster>-<member>/ onto each member's / on install ($NIX8S_EXTRA_FILES)")
 	fs.DurationVar(&o.ops.InstallTimeout, "install-timeout", time.Hour, "give up on one member's nixos-anywhere after `DURATION`")
 	fs.DurationVar(&o.ops.WaitTimeout, "wait-timeout", provision.DefaultWaitTimeout, "give up waiting for a member to be ready after `DURATION`")
+	fs.DurationVar(&o.ops.DrainTimeout, "drain-timeout", rollout.DefaultDrainTimeout, "give up draining one node in a rollout after `DURATION`")
 	fs.IntVar(&o.jobs, "jobs", jobs.DefaultConcurrency, "run at most `N` jobs at once")
 	fs.DurationVar(&o.jobTimeout, "job-timeout", jobs.DefaultTimeout, "fail a job still running after `DURATION`")
 	if err := parseFlags(fs, args, stderr); err != nil {

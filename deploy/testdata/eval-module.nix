@@ -14,15 +14,17 @@ let
     escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'" + x + "'") xs);
     types = {
       package = "package"; str = "str"; port = "port"; bool = "bool"; path = "path";
-      nullOr = _: "nullOr"; enum = _: "enum"; listOf = _: "listOf";
+      nullOr = _: "nullOr"; enum = _: "enum"; listOf = _: "listOf"; ints.positive = "int";
     };
   };
   module = import ../nixos-module.nix;
   isOption = o: builtins.isAttrs o && o ? default || (builtins.isAttrs o && o ? type && o ? description);
   defaults = opts: builtins.mapAttrs (_: o: if isOption o then o.default or null else defaults o) opts;
   merge = a: b: a // builtins.mapAttrs (k: v: if builtins.isAttrs v && builtins.isAttrs (a.${k} or null) then merge a.${k} v else v) b;
-  options = (module { config = throw "options must not read config"; inherit lib; pkgs = { }; }).options.services.nix8sd;
+  # Stand-ins for the packages the module takes from nixpkgs.
+  pkgs = { nixos-anywhere = "/nix/store/x-nixos-anywhere"; nixos-rebuild = "/nix/store/x-nixos-rebuild"; openssh = "/nix/store/x-openssh"; };
+  options = (module { config = throw "options must not read config"; inherit lib pkgs; }).options.services.nix8sd;
   cfg = merge (defaults options) settings;
-  evaluated = module { config = { services.nix8sd = cfg; nix.package = "/nix/store/nix"; }; inherit lib; pkgs = { }; };
+  evaluated = module { config = { services.nix8sd = cfg; nix.package = "/nix/store/nix"; }; inherit lib pkgs; };
 in
 evaluated.config

@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 	}
 	coreCache = dir
 	code := pgtest.Run(m)
+	stopAPIServer()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/remote"
@@ -50,6 +52,13 @@ type Config struct {
 	WaitTimeout time.Duration
 	// WaitInterval is the pause between readiness probes; default provision.DefaultWaitInterval.
 	WaitInterval time.Duration
+	// DrainTimeout bounds draining one node in a rollout; default rollout.DefaultDrainTimeout.
+	DrainTimeout time.Duration
+
+	// APIServer, when set, is how rollout jobs reach every cluster's API server instead of fetching the
+	// admin kubeconfig from a Ready server over ssh. A seam for tests, which hand it a test API server's
+	// config (internal/k8stest); nix8sd never sets it.
+	APIServer *rest.Config
 }
 
 // SSH is the ssh Runner of the config.

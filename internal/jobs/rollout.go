@@ -32,7 +32,8 @@ func (p RolloutParams) Check() error {
 }
 
 // rollout is the handler of rollout jobs: rollout.Rollout on the job's cluster, reaching its API server with
-// the admin kubeconfig fetched from a ready server (as nix8s kubeconfig does).
+// the admin kubeconfig fetched from a ready server (as nix8s kubeconfig does), with the assigned machines
+// moved ready -> rebuilding -> ready (or rebuild_failed) as it goes.
 func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any, error) {
 	var p RolloutParams
 	if err := json.Unmarshal(j.Params, &p); err != nil {
@@ -54,6 +55,7 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		Members:        p.Members,
 		MaxUnavailable: p.MaxUnavailable,
 		DryRun:         p.DryRun,
+		DrainTimeout:   cfg.DrainTimeout,
 		ReadyTimeout:   cfg.waitTimeout(),
 		PollInterval:   cfg.waitInterval(),
 		Switcher: &rollout.NixosRebuild{Program: cfg.NixosRebuild, Flake: cfg.Flake, SSH: ssh, Settings: settings,
@@ -61,13 +63,15 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		Progress: log,
 	}
 	if !p.DryRun {
-		data, from, err := kubeconfig.Fetch(ctx, ssh, provision.SSHReadiness{Runner: ssh}, c, settings)
-		if err != nil {
-			return nil, err
-		}
-		rc, err := clientcmd.RESTConfigFromKubeConfig(data)
-		if err != nil {
-			return nil, fmt.Errorf("the kubeconfig of %s: %w", from, err)
+		rc, from := cfg.APIServer, "the daemon's configuration"
+		if rc == nil {
+			var data []byte
+			if data, from, err = kubeconfig.Fetch(ctx, ssh, provision.SSHReadiness{Runner: ssh}, c, settings); err != nil {
+				return nil, err
+			}
+			if rc, err = clientcmd.RESTConfigFromKubeConfig(data); err != nil {
+				return nil, fmt.Errorf("the kubeconfig of %s: %w", from, err)
+			}
 		}
 		client, host, err := rollout.ClientFor(rc, 0)
 		if err != nil {
@@ -75,6 +79,13 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		}
 		fmt.Fprintf(log, "nix8s: %s: API server %s (credentials from %s)\n", c.Name, host, from)
 		o.Client = client
+		obs := &rebuildObserver{&machineObserver{st: r.Store, actor: fmt.Sprintf("job:%d", j.ID), job: j.ID, log: log,
+			ctx: context.WithoutCancel(ctx), c: c}}
+		if obs.machines, err = r.Store.MachinesOfCluster(ctx, c.Name); err != nil {
+			return nil, err
+		}
+		obs.noteUntracked(p.Members)
+		o.Observer = obs
 	}
 	report, err := rollout.Rollout(ctx, c, o)
 	if report == nil {
@@ -85,4 +96,32 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		return report, fmt.Errorf("rollout of cluster %q stopped: %w", c.Name, err)
 	}
 	return report, nil
+}
+
+// rebuildObserver moves the machines of the members a rollout takes on through rebuilding, through the store
+// (the database checks every transition and logs it with the job as actor).
+type rebuildObserver struct{ *machineObserver }
+
+// Starting implements rollout.Observer: the database must allow the machine into rebuilding (from ready,
+// or rebuild_failed for another try) before its node is cordoned; else that member fails with the
+// database's reason and nothing is touched.
+func (o *rebuildObserver) Starting(member string) error {
+	return o.move(member, "rebuilding", fmt.Sprintf("rollout job %d: cordon, drain, switch", o.job))
+}
+
+// Ready implements rollout.Observer.
+func (o *rebuildObserver) Ready(member string) {
+	if o.current(member) != "rebuilding" {
+		return
+	}
+	o.warn(o.move(member, "ready", fmt.Sprintf("rollout job %d: switched; a Ready node", o.job)))
+}
+
+// Failed implements rollout.Observer. A member that fails after Ready (uncordon) keeps its machine ready:
+// it runs its configuration; the log and the report say its node is cordoned.
+func (o *rebuildObserver) Failed(member string, phase rollout.Phase, err error) {
+	if o.current(member) != "rebuilding" {
+		return
+	}
+	o.warn(o.move(member, "rebuild_failed", fmt.Sprintf("rollout job %d: %s: %v", o.job, phase, err)))
 }

@@ -260,8 +260,18 @@ func ready(n *corev1.Node) bool {
 	return false
 }
 
-// RenewLease renews (or creates) the node's Lease in kube-node-lease, as its kubelet does.
+// RenewLease renews (or creates) the node's Lease in kube-node-lease, as its kubelet does. RunKubelet may
+// renew the same Lease at the same moment: a lost race (already exists, conflict) is tried again.
 func RenewLease(ctx context.Context, c kubernetes.Interface, node string) error {
+	for {
+		err := renewLease(ctx, c, node)
+		if !apierrors.IsAlreadyExists(err) && !apierrors.IsConflict(err) {
+			return err
+		}
+	}
+}
+
+func renewLease(ctx context.Context, c kubernetes.Interface, node string) error {
 	now := metav1.NewMicroTime(time.Now())
 	leases := c.CoordinationV1().Leases(corev1.NamespaceNodeLease)
 	l, err := leases.Get(ctx, node, metav1.GetOptions{})

@@ -122,6 +122,22 @@ type Options struct {
 	Switcher Switcher
 	// Progress receives progress lines (stderr); nil discards them.
 	Progress io.Writer
+	// Observer, when set, hears of each member's progress (nix8sd moves the assigned machine through
+	// rebuilding); nil observes nothing.
+	Observer Observer
+}
+
+// Observer hears what happens to each member while Rollout runs. Calls for different agents may come
+// concurrently (MaxUnavailable > 1). A dry run, and members an earlier failure kept from starting, see
+// nothing.
+type Observer interface {
+	// Starting comes when the member's turn begins, before its node is cordoned: cordon, drain and switch
+	// are all part of switching it. An error fails that member in the cordon phase with nothing touched.
+	Starting(member string) error
+	// Ready comes when the switched node is Ready again, before it is uncordoned.
+	Ready(member string)
+	// Failed comes when the member failed, in the phase that failed, with the error the report holds.
+	Failed(member string, phase Phase, err error)
 }
 
 func (o *Options) defaults() {
@@ -449,6 +465,9 @@ func (ro *rollout) member(ctx context.Context, m string) error {
 		r.Cordoned = phase != PhaseCordon
 	})
 	ro.progress("%s: failed in %s", t.HostName, phase)
+	if ro.o.Observer != nil {
+		ro.o.Observer.Failed(m, phase, err)
+	}
 	if ro.o.Rollback {
 		ro.rollback(ctx, t, phase)
 	}
@@ -459,6 +478,11 @@ func (ro *rollout) member(ctx context.Context, m string) error {
 }
 
 func (ro *rollout) phases(ctx context.Context, t Target) (Phase, error) {
+	if ro.o.Observer != nil {
+		if err := ro.o.Observer.Starting(t.Member); err != nil {
+			return PhaseCordon, err
+		}
+	}
 	if err := ro.cordon(ctx, t.HostName, true); err != nil {
 		return PhaseCordon, err
 	}
@@ -472,6 +496,9 @@ func (ro *rollout) phases(ctx context.Context, t Target) (Phase, error) {
 	switched := ro.leaseRenewal(ctx, t.HostName)
 	if err := ro.waitReady(ctx, t.HostName, switched); err != nil {
 		return PhaseReady, err
+	}
+	if ro.o.Observer != nil {
+		ro.o.Observer.Ready(t.Member)
 	}
 	if err := ro.cordon(ctx, t.HostName, false); err != nil {
 		return PhaseUncordon, err

@@ -767,3 +767,69 @@ func TestAnInterruptStopsTheRolloutLikeAFailure(t *testing.T) {
 		t.Error("want intr-agent1 cordoned and intr-agent2 untouched")
 	}
 }
+
+// observed records an Observer's calls as "starting agent1", "ready agent1", "failed agent2 drain".
+type observed struct {
+	refuse map[string]error // Starting answers this for the member
+
+	mu    sync.Mutex
+	calls []string
+}
+
+func (o *observed) add(s string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.calls = append(o.calls, s)
+}
+
+func (o *observed) Starting(m string) error {
+	o.add("starting " + m)
+	return o.refuse[m]
+}
+func (o *observed) Ready(m string) { o.add("ready " + m) }
+func (o *observed) Failed(m string, phase Phase, _ error) {
+	o.add(fmt.Sprintf("failed %s %s", m, phase))
+}
+
+func TestTheObserverHearsEachMemberStartBecomeReadyAndFail(t *testing.T) {
+	c := newCluster(t, "obs", 1, 3, v131, v131)
+	if err := k8stest.RunPod(t.Context(), env.Client, k8stest.Pod{Namespace: "obs", Name: "db-0", Node: "obs-agent2",
+		Owner: k8stest.ReplicaSet, OwnerName: "db", Labels: map[string]string{"app": "db"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8stest.AddPDB(t.Context(), env.Client, "obs", "db", "db", 1, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	ob := &observed{}
+	o := opts(newStandIn(""))
+	o.DrainTimeout = time.Second
+	o.Observer = ob
+	if _, err := Rollout(t.Context(), c, o); err == nil {
+		t.Fatal("rollout succeeded; want it stopped by the PodDisruptionBudget")
+	}
+	want := []string{"starting agent1", "ready agent1", "starting agent2", "failed agent2 drain"}
+	if !slices.Equal(ob.calls, want) {
+		t.Errorf("observed %v, want %v", ob.calls, want)
+	}
+
+	// A member the observer refuses fails before its node is cordoned.
+	ob = &observed{refuse: map[string]error{"agent3": errors.New("machine is locked")}}
+	o.Observer, o.Members = ob, []string{"agent3"}
+	r, err := Rollout(t.Context(), c, o)
+	if err == nil || err.Error() != "obs-agent3: cordon: machine is locked" {
+		t.Fatalf("error %v, want obs-agent3: cordon: machine is locked", err)
+	}
+	if m := member(t, r, "agent3"); m.Cordoned || unschedulable(t, "obs-agent3") {
+		t.Errorf("agent3 %+v: a refused member was cordoned", m)
+	}
+	if want := []string{"starting agent3", "failed agent3 cordon"}; !slices.Equal(ob.calls, want) {
+		t.Errorf("observed %v, want %v", ob.calls, want)
+	}
+
+	// A dry run observes nothing.
+	ob = &observed{}
+	o.Observer, o.Members, o.DryRun = ob, nil, true
+	if _, err := Rollout(t.Context(), c, o); err != nil || len(ob.calls) != 0 {
+		t.Errorf("dry run: %v, observed %v", err, ob.calls)
+	}
+}
