@@ -1,0 +1,143 @@
+// Package pxe serves network boot for nix8sd: DHCP (proxy or full mode), TFTP for the iPXE binaries, and HTTP
+// for iPXE scripts matched by MAC, netboot images and the machine-facing phone-home endpoints. What a machine
+// boots is decided server-side by a Booter; what a machine may report goes through Machines. Both are small
+// seams so this package does not depend on the store (memory.go implements both for tests, storeadapter.go on
+// the daemon's store).
+package pxe
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+)
+
+// Firmware is the kind of client asking for a boot file; it picks the file DHCP names.
+type Firmware string
+
+const (
+	// FirmwareBIOS is legacy PXE: it gets undionly.kpxe over TFTP.
+	FirmwareBIOS Firmware = "bios"
+	// FirmwareUEFI is UEFI x86-64 PXE: it gets ipxe.efi over TFTP.
+	FirmwareUEFI Firmware = "uefi"
+	// FirmwareUEFIHTTP is UEFI HTTP boot (vendor class "HTTPClient"): it gets ipxe.efi by an HTTP URL.
+	FirmwareUEFIHTTP Firmware = "uefi-http"
+	// FirmwareIPXE is iPXE itself (user class "iPXE" or option 175): it gets the script URL.
+	FirmwareIPXE Firmware = "ipxe"
+)
+
+// Action is what a machine is told to do when it boots from the network.
+type Action string
+
+const (
+	// ActionInstall boots the installer of the machine's member.
+	ActionInstall Action = "install"
+	// ActionDiscover boots the discovery image, which reports the machine's facts.
+	ActionDiscover Action = "discover"
+	// ActionLocal boots the local disk (an installed machine is never reinstalled until an operator asks).
+	ActionLocal Action = "local"
+	// ActionIgnore answers nothing useful: the firmware falls through to its next boot device.
+	ActionIgnore Action = "ignore"
+)
+
+// Boot is a Booter's decision for one machine.
+type Boot struct {
+	Action Action
+	// Image names the netboot image (Install, Discover): an ImageSource ID, served under /boot/images/<ID>/.
+	Image string
+	// Cmdline holds extra kernel arguments, each "key" or "key=value" (validated before use).
+	Cmdline []string
+	// Generation is the armed install's generation (Install).
+	Generation int64
+	// Member is "<cluster>-<member>" of an install, for logs and metrics.
+	Member string
+	// IP is the member's plan address, handed out by full-mode DHCP (nil: from the range).
+	IP net.IP
+}
+
+// Booter decides what a machine boots. It sees only what DHCP and HTTP can know about a machine: its MAC and
+// firmware. It must not return secrets: boot answers are given to anyone who claims a MAC.
+type Booter interface {
+	Boot(ctx context.Context, mac net.HardwareAddr, fw Firmware) (Boot, error)
+}
+
+// TokenClaimer hands the phone-home token of an armed install to the installer's boot script, once per
+// generation: a second network boot of the same generation gets the installer without a token (it cannot
+// report, and the install runs into its deadline), so a MAC spoofer who fetches the script after the real
+// machine gets nothing, and one who fetches it first makes the real install fail visibly instead of silently.
+// The token is no secret of the cluster: it can only report progress for this MAC and this generation.
+type TokenClaimer interface {
+	ClaimToken(ctx context.Context, mac net.HardwareAddr, generation int64) (string, error)
+}
+
+// Progress is one phone-home report of an install.
+type Progress struct {
+	// Generation is the install generation the token was minted for.
+	Generation int64 `json:"generation"`
+	// Phase names the installer's phase (disko, install, reboot, ...); free text, length-limited.
+	Phase string `json:"phase"`
+	// Done reports the install finished: the token is used up and the install disarmed.
+	Done bool `json:"done"`
+	// Error, when set, reports the install failed.
+	Error string `json:"error,omitempty"`
+}
+
+// Machines records what booting machines report about themselves.
+type Machines interface {
+	// Discovered records a machine's hardware facts (a JSON object) reported by the discovery image.
+	Discovered(ctx context.Context, mac net.HardwareAddr, facts json.RawMessage) error
+	// Progress checks token against the machine's armed install and records p; ErrToken when the token is
+	// wrong, used, or the machine is not installing.
+	Progress(ctx context.Context, mac net.HardwareAddr, token string, p Progress) error
+}
+
+// Errors the HTTP layer maps to status codes.
+var (
+	// ErrToken: the phone-home token is wrong, used up, or the machine is not installing (403).
+	ErrToken = errors.New("token not valid for this machine")
+	// ErrNotFound: no such machine or image (404).
+	ErrNotFound = errors.New("not found")
+)
+
+// ParseMAC accepts a 6-byte MAC in any form net.ParseMAC takes and nothing else.
+func ParseMAC(s string) (net.HardwareAddr, error) {
+	if len(s) > 17 {
+		return nil, fmt.Errorf("%q is not a MAC address like aa:bb:cc:dd:ee:ff", truncate(s, 40))
+	}
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return nil, fmt.Errorf("%q is not a MAC address like aa:bb:cc:dd:ee:ff", s)
+	}
+	return hw, nil
+}
+
+var (
+	// Image IDs are store path hashes or simple names: nothing that could leave a URL path segment.
+	imageIDRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,99}$`)
+	// Kernel arguments: no spaces, quotes, semicolons, ${} or newlines that iPXE or the kernel would interpret.
+	cmdlineArgRe = regexp.MustCompile(`^[a-zA-Z0-9_.-]+(=[a-zA-Z0-9_.,:/@+-]*)?$`)
+)
+
+// ValidImageID reports whether id may be used as an image ID.
+func ValidImageID(id string) bool { return imageIDRe.MatchString(id) && !strings.Contains(id, "..") }
+
+// ValidateCmdline checks every kernel argument of a Boot.
+func ValidateCmdline(args []string) error {
+	var errs []error
+	for i, a := range args {
+		if !cmdlineArgRe.MatchString(a) {
+			errs = append(errs, fmt.Errorf("cmdline[%d]: %q is not a plain kernel argument (letters, digits, _.- and =value)", i, truncate(a, 60)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,497 @@
+package pxe
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/insomniacslk/dhcp/iana"
+)
+
+// Mode is how the DHCP server takes part in the network.
+type Mode string
+
+const (
+	// ModeProxy hands out no addresses, only boot information beside the site's DHCP server (the default).
+	ModeProxy Mode = "proxy"
+	// ModeFull hands out addresses from a range, and each assigned member its plan IP.
+	ModeFull Mode = "full"
+)
+
+// DHCP answers PXE clients. Packets are parsed and answered by a bounded pool of workers; what does not fit
+// the queue is dropped (the client retries) rather than piling up goroutines.
+type DHCP struct {
+	Mode Mode
+	// Interface to serve (SO_BINDTODEVICE) and the server's address on it.
+	Interface string
+	ServerIP  net.IP
+	// Full mode: the subnet, the range [RangeStart, RangeEnd], the router, the lease time (default 1 h).
+	Subnet               *net.IPNet
+	RangeStart, RangeEnd net.IP
+	Gateway              net.IP
+	DNS                  []net.IP
+	LeaseTime            time.Duration
+	Leases               Leases
+	Booter               Booter
+	// HTTPBase is the boot HTTP server's base URL (http://ip:port).
+	HTTPBase string
+	// Workers (default 8) and Queue (default 256) bound the packet handling.
+	Workers, Queue int
+	// Port is the DHCP server port (67 unless a test moves it); proxy mode also serves Port+3944 (4011).
+	Port    int
+	Metrics *Metrics
+	Logger  *slog.Logger
+
+	mu     sync.Mutex // allocation and chain state
+	chains map[string][]time.Time
+	next   uint32 // where the search for a free address resumes
+}
+
+type packet struct {
+	conn net.PacketConn
+	peer net.Addr
+	m    *dhcpv4.DHCPv4
+	alt  bool // arrived on the proxy port 4011
+}
+
+// Check reports every problem of the configuration at once.
+func (d *DHCP) Check() error {
+	var errs []error
+	if d.ServerIP.To4() == nil {
+		errs = append(errs, fmt.Errorf("dhcp: server IP %v is not an IPv4 address", d.ServerIP))
+	}
+	if d.Booter == nil {
+		errs = append(errs, errors.New("dhcp: no Booter"))
+	}
+	if err := CheckBaseURL(d.HTTPBase); err != nil {
+		errs = append(errs, fmt.Errorf("dhcp: %w", err))
+	}
+	switch d.Mode {
+	case ModeProxy:
+	case ModeFull:
+		if d.Subnet == nil {
+			errs = append(errs, errors.New("dhcp: full mode needs a subnet"))
+		} else {
+			for _, ip := range []net.IP{d.RangeStart, d.RangeEnd} {
+				if ip.To4() == nil || !d.Subnet.Contains(ip) {
+					errs = append(errs, fmt.Errorf("dhcp: range end %v is not inside the subnet %v", ip, d.Subnet))
+				}
+			}
+			if d.RangeStart.To4() != nil && d.RangeEnd.To4() != nil && ip4(d.RangeStart) > ip4(d.RangeEnd) {
+				errs = append(errs, fmt.Errorf("dhcp: range %v-%v is backwards", d.RangeStart, d.RangeEnd))
+			}
+			if d.Gateway != nil && !d.Subnet.Contains(d.Gateway) {
+				errs = append(errs, fmt.Errorf("dhcp: gateway %v is not inside the subnet %v", d.Gateway, d.Subnet))
+			}
+		}
+		if d.Leases == nil {
+			errs = append(errs, errors.New("dhcp: full mode needs a lease store"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("dhcp: mode %q is neither proxy nor full", d.Mode))
+	}
+	return errors.Join(errs...)
+}
+
+// Serve answers DHCP on the interface until ctx ends.
+func (d *DHCP) Serve(ctx context.Context) error {
+	if err := d.Check(); err != nil {
+		return err
+	}
+	workers, queue, port := d.Workers, d.Queue, d.Port
+	if workers <= 0 {
+		workers = 8
+	}
+	if queue <= 0 {
+		queue = 256
+	}
+	if port == 0 {
+		port = 67
+	}
+	if err := checkInterface(d.Interface, d.ServerIP); err != nil {
+		return err
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	conn, err := server4.NewIPv4UDPConn(d.Interface, &net.UDPAddr{Port: port})
+	if err != nil {
+		return fmt.Errorf("dhcp: listening on %s port %d: %w", d.Interface, port, err)
+	}
+	conns := []net.PacketConn{conn}
+	if d.Mode == ModeProxy {
+		alt, err := server4.NewIPv4UDPConn(d.Interface, &net.UDPAddr{Port: port + 3944})
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("dhcp: listening on %s port %d: %w", d.Interface, port+3944, err)
+		}
+		conns = append(conns, alt)
+	}
+	q := make(chan packet, queue)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range q {
+				d.serve(ctx, p)
+			}
+		}()
+	}
+	var rwg sync.WaitGroup
+	for i, c := range conns {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			buf := make([]byte, 4096)
+			for {
+				n, peer, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				m, err := dhcpv4.FromBytes(buf[:n])
+				if err != nil || m.OpCode != dhcpv4.OpcodeBootRequest {
+					d.Metrics.dhcpDrop("bad")
+					continue
+				}
+				select {
+				case q <- packet{conn: c, peer: peer, m: m, alt: i == 1}:
+				default:
+					d.Metrics.dhcpDrop("busy")
+				}
+			}
+		}()
+	}
+	d.Logger.Info("pxe: dhcp serving", "mode", d.Mode, "interface", d.Interface, "server", d.ServerIP.String())
+	<-ctx.Done()
+	for _, c := range conns {
+		c.Close()
+	}
+	rwg.Wait()
+	close(q)
+	wg.Wait()
+	return nil
+}
+
+func (d *DHCP) serve(ctx context.Context, p packet) {
+	reply, err := d.Handle(ctx, p.m, p.alt)
+	if err != nil {
+		d.Logger.Warn("pxe: dhcp", "mac", p.m.ClientHWAddr.String(), "err", err)
+	}
+	if reply == nil {
+		d.Metrics.dhcpDrop("ignored")
+		return
+	}
+	dst := &net.UDPAddr{IP: net.IPv4bcast, Port: 68}
+	switch {
+	case p.alt:
+		dst = p.peer.(*net.UDPAddr) // port 4011: answer where it came from
+	case !p.m.GatewayIPAddr.IsUnspecified():
+		dst = &net.UDPAddr{IP: p.m.GatewayIPAddr, Port: 67}
+	case !p.m.ClientIPAddr.IsUnspecified():
+		dst = &net.UDPAddr{IP: p.m.ClientIPAddr, Port: 68}
+	}
+	if _, err := p.conn.WriteTo(reply.ToBytes(), dst); err != nil {
+		d.Logger.Warn("pxe: dhcp reply", "mac", p.m.ClientHWAddr.String(), "dst", dst.String(), "err", err)
+		return
+	}
+	d.Metrics.dhcpReply(string(d.Mode), strings.ToLower(reply.MessageType().String()))
+}
+
+// ClientFirmware tells what kind of boot client sent m, and whether it is a network boot client at all.
+func ClientFirmware(m *dhcpv4.DHCPv4) (Firmware, bool) {
+	for _, uc := range m.UserClass() {
+		if uc == "iPXE" {
+			return FirmwareIPXE, true
+		}
+	}
+	if m.Options.Has(dhcpv4.OptionEtherboot) {
+		return FirmwareIPXE, true
+	}
+	class := m.ClassIdentifier()
+	if strings.HasPrefix(class, "HTTPClient") {
+		return FirmwareUEFIHTTP, true
+	}
+	if !strings.HasPrefix(class, "PXEClient") {
+		return "", false
+	}
+	for _, a := range m.ClientArch() {
+		switch a {
+		case iana.EFI_X86_64, iana.EFI_BC:
+			return FirmwareUEFI, true
+		case iana.EFI_X86_64_HTTP:
+			return FirmwareUEFIHTTP, true
+		}
+	}
+	return FirmwareBIOS, true
+}
+
+// chainLimit breaks boot loops: a MAC handed an iPXE binary this many times within chainWindow gets no more
+// boot files until the window passes (a chain-loaded iPXE that does not say it is iPXE would loop forever).
+const offerHold = 30 * time.Second
+
+const (
+	chainLimit  = 4
+	chainWindow = 2 * time.Minute
+)
+
+func (d *DHCP) chainOK(mac string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.chains == nil {
+		d.chains = map[string][]time.Time{}
+	}
+	if len(d.chains) > 100000 {
+		d.chains = map[string][]time.Time{}
+	}
+	var recent []time.Time
+	for _, t := range d.chains[mac] {
+		if now.Sub(t) < chainWindow {
+			recent = append(recent, t)
+		}
+	}
+	if len(recent) >= chainLimit {
+		d.chains[mac] = recent
+		return false
+	}
+	d.chains[mac] = append(recent, now)
+	return true
+}
+
+// Handle computes the reply to one request (nil: no answer). alt is true for the proxy port 4011.
+func (d *DHCP) Handle(ctx context.Context, m *dhcpv4.DHCPv4, alt bool) (*dhcpv4.DHCPv4, error) {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(m.ClientHWAddr) != 6 {
+		return nil, nil
+	}
+	mac := m.ClientHWAddr
+	fw, pxe := ClientFirmware(m)
+	typ := m.MessageType()
+	var b Boot
+	if pxe || d.Mode == ModeFull { // full mode: an installed member's OS gets its plan IP too
+		var err error
+		if b, err = d.Booter.Boot(ctx, mac, fw); err != nil {
+			return nil, fmt.Errorf("boot decision: %w", err)
+		}
+	}
+	if d.Mode == ModeProxy {
+		return d.proxy(m, typ, fw, pxe, b, alt)
+	}
+	return d.full(ctx, m, typ, fw, pxe, b)
+}
+
+func (d *DHCP) proxy(m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, fw Firmware, pxe bool, b Boot, alt bool) (*dhcpv4.DHCPv4, error) {
+	// Machines nix8s does not boot are left to the site entirely.
+	if !pxe || b.Action == ActionIgnore {
+		return nil, nil
+	}
+	var reply dhcpv4.MessageType
+	switch {
+	case typ == dhcpv4.MessageTypeDiscover && !alt:
+		reply = dhcpv4.MessageTypeOffer
+	case typ == dhcpv4.MessageTypeRequest && (alt || d.ServerIP.Equal(m.ServerIdentifier())):
+		reply = dhcpv4.MessageTypeAck
+	case typ == dhcpv4.MessageTypeInform:
+		reply = dhcpv4.MessageTypeAck
+	default:
+		return nil, nil
+	}
+	r, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(reply),
+		dhcpv4.WithServerIP(d.ServerIP), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.ServerIP)))
+	if err != nil {
+		return nil, err
+	}
+	// A proxy offer must say PXEClient so the firmware takes it as one (PXE spec 2.1); UEFI firmware then asks
+	// again on port 4011, which Serve answers too. Site leases stay untouched: yiaddr is 0.0.0.0.
+	if fw == FirmwareUEFIHTTP {
+		r.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
+	} else {
+		r.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
+		// PXE vendor options: discovery control = 8 (boot file is in the packet, no boot server discovery).
+		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+	}
+	if !d.bootFile(r, m, fw) {
+		return nil, nil
+	}
+	return r, nil
+}
+
+func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, fw Firmware, pxe bool, b Boot) (*dhcpv4.DHCPv4, error) {
+	mac := m.ClientHWAddr.String()
+	switch typ {
+	case dhcpv4.MessageTypeRelease:
+		if d.ServerIP.Equal(m.ServerIdentifier()) {
+			return nil, d.Leases.Release(ctx, mac)
+		}
+		return nil, nil
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
+	default:
+		return nil, nil
+	}
+	if typ == dhcpv4.MessageTypeRequest {
+		if sid := m.ServerIdentifier(); sid != nil && !sid.Equal(d.ServerIP) {
+			return nil, nil // the client chose another server's offer
+		}
+	}
+	ip, err := d.allocate(ctx, mac, b.IP)
+	if err != nil {
+		return nil, err
+	}
+	reply := dhcpv4.MessageTypeOffer
+	if typ == dhcpv4.MessageTypeRequest {
+		want := m.RequestedIPAddress()
+		if want == nil {
+			want = m.ClientIPAddr
+		}
+		if want == nil || !want.Equal(ip) {
+			d.Metrics.dhcpReply(string(d.Mode), "nak")
+			r, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.ServerIP)))
+			return r, err
+		}
+		reply = dhcpv4.MessageTypeAck
+	}
+	lt := d.LeaseTime
+	if lt == 0 {
+		lt = time.Hour
+	}
+	// An offer holds its address for a short while, so concurrent clients are not offered the same one.
+	hold := lt
+	if typ == dhcpv4.MessageTypeDiscover {
+		hold = offerHold
+	}
+	if err := d.Leases.Put(ctx, Lease{MAC: mac, IP: ip, Expires: time.Now().Add(hold)}); err != nil {
+		return nil, err
+	}
+	mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(reply), dhcpv4.WithYourIP(ip),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.ServerIP)),
+		dhcpv4.WithOption(dhcpv4.OptSubnetMask(d.Subnet.Mask)),
+		dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(lt))}
+	if d.Gateway != nil {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRouter(d.Gateway)))
+	}
+	if len(d.DNS) > 0 {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(d.DNS...)))
+	}
+	r, err := dhcpv4.NewReplyFromRequest(m, mods...)
+	if err != nil {
+		return nil, err
+	}
+	if pxe && b.Action != ActionIgnore {
+		r.ServerIPAddr = d.ServerIP
+		if fw == FirmwareUEFIHTTP {
+			r.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
+		}
+		// No option 60 "PXEClient" here: UEFI firmware would then insist on a proxy on port 4011 (PXE-E16).
+		d.bootFile(r, m, fw)
+	}
+	return r, nil
+}
+
+// bootFile puts the boot file for fw into r; false when the chain-loading limit stops it.
+func (d *DHCP) bootFile(r, m *dhcpv4.DHCPv4, fw Firmware) bool {
+	var file string
+	switch fw {
+	case FirmwareIPXE:
+		file = d.HTTPBase + "/boot/ipxe?mac=${net0/mac}"
+		// Option 175.176 = 1: iPXE skips waiting for proxyDHCP offers (2 s) when we are its only DHCP server.
+		if d.Mode == ModeFull {
+			r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionEtherboot, []byte{176, 1, 1}))
+		}
+	case FirmwareUEFIHTTP:
+		file = d.HTTPBase + "/boot/ipxe.efi"
+	case FirmwareUEFI:
+		file = "ipxe.efi"
+	default:
+		file = "undionly.kpxe"
+	}
+	if fw != FirmwareIPXE && !d.chainOK(m.ClientHWAddr.String(), time.Now()) {
+		d.Logger.Warn("pxe: a machine keeps asking for iPXE; not answering it for a while (boot loop?)", "mac", m.ClientHWAddr.String())
+		return false
+	}
+	r.ServerIPAddr = d.ServerIP
+	r.BootFileName = file
+	r.UpdateOption(dhcpv4.OptBootFileName(file))
+	if fw == FirmwareBIOS || fw == FirmwareUEFI {
+		r.UpdateOption(dhcpv4.OptTFTPServerName(d.ServerIP.String()))
+	}
+	return true
+}
+
+// allocate picks the MAC's address: the plan IP when the Booter names one, else its current lease, else the
+// first free address of the range.
+func (d *DHCP) allocate(ctx context.Context, mac string, plan net.IP) (net.IP, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if plan != nil {
+		if !d.Subnet.Contains(plan) {
+			return nil, fmt.Errorf("plan IP %v of %s is outside the DHCP subnet %v", plan, mac, d.Subnet)
+		}
+		return plan.To4(), nil
+	}
+	if l, err := d.Leases.ByMAC(ctx, mac); err != nil {
+		return nil, err
+	} else if l != nil && l.IP.To4() != nil && inRange(l.IP, d.RangeStart, d.RangeEnd) {
+		return l.IP.To4(), nil
+	}
+	now := time.Now()
+	lo, hi := ip4(d.RangeStart), ip4(d.RangeEnd)
+	size := uint64(hi) - uint64(lo) + 1
+	if d.next < lo || d.next > hi {
+		d.next = lo
+	}
+	for i := uint64(0); i < size; i++ {
+		a := uint32(uint64(lo) + (uint64(d.next-lo)+i)%size)
+		ip := make(net.IP, 4)
+		binary.BigEndian.PutUint32(ip, a)
+		if ip.Equal(d.ServerIP) || ip.Equal(d.Gateway) {
+			continue
+		}
+		l, err := d.Leases.ByIP(ctx, ip)
+		if err != nil {
+			return nil, err
+		}
+		if l == nil || l.MAC == mac || l.Expires.Before(now) {
+			d.next = a + 1
+			return ip, nil
+		}
+	}
+	return nil, fmt.Errorf("no free address left in %v-%v", d.RangeStart, d.RangeEnd)
+}
+
+func ip4(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
+
+func inRange(ip, lo, hi net.IP) bool { return ip4(ip) >= ip4(lo) && ip4(ip) <= ip4(hi) }
+
+// checkInterface refuses to serve when the interface lacks the server address: the answers would name an
+// address nobody can reach.
+func checkInterface(name string, ip net.IP) error {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return fmt.Errorf("dhcp: interface %q: %w", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return fmt.Errorf("dhcp: interface %q: %w", name, err)
+	}
+	var have []string
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if n.IP.Equal(ip) {
+				return nil
+			}
+			have = append(have, n.String())
+		}
+	}
+	return fmt.Errorf("dhcp: interface %s does not have the server address %v (it has: %s)", name, ip, strings.Join(have, ", "))
+}

@@ -1,0 +1,360 @@
+package pxe
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/time/rate"
+)
+
+// HTTP serves the boot and machine-facing endpoints:
+//
+//	GET  /boot/ipxe?mac=MAC                    iPXE script for that MAC (install, discover, local disk, exit)
+//	GET  /boot/images/ID/{bzImage,initrd}      netboot images, with range requests
+//	GET  /boot/ipxe.efi, /boot/undionly.kpxe   iPXE binaries for UEFI HTTP boot
+//	POST /machine/v1/discover?mac=MAC          facts JSON from the discovery image
+//	POST /machine/v1/progress?mac=MAC          install progress, Authorization: Bearer <one-time token>
+//
+// Nothing here hands out secrets: what a boot script holds is derived from the MAC alone, except the
+// one-time phone-home token, which is handed out once per armed install (see TokenClaimer).
+type HTTP struct {
+	Booter   Booter
+	Machines Machines
+	Images   ImageSource
+	// BaseURL is how machines reach this server, e.g. http://10.0.0.1:8081 (no trailing slash).
+	BaseURL string
+	// IPXEDir holds undionly.kpxe and ipxe.efi.
+	IPXEDir string
+	// ClientMAC maps a client IP to the MAC that leased it (full mode), to refuse reports for another MAC;
+	// nil or false: no check beyond the request itself.
+	ClientMAC func(ip net.IP) (net.HardwareAddr, bool)
+	Metrics   *Metrics
+	Logger    *slog.Logger
+	// MaxReport bounds a machine's request body (default 64 KiB); ReportRate limits reports per client IP
+	// (default 2/s, burst 10).
+	MaxReport  int64
+	ReportRate rate.Limit
+
+	once     sync.Once
+	mux      *http.ServeMux
+	limitMu  sync.Mutex
+	limiters map[string]*rate.Limiter
+}
+
+func (h *HTTP) init() {
+	h.once.Do(func() {
+		if h.Logger == nil {
+			h.Logger = slog.New(slog.DiscardHandler)
+		}
+		if h.MaxReport == 0 {
+			h.MaxReport = 64 << 10
+		}
+		if h.ReportRate == 0 {
+			h.ReportRate = 2
+		}
+		h.limiters = map[string]*rate.Limiter{}
+		m := http.NewServeMux()
+		m.HandleFunc("GET /boot/ipxe", h.script)
+		m.HandleFunc("GET /boot/images/{id}/{file}", h.image)
+		m.HandleFunc("GET /boot/{file}", h.ipxeBinary)
+		m.HandleFunc("POST /machine/v1/discover", h.discover)
+		m.HandleFunc("POST /machine/v1/progress", h.progress)
+		h.mux = m
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.init()
+	h.mux.ServeHTTP(w, r)
+}
+
+// ScriptURL is the boot file name DHCP gives iPXE: iPXE expands ${net0/mac} itself.
+func (h *HTTP) ScriptURL() string { return h.BaseURL + "/boot/ipxe?mac=${net0/mac}" }
+
+func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	mac, err := ParseMAC(r.URL.Query().Get("mac"))
+	if err != nil {
+		h.Metrics.boot("error")
+		h.Metrics.http("script", http.StatusBadRequest, 0)
+		http.Error(w, "#!ipxe\necho nix8s: bad mac\nexit 1\n", http.StatusBadRequest)
+		return
+	}
+	b, err := h.Booter.Boot(r.Context(), mac, FirmwareIPXE)
+	var s string
+	if err == nil {
+		s, err = h.render(r.Context(), mac, b)
+	}
+	if err != nil {
+		h.Logger.Error("pxe: boot decision", "mac", mac.String(), "err", err)
+		h.Metrics.boot("error")
+		// A script, so iPXE prints why and falls through instead of retrying forever.
+		s = "#!ipxe\necho nix8s: no boot decision for this machine; see the daemon's log\nexit 1\n"
+	} else {
+		h.Metrics.boot(string(b.Action))
+		h.Logger.Info("pxe: boot", "mac", mac.String(), "action", b.Action, "member", b.Member, "image", b.Image)
+	}
+	n, _ := io.WriteString(w, s)
+	h.Metrics.http("script", http.StatusOK, int64(n))
+}
+
+// render writes the iPXE script of a decision. Every value comes from a validated set: the MAC is parsed and
+// re-printed, image IDs and kernel arguments match conservative patterns, the base URL is checked at start.
+func (h *HTTP) render(ctx context.Context, mac net.HardwareAddr, b Boot) (string, error) {
+	var sb strings.Builder
+	sb.WriteString("#!ipxe\n")
+	switch b.Action {
+	case ActionIgnore:
+		sb.WriteString("echo nix8s: this machine is not known here; trying the next boot device\nexit 1\n")
+		return sb.String(), nil
+	case ActionLocal:
+		// BIOS: hand over to the first disk; UEFI: exit so the firmware's boot order picks the disk.
+		sb.WriteString("echo nix8s: installed; booting from the local disk\n")
+		sb.WriteString("iseq ${platform} efi && exit 0 ||\n")
+		sb.WriteString("sanboot --no-describe --drive 0x80 || exit 0\n")
+		return sb.String(), nil
+	case ActionInstall, ActionDiscover:
+	default:
+		return "", fmt.Errorf("unknown boot action %q", b.Action)
+	}
+	if !ValidImageID(b.Image) {
+		return "", fmt.Errorf("image ID %q is not a plain name", b.Image)
+	}
+	img, err := h.Images.Image(ctx, b.Image)
+	if err != nil {
+		return "", err
+	}
+	args := []string{"initrd=initrd"}
+	args = append(args, img.Cmdline...)
+	args = append(args, b.Cmdline...)
+	args = append(args, "nix8s.server="+h.BaseURL, "nix8s.mac="+mac.String())
+	if b.Action == ActionInstall {
+		args = append(args, "nix8s.generation="+strconv.FormatInt(b.Generation, 10))
+		if tc, ok := h.Machines.(TokenClaimer); ok {
+			if tok, err := tc.ClaimToken(ctx, mac, b.Generation); err == nil {
+				args = append(args, "nix8s.token="+tok)
+			}
+		}
+	}
+	if err := ValidateCmdline(args); err != nil {
+		return "", err
+	}
+	base := h.BaseURL + "/boot/images/" + b.Image
+	fmt.Fprintf(&sb, "echo nix8s: %s\n", map[Action]string{ActionInstall: "installing", ActionDiscover: "discovery"}[b.Action])
+	fmt.Fprintf(&sb, "kernel %s/bzImage %s\n", base, strings.Join(args, " "))
+	fmt.Fprintf(&sb, "initrd --name initrd %s/initrd\n", base)
+	sb.WriteString("boot\n")
+	return sb.String(), nil
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n    int64
+	code int
+}
+
+func (c *countingWriter) WriteHeader(code int) { c.code = code; c.ResponseWriter.WriteHeader(code) }
+func (c *countingWriter) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (h *HTTP) serveFile(w http.ResponseWriter, r *http.Request, kind, path string) {
+	cw := &countingWriter{ResponseWriter: w}
+	defer func() { h.Metrics.http(kind, cw.code, cw.n) }()
+	f, err := os.Open(path)
+	if err != nil {
+		http.NotFound(cw, r)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		http.NotFound(cw, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(cw, r, "", st.ModTime(), f)
+}
+
+func (h *HTTP) image(w http.ResponseWriter, r *http.Request) {
+	id, file := r.PathValue("id"), r.PathValue("file")
+	if !ValidImageID(id) || (file != "bzImage" && file != "initrd") {
+		h.Metrics.http("image", http.StatusNotFound, 0)
+		http.NotFound(w, r)
+		return
+	}
+	img, err := h.Images.Image(r.Context(), id)
+	if err != nil {
+		h.Metrics.http("image", http.StatusNotFound, 0)
+		http.NotFound(w, r)
+		return
+	}
+	if file == "bzImage" {
+		h.serveFile(w, r, "kernel", img.Kernel)
+	} else {
+		h.serveFile(w, r, "initrd", img.Initrd)
+	}
+}
+
+func (h *HTTP) ipxeBinary(w http.ResponseWriter, r *http.Request) {
+	file := r.PathValue("file")
+	if (file != "ipxe.efi" && file != "undionly.kpxe" && file != "snponly.efi") || h.IPXEDir == "" {
+		h.Metrics.http("efi", http.StatusNotFound, 0)
+		http.NotFound(w, r)
+		return
+	}
+	h.serveFile(w, r, "efi", filepath.Join(h.IPXEDir, file))
+}
+
+func (h *HTTP) allow(r *http.Request) bool {
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	h.limitMu.Lock()
+	defer h.limitMu.Unlock()
+	l := h.limiters[host]
+	if l == nil {
+		if len(h.limiters) > 10000 { // bounded: forget everyone rather than grow without end
+			h.limiters = map[string]*rate.Limiter{}
+		}
+		l = rate.NewLimiter(h.ReportRate, 10)
+		h.limiters[host] = l
+	}
+	return l.Allow()
+}
+
+// machineMAC reads ?mac= and checks it against the client's lease, if known.
+func (h *HTTP) machineMAC(r *http.Request) (net.HardwareAddr, error) {
+	mac, err := ParseMAC(r.URL.Query().Get("mac"))
+	if err != nil {
+		return nil, err
+	}
+	if h.ClientMAC != nil {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if leased, ok := h.ClientMAC(net.ParseIP(host)); ok && leased.String() != mac.String() {
+			return nil, fmt.Errorf("client %s holds the lease of %s, not %s", host, leased, mac)
+		}
+	}
+	return mac, nil
+}
+
+func jsonError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"code": http.StatusText(code), "message": msg})
+}
+
+func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
+	if !h.allow(r) {
+		h.Metrics.report("discover", "refused")
+		jsonError(w, http.StatusTooManyRequests, "too many reports from this address")
+		return
+	}
+	mac, err := h.machineMAC(r)
+	if err != nil {
+		h.Metrics.report("discover", "refused")
+		jsonError(w, http.StatusForbidden, err.Error())
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxReport))
+	if err != nil {
+		h.Metrics.report("discover", "bad")
+		jsonError(w, http.StatusRequestEntityTooLarge, "facts larger than "+strconv.FormatInt(h.MaxReport, 10)+" bytes")
+		return
+	}
+	var facts map[string]json.RawMessage
+	if err := json.Unmarshal(body, &facts); err != nil || facts == nil {
+		h.Metrics.report("discover", "bad")
+		jsonError(w, http.StatusBadRequest, "facts must be a JSON object")
+		return
+	}
+	var factMAC string
+	if err := json.Unmarshal(facts["mac"], &factMAC); err != nil {
+		h.Metrics.report("discover", "bad")
+		jsonError(w, http.StatusBadRequest, `facts must name the boot interface's "mac"`)
+		return
+	}
+	if fm, err := ParseMAC(factMAC); err != nil || fm.String() != mac.String() {
+		h.Metrics.report("discover", "refused")
+		jsonError(w, http.StatusForbidden, "a machine can report only for its own MAC")
+		return
+	}
+	if err := h.Machines.Discovered(r.Context(), mac, body); err != nil {
+		h.Logger.Error("pxe: recording discovered machine", "mac", mac.String(), "err", err)
+		h.Metrics.report("discover", "error")
+		jsonError(w, http.StatusInternalServerError, "could not record the facts")
+		return
+	}
+	h.Logger.Info("pxe: machine discovered", "mac", mac.String())
+	h.Metrics.report("discover", "ok")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
+	if !h.allow(r) {
+		h.Metrics.report("progress", "refused")
+		jsonError(w, http.StatusTooManyRequests, "too many reports from this address")
+		return
+	}
+	mac, err := h.machineMAC(r)
+	if err != nil {
+		h.Metrics.report("progress", "refused")
+		jsonError(w, http.StatusForbidden, err.Error())
+		return
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || tok == "" {
+		h.Metrics.report("progress", "refused")
+		jsonError(w, http.StatusUnauthorized, "a phone-home token is required")
+		return
+	}
+	var p Progress
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.MaxReport))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil || len(p.Phase) > 64 || len(p.Error) > 4096 {
+		h.Metrics.report("progress", "bad")
+		jsonError(w, http.StatusBadRequest, "progress must be {generation, phase (<= 64 bytes), done, error}")
+		return
+	}
+	if err := h.Machines.Progress(r.Context(), mac, tok, p); err != nil {
+		if errors.Is(err, ErrToken) {
+			h.Metrics.report("progress", "refused")
+			jsonError(w, http.StatusForbidden, err.Error())
+			return
+		}
+		h.Logger.Error("pxe: recording progress", "mac", mac.String(), "err", err)
+		h.Metrics.report("progress", "error")
+		jsonError(w, http.StatusInternalServerError, "could not record the progress")
+		return
+	}
+	h.Logger.Info("pxe: install progress", "mac", mac.String(), "phase", p.Phase, "done", p.Done, "error", p.Error)
+	h.Metrics.report("progress", "ok")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// CheckBaseURL validates a base URL machines are given: http(s)://host[:port] with nothing iPXE would expand.
+func CheckBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" ||
+		strings.ContainsAny(s, " \t\n\"'$;&|<>\\") {
+		return fmt.Errorf("base URL %q: must be http://host[:port] with no path", s)
+	}
+	return nil
+}

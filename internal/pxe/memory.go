@@ -1,0 +1,183 @@
+package pxe
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+)
+
+// Memory is an in-memory Booter and Machines: the unit tests' inventory, and the model the store adapter
+// follows. An install is armed as a one-shot with a generation number and a one-time token; an installed
+// machine boots its disk until it is armed again.
+type Memory struct {
+	// Discovery: unknown machines boot this image ID; "" means they are ignored.
+	DiscoveryImage string
+
+	mu       sync.Mutex
+	machines map[string]*MemMachine
+}
+
+// MemMachine is one machine of a Memory.
+type MemMachine struct {
+	MAC   string
+	Facts json.RawMessage
+	// Member "<cluster>-<member>" and its installer image, set by Assign.
+	Member, Image string
+	Cmdline       []string
+	IP            net.IP
+	// State: discovered, installing, installed (what the store calls joined once k3s registers).
+	State      string
+	Generation int64
+	tokenHash  [32]byte
+	token      string // plaintext until the first install script claims it
+	armed      bool
+	// Phases lists the reported install phases, in order.
+	Phases []string
+	Failed string
+}
+
+// Machine returns a copy of a machine, or nil.
+func (m *Memory) Machine(mac string) *MemMachine {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.machines[mac]
+	if x == nil {
+		return nil
+	}
+	c := *x
+	c.Phases = append([]string(nil), x.Phases...)
+	return &c
+}
+
+func (m *Memory) get(mac string) *MemMachine {
+	if m.machines == nil {
+		m.machines = map[string]*MemMachine{}
+	}
+	x := m.machines[mac]
+	if x == nil {
+		x = &MemMachine{MAC: mac, State: "discovered", Facts: json.RawMessage("{}")}
+		m.machines[mac] = x
+	}
+	return x
+}
+
+// Assign binds a machine to a member's installer image (creating the machine if needed).
+func (m *Memory) Assign(mac, member, image string, ip net.IP, cmdline ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.get(mac)
+	x.Member, x.Image, x.IP, x.Cmdline = member, image, ip, cmdline
+}
+
+// Arm starts an install of an assigned machine: a new generation and a one-time token (returned once; only
+// its hash is kept).
+func (m *Memory) Arm(mac string) (token string, generation int64, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.machines[mac]
+	if x == nil || x.Member == "" {
+		return "", 0, fmt.Errorf("machine %s: not assigned to a member", mac)
+	}
+	token, err = NewToken()
+	if err != nil {
+		return "", 0, err
+	}
+	x.Generation++
+	x.tokenHash = sha256.Sum256([]byte(token))
+	x.token = token
+	x.armed = true
+	x.State = "installing"
+	x.Phases, x.Failed = nil, ""
+	return token, x.Generation, nil
+}
+
+// MarkInstalled sets a machine installed (disarmed), as a test shortcut.
+func (m *Memory) MarkInstalled(mac string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.get(mac)
+	x.State, x.armed = "installed", false
+}
+
+// Boot implements Booter.
+func (m *Memory) Boot(_ context.Context, mac net.HardwareAddr, _ Firmware) (Boot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.machines[mac.String()]
+	switch {
+	case x != nil && x.State == "installing" && x.armed:
+		return Boot{Action: ActionInstall, Image: x.Image, Member: x.Member, IP: x.IP, Generation: x.Generation,
+			Cmdline: x.Cmdline}, nil
+	case x != nil && x.State == "installed":
+		return Boot{Action: ActionLocal, Member: x.Member, IP: x.IP}, nil
+	case x != nil && x.State == "installing":
+		// Install disarmed (failed): never wipe again on its own; the operator re-arms.
+		return Boot{Action: ActionLocal, Member: x.Member, IP: x.IP}, nil
+	case m.DiscoveryImage != "":
+		b := Boot{Action: ActionDiscover, Image: m.DiscoveryImage}
+		if x != nil {
+			b.IP = x.IP
+		}
+		return b, nil
+	}
+	return Boot{Action: ActionIgnore}, nil
+}
+
+// ClaimToken implements TokenClaimer: the armed generation's token, once.
+func (m *Memory) ClaimToken(_ context.Context, mac net.HardwareAddr, generation int64) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.machines[mac.String()]
+	if x == nil || !x.armed || x.Generation != generation || x.token == "" {
+		return "", ErrToken
+	}
+	t := x.token
+	x.token = ""
+	return t, nil
+}
+
+// Discovered implements Machines.
+func (m *Memory) Discovered(_ context.Context, mac net.HardwareAddr, facts json.RawMessage) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.get(mac.String())
+	x.Facts = append(json.RawMessage(nil), facts...)
+	return nil
+}
+
+// Progress implements Machines.
+func (m *Memory) Progress(_ context.Context, mac net.HardwareAddr, token string, p Progress) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	x := m.machines[mac.String()]
+	if x == nil || !x.armed || x.State != "installing" || p.Generation != x.Generation {
+		return ErrToken
+	}
+	h := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(h[:], x.tokenHash[:]) != 1 {
+		return ErrToken
+	}
+	x.Phases = append(x.Phases, p.Phase)
+	switch {
+	case p.Error != "":
+		x.armed, x.Failed = false, p.Error
+	case p.Done:
+		x.armed, x.State = false, "installed"
+	}
+	return nil
+}
+
+// NewToken returns a random phone-home token.
+func NewToken() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}

@@ -1,0 +1,79 @@
+package pxe
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the PXE services' Prometheus metrics. A nil *Metrics counts nothing.
+type Metrics struct {
+	DHCPReplies   *prometheus.CounterVec // mode (proxy|full), type (offer|ack|nak)
+	DHCPDropped   *prometheus.CounterVec // reason (busy|ignored|bad)
+	TFTPTransfers *prometheus.CounterVec // file, result (ok|error)
+	TFTPBytes     prometheus.Counter
+	HTTPTransfers *prometheus.CounterVec // kind (script|kernel|initrd|efi), code
+	HTTPBytes     *prometheus.CounterVec // kind
+	Boots         *prometheus.CounterVec // outcome (install|discover|local|ignore|error)
+	Reports       *prometheus.CounterVec // kind (discover|progress), result (ok|refused|bad)
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		DHCPReplies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_replies_total",
+			Help: "DHCP replies sent, by mode (proxy, full) and message type (offer, ack, nak)."}, []string{"mode", "type"}),
+		DHCPDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_dropped_total",
+			Help: "DHCP packets not answered, by reason (busy: worker pool full; bad: unparsable; ignored: not for us)."}, []string{"reason"}),
+		TFTPTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_tftp_transfers_total",
+			Help: "TFTP read requests, by file and result."}, []string{"file", "result"}),
+		TFTPBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "nix8s_pxe_tftp_bytes_total",
+			Help: "Bytes sent over TFTP."}),
+		HTTPTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_http_transfers_total",
+			Help: "Boot HTTP responses, by kind (script, kernel, initrd, efi) and status code."}, []string{"kind", "code"}),
+		HTTPBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_http_bytes_total",
+			Help: "Bytes sent by the boot HTTP endpoints, by kind."}, []string{"kind"}),
+		Boots: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_boots_total",
+			Help: "iPXE scripts served, by outcome (install, discover, local, ignore, error)."}, []string{"outcome"}),
+		Reports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_machine_reports_total",
+			Help: "Machine-facing calls, by kind (discover, progress) and result (ok, refused, bad)."}, []string{"kind", "result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.DHCPReplies, m.DHCPDropped, m.TFTPTransfers, m.TFTPBytes, m.HTTPTransfers, m.HTTPBytes, m.Boots, m.Reports)
+	}
+	return m
+}
+
+func (m *Metrics) dhcpReply(mode, typ string) {
+	if m != nil {
+		m.DHCPReplies.WithLabelValues(mode, typ).Inc()
+	}
+}
+
+func (m *Metrics) dhcpDrop(reason string) {
+	if m != nil {
+		m.DHCPDropped.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) tftp(file, result string, n int64) {
+	if m != nil {
+		m.TFTPTransfers.WithLabelValues(file, result).Inc()
+		m.TFTPBytes.Add(float64(n))
+	}
+}
+
+func (m *Metrics) http(kind string, code int, n int64) {
+	if m != nil {
+		m.HTTPTransfers.WithLabelValues(kind, itoa(code)).Inc()
+		m.HTTPBytes.WithLabelValues(kind).Add(float64(n))
+	}
+}
+
+func (m *Metrics) boot(outcome string) {
+	if m != nil {
+		m.Boots.WithLabelValues(outcome).Inc()
+	}
+}
+
+func (m *Metrics) report(kind, result string) {
+	if m != nil {
+		m.Reports.WithLabelValues(kind, result).Inc()
+	}
+}

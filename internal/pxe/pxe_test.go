@@ -1,0 +1,299 @@
+package pxe
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+	"golang.org/x/time/rate"
+)
+
+func imagesDir(t *testing.T) string {
+	dir := t.TempDir()
+	for _, id := range []string{"inst1", "disc"} {
+		os.MkdirAll(filepath.Join(dir, id), 0o755)
+		os.WriteFile(filepath.Join(dir, id, "bzImage"), []byte("kernel-"+id+strings.Repeat("k", 5000)), 0o644)
+		os.WriteFile(filepath.Join(dir, id, "initrd"), []byte("initrd-"+id), 0o644)
+	}
+	return dir
+}
+
+func newHTTP(t *testing.T) (*HTTP, *Memory) {
+	mem := &Memory{DiscoveryImage: "disc"}
+	return &HTTP{Booter: mem, Machines: mem, Images: DirImages{Dir: imagesDir(t)}, BaseURL: "http://10.97.0.1:8081"}, mem
+}
+
+func get(t *testing.T, h http.Handler, url string) (int, string) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", url, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func TestScripts(t *testing.T) {
+	h, mem := newHTTP(t)
+	mem.Assign("52:54:00:00:00:01", "prod-server1", "inst1", nil)
+	tok, _, err := mem.Arm("52:54:00:00:00:01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem.MarkInstalled("52:54:00:00:00:03")
+	tests := []struct {
+		name, mac string
+		code      int
+		want      []string
+		not       []string
+	}{
+		{"assigned machine gets its member's installer and the one-time token", "52-54-00-00-00-01", 200,
+			[]string{"kernel http://10.97.0.1:8081/boot/images/inst1/bzImage initrd=initrd ", "nix8s.mac=52:54:00:00:00:01",
+				"nix8s.generation=1", "nix8s.token=" + tok, "initrd --name initrd http://10.97.0.1:8081/boot/images/inst1/initrd", "boot"}, nil},
+		{"the token is handed out once per generation", "52:54:00:00:00:01", 200,
+			[]string{"images/inst1/bzImage"}, []string{"nix8s.token"}},
+		{"unknown machine gets discovery", "52:54:00:00:00:02", 200, []string{"images/disc/bzImage", "nix8s.mac=52:54:00:00:00:02"}, []string{"token"}},
+		{"installed machine boots its disk", "52:54:00:00:00:03", 200, []string{"sanboot --no-describe --drive 0x80", "exit 0"}, []string{"kernel"}},
+		{"MAC with an injected command is refused", "52:54:00:00:00:01%0Ashell", 400, []string{"bad mac"}, []string{"shell\n"}},
+		{"MAC with iPXE expansion is refused", "${net0/ip}", 400, nil, nil},
+		{"missing MAC is refused", "", 400, nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := get(t, h, "/boot/ipxe?mac="+tc.mac)
+			if code != tc.code {
+				t.Fatalf("code %d, want %d: %s", code, tc.code, body)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("script lacks %q:\n%s", w, body)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(body, w) {
+					t.Errorf("script has %q:\n%s", w, body)
+				}
+			}
+		})
+	}
+	mem.DiscoveryImage = ""
+	if _, body := get(t, h, "/boot/ipxe?mac=52:54:00:00:00:09"); !strings.Contains(body, "exit 1") || strings.Contains(body, "kernel") {
+		t.Errorf("unknown machine without discovery should fall through:\n%s", body)
+	}
+}
+
+type evilBooter struct{ b Boot }
+
+func (e evilBooter) Boot(context.Context, net.HardwareAddr, Firmware) (Boot, error) { return e.b, nil }
+
+func TestScriptRefusesInjectedValues(t *testing.T) {
+	for _, b := range []Boot{
+		{Action: ActionInstall, Image: "inst1", Cmdline: []string{"quiet\nshell"}},
+		{Action: ActionInstall, Image: "inst1", Cmdline: []string{"a=${root-path}"}},
+		{Action: ActionInstall, Image: "inst1", Cmdline: []string{"a=b c"}},
+		{Action: ActionInstall, Image: "inst1", Cmdline: []string{"a=b;shell"}},
+		{Action: ActionInstall, Image: "../etc"},
+		{Action: ActionDiscover, Image: "disc\nshell"},
+		{Action: "chain http://evil/"},
+	} {
+		h, _ := newHTTP(t)
+		h.Booter = evilBooter{b}
+		_, body := get(t, h, "/boot/ipxe?mac=52:54:00:00:00:01")
+		if strings.Contains(body, "kernel") || strings.Contains(body, "shell") || strings.Contains(body, "evil") || !strings.Contains(body, "exit 1") {
+			t.Errorf("%+v: script should refuse:\n%s", b, body)
+		}
+	}
+}
+
+func TestImagesRangeRequests(t *testing.T) {
+	h, _ := newHTTP(t)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/boot/images/inst1/bzImage", nil)
+	req.Header.Set("Range", "bytes=0-5")
+	h.ServeHTTP(rec, req)
+	if rec.Code != 206 || rec.Body.String() != "kernel" {
+		t.Fatalf("range: %d %q", rec.Code, rec.Body.String())
+	}
+	for _, p := range []string{"/boot/images/inst1/cmdline", "/boot/images/..%2f..%2fetc/bzImage", "/boot/images/nope/initrd", "/boot/passwd"} {
+		if code, _ := get(t, h, p); code != 404 {
+			t.Errorf("%s: %d, want 404", p, code)
+		}
+	}
+}
+
+func post(h http.Handler, url, auth, body, remote string) int {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", url, strings.NewReader(body))
+	if auth != "" {
+		req.Header.Set("Authorization", "Bearer "+auth)
+	}
+	if remote != "" {
+		req.RemoteAddr = remote
+	}
+	h.ServeHTTP(rec, req)
+	return rec.Code
+}
+
+func TestMachineEndpoints(t *testing.T) {
+	h, mem := newHTTP(t)
+	h.ReportRate = rate.Inf
+	h.ClientMAC = func(ip net.IP) (net.HardwareAddr, bool) {
+		if ip.String() == "10.97.0.50" {
+			hw, _ := net.ParseMAC("52:54:00:00:00:05")
+			return hw, true
+		}
+		return nil, false
+	}
+	const m1 = "52:54:00:00:00:01"
+	mem.Assign(m1, "prod-server1", "inst1", nil)
+	tok, _, _ := mem.Arm(m1)
+	steps := []struct {
+		name, url, auth, body, remote string
+		code                          int
+	}{
+		{"discovery facts recorded", "/machine/v1/discover?mac=52:54:00:00:00:07", "", `{"mac":"52-54-00-00-00-07","cpus":2}`, "", 204},
+		{"facts for another MAC refused", "/machine/v1/discover?mac=52:54:00:00:00:07", "", `{"mac":"52:54:00:00:00:08"}`, "", 403},
+		{"facts without a MAC refused", "/machine/v1/discover?mac=52:54:00:00:00:07", "", `{"cpus":2}`, "", 400},
+		{"facts not an object refused", "/machine/v1/discover?mac=52:54:00:00:00:07", "", `[1]`, "", 400},
+		{"facts too large refused", "/machine/v1/discover?mac=52:54:00:00:00:07", "", `{"mac":"52:54:00:00:00:07","x":"` + strings.Repeat("a", 70000) + `"}`, "", 413},
+		{"a leased client cannot report for another MAC", "/machine/v1/discover?mac=52:54:00:00:00:07", "", `{"mac":"52:54:00:00:00:07"}`, "10.97.0.50:1234", 403},
+		{"progress without token", "/machine/v1/progress?mac=" + m1, "", `{"generation":1,"phase":"disko"}`, "", 401},
+		{"progress with a wrong token", "/machine/v1/progress?mac=" + m1, "x" + tok, `{"generation":1,"phase":"disko"}`, "", 403},
+		{"progress with the token for another MAC", "/machine/v1/progress?mac=52:54:00:00:00:07", tok, `{"generation":1,"phase":"disko"}`, "", 403},
+		{"progress of another generation", "/machine/v1/progress?mac=" + m1, tok, `{"generation":2,"phase":"disko"}`, "", 403},
+		{"progress with unknown fields", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"disko","state":"ready"}`, "", 400},
+		{"progress recorded", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"disko"}`, "", 204},
+		{"done recorded", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true}`, "", 204},
+		{"token invalid after done", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"again"}`, "", 403},
+	}
+	for _, s := range steps {
+		if code := post(h, s.url, s.auth, s.body, s.remote); code != s.code {
+			t.Errorf("%s: %d, want %d", s.name, code, s.code)
+		}
+	}
+	if x := mem.Machine(m1); x.State != "installed" || strings.Join(x.Phases, ",") != "disko,reboot" {
+		t.Errorf("machine after install: %+v", x)
+	}
+	if _, body := get(t, h, "/boot/ipxe?mac="+m1); !strings.Contains(body, "sanboot") {
+		t.Errorf("installed machine should boot its disk:\n%s", body)
+	}
+	if x := mem.Machine("52:54:00:00:00:07"); x == nil || !strings.Contains(string(x.Facts), `"cpus":2`) {
+		t.Errorf("discovered machine: %+v", x)
+	}
+}
+
+func TestReportRateLimit(t *testing.T) {
+	h, _ := newHTTP(t)
+	var limited bool
+	for i := 0; i < 30; i++ {
+		if post(h, "/machine/v1/discover?mac=52:54:00:00:00:07", "", `{"mac":"52:54:00:00:00:07"}`, "10.97.0.9:1") == 429 {
+			limited = true
+		}
+	}
+	if !limited {
+		t.Error("30 reports in a burst from one address were all accepted")
+	}
+}
+
+func discover(mac string, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	hw, _ := net.ParseMAC(mac)
+	m, _ := dhcpv4.NewDiscovery(hw, mods...)
+	return m
+}
+
+func TestDHCPBootFiles(t *testing.T) {
+	mem := &Memory{DiscoveryImage: "disc"}
+	_, n, _ := net.ParseCIDR("10.97.0.0/24")
+	tests := []struct {
+		name     string
+		mode     Mode
+		req      *dhcpv4.DHCPv4
+		file     string
+		class    string // option 60 in the reply
+		etherbot bool
+	}{
+		{"BIOS PXE gets undionly over TFTP (proxy)", ModeProxy, discover("52:54:00:00:01:01", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC))), "undionly.kpxe", "PXEClient", false},
+		{"UEFI PXE gets ipxe.efi (full, no option 60)", ModeFull, discover("52:54:00:00:01:02", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64))), "ipxe.efi", "", false},
+		{"UEFI HTTP boot gets the URL of ipxe.efi, option 60 echoed", ModeFull, discover("52:54:00:00:01:03", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003001")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64_HTTP))), "http://10.97.0.1:8081/boot/ipxe.efi", "HTTPClient", false},
+		{"iPXE gets the script URL and 175.176=1 (full)", ModeFull, discover("52:54:00:00:01:04", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")), dhcpv4.WithUserClass("iPXE", false)), "http://10.97.0.1:8081/boot/ipxe?mac=${net0/mac}", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &DHCP{Mode: tc.mode, ServerIP: net.ParseIP("10.97.0.1").To4(), Subnet: n, RangeStart: net.ParseIP("10.97.0.100"),
+				RangeEnd: net.ParseIP("10.97.0.110"), Leases: &MemLeases{}, Booter: mem, HTTPBase: "http://10.97.0.1:8081"}
+			if err := d.Check(); err != nil {
+				t.Fatal(err)
+			}
+			r, err := d.Handle(context.Background(), tc.req, false)
+			if err != nil || r == nil {
+				t.Fatalf("no reply: %v", err)
+			}
+			if r.BootFileName != tc.file || r.MessageType() != dhcpv4.MessageTypeOffer {
+				t.Errorf("file %q type %v, want %q offer", r.BootFileName, r.MessageType(), tc.file)
+			}
+			if got := r.ClassIdentifier(); got != tc.class {
+				t.Errorf("option 60 %q, want %q", got, tc.class)
+			}
+			if got := r.Options.Has(dhcpv4.OptionEtherboot); got != tc.etherbot {
+				t.Errorf("option 175 present %v, want %v", got, tc.etherbot)
+			}
+			if tc.mode == ModeProxy && !r.YourIPAddr.IsUnspecified() {
+				t.Errorf("proxy offered an address %v", r.YourIPAddr)
+			}
+			if tc.mode == ModeFull && !n.Contains(r.YourIPAddr) {
+				t.Errorf("full mode offered %v", r.YourIPAddr)
+			}
+		})
+	}
+}
+
+func TestDHCPProxyLeavesOthersAlone(t *testing.T) {
+	mem := &Memory{} // no discovery: unknown machines are ignored
+	d := &DHCP{Mode: ModeProxy, ServerIP: net.ParseIP("10.97.0.1").To4(), Booter: mem, HTTPBase: "http://10.97.0.1:8081"}
+	for _, m := range []*dhcpv4.DHCPv4{
+		discover("52:54:00:00:02:01"), // not a PXE client
+		discover("52:54:00:00:02:02", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000"))), // unknown
+	} {
+		if r, _ := d.Handle(context.Background(), m, false); r != nil {
+			t.Errorf("answered %v", m.ClientHWAddr)
+		}
+	}
+}
+
+func TestDHCPChainLoopBroken(t *testing.T) {
+	mem := &Memory{DiscoveryImage: "disc"}
+	d := &DHCP{Mode: ModeProxy, ServerIP: net.ParseIP("10.97.0.1").To4(), Booter: mem, HTTPBase: "http://10.97.0.1:8081"}
+	m := discover("52:54:00:00:03:01", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000")))
+	var answered int
+	for i := 0; i < 10; i++ {
+		if r, _ := d.Handle(context.Background(), m, false); r != nil {
+			answered++
+		}
+	}
+	if answered != chainLimit {
+		t.Errorf("answered %d binary requests in a row, want %d", answered, chainLimit)
+	}
+}
+
+func TestDHCPFullPlanIPAndCheck(t *testing.T) {
+	mem := &Memory{DiscoveryImage: "disc"}
+	_, n, _ := net.ParseCIDR("10.97.0.0/24")
+	mem.Assign("52:54:00:00:04:01", "prod-a", "inst1", net.ParseIP("10.97.0.21"))
+	d := &DHCP{Mode: ModeFull, ServerIP: net.ParseIP("10.97.0.1").To4(), Subnet: n, RangeStart: net.ParseIP("10.97.0.100"),
+		RangeEnd: net.ParseIP("10.97.0.100"), Leases: &MemLeases{}, Booter: mem, HTTPBase: "http://10.97.0.1:8081"}
+	r, err := d.Handle(context.Background(), discover("52:54:00:00:04:01"), false)
+	if err != nil || !r.YourIPAddr.Equal(net.ParseIP("10.97.0.21")) {
+		t.Fatalf("assigned member got %v (%v), want its plan IP", r, err)
+	}
+	bad := &DHCP{Mode: ModeFull, ServerIP: net.ParseIP("10.97.0.1").To4(), Subnet: n, RangeStart: net.ParseIP("10.98.0.1"),
+		RangeEnd: net.ParseIP("10.97.0.5"), Booter: mem, HTTPBase: "http://x/y"}
+	err = bad.Check()
+	for _, w := range []string{"range end 10.98.0.1 is not inside the subnet 10.97.0.0/24", "backwards", "lease store", "base URL"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Check: %v; want %q", err, w)
+		}
+	}
+}

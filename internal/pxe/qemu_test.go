@@ -1,0 +1,134 @@
+package pxe
+
+// End to end under QEMU (software emulation). NixOS netboot images cannot be built on a test machine (no Nix
+// store builds here), so the images served are stand-ins: a Debian kernel (.ci/assets-pxe.sh) and a busybox
+// initramfs built by the test, whose /init prints a marker on the serial console, plays the phone-home calls
+// the NixOS installer and discovery images make, and powers off. Everything else is real: QEMU's iPXE ROM does
+// DHCP against our server, fetches the script our HTTP server renders for its MAC, and loads what it names.
+
+import (
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix8s/nix8s/internal/pxetest"
+)
+
+func TestQEMUNetboot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("QEMU boots take ~10 s each")
+	}
+	r := startRig(t, ModeFull)
+	kernel, e1000 := pxetest.Kernel(t)
+	initrd := filepath.Join(t.TempDir(), "initrd")
+	pxetest.Initramfs(t, initrd, e1000)
+	for _, img := range []struct{ id, role string }{{"installer", "install"}, {"discovery", "discover"}} {
+		d := filepath.Join(r.images, img.id)
+		writeImage(t, r.images, img.id, nil, nil, "console=ttyS0", "quiet", "panic=-1", "nix8s.role="+img.role)
+		symlinkOrCopy(t, kernel, filepath.Join(d, "bzImage"))
+		symlinkOrCopy(t, initrd, filepath.Join(d, "initrd"))
+	}
+
+	const assigned, unknown, installed, uefi = "52:54:00:dd:00:01", "52:54:00:dd:00:02", "52:54:00:dd:00:03", "52:54:00:dd:00:04"
+	plan := net.ParseIP(r.net.Prefix + "31")
+	r.mem.Assign(assigned, "prod-server1", "installer", plan)
+	if _, _, err := r.mem.Arm(assigned); err != nil {
+		t.Fatal(err)
+	}
+	r.mem.MarkInstalled(installed)
+
+	t.Run("group", func(t *testing.T) {
+		t.Run("assigned machine boots its member's installer, which reports done", func(t *testing.T) {
+			t.Parallel()
+			vm := r.net.StartVM(t, pxetest.VMOptions{MAC: assigned})
+			t.Logf("marker after %v", vm.WaitSerial(t, "NIX8S-BOOTED role=install mac="+assigned, 90*time.Second))
+			vm.WaitSerial(t, "NIX8S-INSTALLED", 60*time.Second)
+			t.Logf("powered off after %v", vm.Wait(t, 30*time.Second))
+			m := r.mem.Machine(assigned)
+			if m.State != "installed" || strings.Join(m.Phases, ",") != "install,reboot" {
+				t.Errorf("machine after the install: state %s phases %v", m.State, m.Phases)
+			}
+			if l, _ := r.leases.ByMAC(t.Context(), assigned); l == nil || !l.IP.Equal(plan) {
+				t.Errorf("lease of the assigned machine: %+v, want its plan IP %v", l, plan)
+			}
+		})
+		t.Run("unknown machine boots discovery and shows up as discovered", func(t *testing.T) {
+			t.Parallel()
+			vm := r.net.StartVM(t, pxetest.VMOptions{MAC: unknown})
+			t.Logf("marker after %v", vm.WaitSerial(t, "NIX8S-BOOTED role=discover mac="+unknown, 90*time.Second))
+			vm.WaitSerial(t, "NIX8S-DISCOVERED", 60*time.Second)
+			t.Logf("powered off after %v", vm.Wait(t, 30*time.Second))
+			m := r.mem.Machine(unknown)
+			var facts struct {
+				MAC       string `json:"mac"`
+				CPUs      int    `json:"cpus"`
+				MemoryKiB int    `json:"memoryKiB"`
+			}
+			if m == nil || json.Unmarshal(m.Facts, &facts) != nil || facts.MAC != unknown || facts.CPUs != 1 || facts.MemoryKiB == 0 {
+				t.Errorf("discovered machine: %+v", m)
+			}
+		})
+	})
+	t.Run("group2", func(t *testing.T) {
+		t.Run("installed machine is sent to its disk", func(t *testing.T) {
+			t.Parallel()
+			vm := r.net.StartVM(t, pxetest.VMOptions{MAC: installed, Disk: pxetest.LocalDisk(t)})
+			t.Logf("local disk booted after %v", vm.WaitSerial(t, pxetest.LocalDiskMarker, 90*time.Second))
+		})
+		// OVMF's own PXE (no iPXE ROM): DHCP without option 60 in our answer, ipxe.efi over TFTP, then iPXE asks
+		// again and gets the script. The stand-in has no virtio-net driver, so only its boot marker is checked.
+		t.Run("UEFI machine chain-loads ipxe.efi over TFTP and boots discovery", func(t *testing.T) {
+			t.Parallel()
+			vm := r.net.StartVM(t, pxetest.VMOptions{MAC: uefi, UEFI: true})
+			t.Logf("marker after %v", vm.WaitSerial(t, "NIX8S-BOOTED role=discover mac="+uefi, 150*time.Second))
+			if n := counter(r.metrics.TFTPTransfers.WithLabelValues("ipxe.efi", "ok")); n < 1 {
+				t.Errorf("ipxe.efi TFTP transfers counted: %v", n)
+			}
+		})
+	})
+	if n := counter(r.metrics.Boots.WithLabelValues("local")); n < 1 {
+		t.Errorf("local boots counted: %v", n)
+	}
+}
+
+func symlinkOrCopy(t *testing.T, from, to string) {
+	t.Helper()
+	if err := osSymlink(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Proxy mode beside a site DHCP server (busybox udhcpd): the VM's iPXE takes its address from the site and its
+// boot file from nix8sd's proxy offer; the stand-in's udhcpc (no PXE client) is answered by the site alone.
+func TestQEMUProxyMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("QEMU boots take ~10 s each")
+	}
+	r := startRig(t, ModeProxy)
+	r.net.SiteDHCP(t)
+	kernel, e1000 := pxetest.Kernel(t)
+	initrd := filepath.Join(t.TempDir(), "initrd")
+	pxetest.Initramfs(t, initrd, e1000)
+	d := filepath.Join(r.images, "discovery")
+	writeImage(t, r.images, "discovery", nil, nil, "console=ttyS0", "quiet", "panic=-1", "nix8s.role=discover")
+	symlinkOrCopy(t, kernel, filepath.Join(d, "bzImage"))
+	symlinkOrCopy(t, initrd, filepath.Join(d, "initrd"))
+
+	const mac = "52:54:00:dd:01:01"
+	vm := r.net.StartVM(t, pxetest.VMOptions{MAC: mac})
+	t.Logf("marker after %v", vm.WaitSerial(t, "NIX8S-BOOTED role=discover mac="+mac, 120*time.Second))
+	vm.WaitSerial(t, "NIX8S-DISCOVERED", 60*time.Second)
+	t.Logf("powered off after %v", vm.Wait(t, 30*time.Second))
+	if m := r.mem.Machine(mac); m == nil {
+		t.Error("the machine was not recorded as discovered")
+	}
+	if n := counter(r.metrics.DHCPReplies.WithLabelValues("proxy", "offer")); n < 1 {
+		t.Errorf("proxy offers counted: %v", n)
+	}
+	if n, _ := r.leases.ByMAC(t.Context(), mac); n != nil {
+		t.Errorf("proxy mode leased an address: %+v", n)
+	}
+}

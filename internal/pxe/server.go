@@ -1,0 +1,86 @@
+package pxe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server runs DHCP, TFTP and HTTP together on one address, as nix8sd does. Every listener is opened before
+// anything is served, so a port in use is an error at start.
+type Server struct {
+	DHCP *DHCP
+	TFTP *TFTP
+	HTTP *HTTP
+	// RA, when set, answers IPv6 router solicitations (see RouterAdvertiser).
+	RA *RouterAdvertiser
+	// HTTPAddr and TFTPAddr to listen on, e.g. 10.0.0.1:8081 and 10.0.0.1:69.
+	HTTPAddr, TFTPAddr string
+	Logger             *slog.Logger
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := CheckBaseURL(s.HTTP.BaseURL); err != nil {
+		return err
+	}
+	hl, err := net.Listen("tcp", s.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	var tc net.PacketConn
+	if s.TFTP != nil {
+		if tc, err = net.ListenPacket("udp4", s.TFTPAddr); err != nil {
+			hl.Close()
+			return fmt.Errorf("tftp: %w", err)
+		}
+	}
+	hs := &http.Server{Handler: s.HTTP, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 4)
+	go func() { errc <- hs.Serve(hl) }()
+	if tc != nil {
+		go func() { errc <- s.TFTP.Serve(tc) }()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.RA != nil {
+		go func() {
+			if err := s.RA.Serve(ctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	dhcpDone := make(chan error, 1)
+	if s.DHCP != nil {
+		go func() { dhcpDone <- s.DHCP.Serve(ctx) }()
+	} else {
+		close(dhcpDone)
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		first = err
+	case err := <-dhcpDone:
+		first = err
+	}
+	cancel()
+	sctx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c2()
+	hs.Shutdown(sctx)
+	if s.TFTP != nil {
+		s.TFTP.Shutdown()
+	}
+	<-dhcpDone
+	if first != nil && !errors.Is(first, http.ErrServerClosed) {
+		return first
+	}
+	return nil
+}
