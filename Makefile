@@ -1,7 +1,7 @@
 # Two entry points (README): `make example` runs nix8s on an example, `make test` runs every test.
 GO ?= go
 
-.PHONY: build test example bench update-golden
+.PHONY: build test example bench bench-pxe update-golden
 
 build:
 	$(GO) build ./...
@@ -21,3 +21,6 @@ bench:
 update-golden:
 	$(GO) test ./tests -update
 	$(GO) test ./cmd/nix8s -run 'TestExamplesImport|TestSchemaFile' -update
+
+bench-pxe:
+	$(GO) run ./bench/pxe

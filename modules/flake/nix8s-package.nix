@@ -17,8 +17,9 @@ buildGoModule {
       ../../openapi
     ];
   };
-  # `go mod vendor` of go.mod/go.sum; recompute when they change (nix build prints the right one).
-  vendorHash = lib.fakeHash;
+  # NAR hash of `go mod vendor` for this go.mod/go.sum, computed with `nix hash path` (no nixpkgs here to
+  # confirm it with a build); when go.mod changes, `nix build .#nix8s` prints the right one.
+  vendorHash = "sha256-fbdNHA7Ysh8uEoOSE2IkiKuy/twHNt7jK2IR6B+GVqg=";
   subPackages = [ "cmd/nix8s" "cmd/nix8sd" ];
   nativeBuildInputs = [ makeWrapper ];
   # The tests need PostgreSQL, network namespaces and root; they run in this repository's CI instead.
