@@ -124,13 +124,8 @@ func newInstallCommand(a *app) *command {
 }
 
 func (a *app) install(ctx context.Context, o installOptions, args []string) error {
-	switch {
-	case len(args) == 0:
-		return usageError{cmd: "install", msg: "install: missing CLUSTER"}
-	case len(args) == 1 && !o.all:
-		return usageError{cmd: "install", msg: "install: name the members to install, or pass --all"}
-	case len(args) > 1 && o.all:
-		return usageError{cmd: "install", msg: "install: --all and member names exclude each other"}
+	if err := memberArgs("install", "install", o.all, args); err != nil {
+		return err
 	}
 	if o.parallel < 1 {
 		return usageError{cmd: "install", msg: fmt.Sprintf("install: --parallel must be at least 1, got %d", o.parallel)}
@@ -207,4 +202,17 @@ func writeInstallReport(a *app, r *provision.Report) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", m.HostName, m.Role, m.Wave, m.Status, t)
 	}
 	tw.Flush()
+}
+
+// memberArgs checks the CLUSTER (MEMBER...|--all) arguments that install and rollout share.
+func memberArgs(cmd, verb string, all bool, args []string) error {
+	switch {
+	case len(args) == 0:
+		return usageError{cmd: cmd, msg: cmd + ": missing CLUSTER"}
+	case len(args) == 1 && !all:
+		return usageError{cmd: cmd, msg: fmt.Sprintf("%s: name the members to %s, or pass --all", cmd, verb)}
+	case len(args) > 1 && all:
+		return usageError{cmd: cmd, msg: cmd + ": --all and member names exclude each other"}
+	}
+	return nil
 }

@@ -58,13 +58,10 @@ func newRolloutCommand(a *app) *command {
 }
 
 func (a *app) rollout(ctx context.Context, o rolloutOptions, args []string) error {
+	if err := memberArgs("rollout", "roll out", o.all, args); err != nil {
+		return err
+	}
 	switch {
-	case len(args) == 0:
-		return usageError{cmd: "rollout", msg: "rollout: missing CLUSTER"}
-	case len(args) == 1 && !o.all:
-		return usageError{cmd: "rollout", msg: "rollout: name the members to roll out, or pass --all"}
-	case len(args) > 1 && o.all:
-		return usageError{cmd: "rollout", msg: "rollout: --all and member names exclude each other"}
 	case o.maxUnavailable < 1:
 		return usageError{cmd: "rollout", msg: fmt.Sprintf("rollout: --max-unavailable must be at least 1, got %d", o.maxUnavailable)}
 	}
