@@ -167,17 +167,23 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 	if report == nil {
 		return err
 	}
-	if o.json {
+	return a.finish("install", c.Name, o.json, report, func() { writeInstallReport(a, report) }, err)
+}
+
+// finish prints an operation's report, as JSON or as the table write prints, and turns the operation's error
+// into the command's.
+func (a *app) finish(op, cluster string, asJSON bool, report any, write func(), err error) error {
+	if asJSON {
 		out, jerr := json.MarshalIndent(report, "", "  ")
 		if jerr != nil {
 			return jerr
 		}
 		fmt.Fprintf(a.stdout, "%s\n", out)
 	} else {
-		writeInstallReport(a, report)
+		write()
 	}
 	if err != nil {
-		return fmt.Errorf("install of cluster %q stopped: %w", c.Name, err)
+		return fmt.Errorf("%s of cluster %q stopped: %w", op, cluster, err)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -96,19 +95,7 @@ func (a *app) rollout(ctx context.Context, o rolloutOptions, args []string) erro
 	if report == nil {
 		return err
 	}
-	if o.json {
-		out, jerr := json.MarshalIndent(report, "", "  ")
-		if jerr != nil {
-			return jerr
-		}
-		fmt.Fprintf(a.stdout, "%s\n", out)
-	} else {
-		writeRolloutReport(a, report)
-	}
-	if err != nil {
-		return fmt.Errorf("rollout of cluster %q stopped: %w", c.Name, err)
-	}
-	return nil
+	return a.finish("rollout", c.Name, o.json, report, func() { writeRolloutReport(a, report) }, err)
 }
 
 func writeRolloutReport(a *app, r *rollout.Report) {

@@ -127,11 +127,22 @@ func (s *Server) queue(w http.ResponseWriter, r *http.Request, kind, cluster str
 }
 
 func (s *Server) postInstall(w http.ResponseWriter, r *http.Request) {
+	var p jobs.InstallParams
+	s.postOperation(w, r, jobs.KindInstall, &p, &p.Members, &p.DryRun)
+}
+
+func (s *Server) postRollout(w http.ResponseWriter, r *http.Request) {
+	var p jobs.RolloutParams
+	s.postOperation(w, r, jobs.KindRollout, &p, &p.Members, &p.DryRun)
+}
+
+// postOperation queues a job of kind after decoding and checking its parameters into p; members and dryRun
+// point into p, so they are read after decoding.
+func (s *Server) postOperation(w http.ResponseWriter, r *http.Request, kind string, p interface{ Check() error }, members *[]string, dryRun *bool) {
 	if !s.operations(w, r) {
 		return
 	}
-	var p jobs.InstallParams
-	if err := s.decodeStrict(w, r, &p); err != nil {
+	if err := s.decodeStrict(w, r, p); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -144,11 +155,11 @@ func (s *Server) postInstall(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := selection(c, p.Members); err != nil {
+	if err := selection(c, *members); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.queue(w, r, jobs.KindInstall, c.Name, p.DryRun, p)
+	s.queue(w, r, kind, c.Name, *dryRun, p)
 }
 
 // getKubeconfig fetches the cluster's admin kubeconfig while the client waits. It holds the cluster's admin
