@@ -36,6 +36,10 @@ type Options struct {
 	MaxBody int64
 	// Operations run install, rollout and kubeconfig (internal/jobs); nil answers their endpoints with 501.
 	Operations Operations
+	// Boot serves /boot/ and /machine/v1/ (internal/pxe's HTTP); nil answers them with 501.
+	Boot http.Handler
+	// OnReinstall, when set, runs after POST /v1/machines/{mac}/reinstall armed an install.
+	OnReinstall func(ctx context.Context, m *store.Machine)
 }
 
 // Server serves the API.
@@ -47,6 +51,8 @@ type Server struct {
 	m       *metrics
 	ws      *nixgen.Workspace
 	ops     Operations
+	boot    http.Handler
+	onArm   func(ctx context.Context, m *store.Machine)
 	maxBody int64
 	handler http.Handler
 
@@ -58,7 +64,8 @@ type Server struct {
 
 // New builds the server and installs the store's metric hooks.
 func New(o Options) *Server {
-	s := &Server{st: o.Store, core: o.Core, log: o.Logger, reg: o.Registry, ws: o.Workspace, ops: o.Operations, maxBody: o.MaxBody}
+	s := &Server{st: o.Store, core: o.Core, log: o.Logger, reg: o.Registry, ws: o.Workspace, ops: o.Operations, maxBody: o.MaxBody,
+		boot: o.Boot, onArm: o.OnReinstall}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -133,6 +140,7 @@ func (s *Server) routes() http.Handler {
 			r.Post("/machines/{mac}/lock", s.lockMachine(true))
 			r.Post("/machines/{mac}/unlock", s.lockMachine(false))
 			r.Post("/machines/{mac}/transition", s.transitionMachine)
+			r.Post("/machines/{mac}/reinstall", s.reinstallMachine)
 			r.Delete("/machines/{mac}", s.forgetMachine)
 			r.Post("/clusters/{name}/install", s.postInstall)
 			r.Post("/clusters/{name}/rollout", s.postRollout)
@@ -140,16 +148,17 @@ func (s *Server) routes() http.Handler {
 		})
 	})
 
-	// What booting machines will call (PXE, phone-home; issue "PXE services"). Separate from /v1: no operator
-	// tokens, and a machine may only speak about itself (its MAC). Placeholders until then.
-	r.Route("/machine/v1", func(r chi.Router) {
-		notYet := func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotImplemented, "not_implemented", "machine-facing endpoints come with the PXE services", nil)
-		}
-		r.Get("/boot/{mac}", notYet)
-		r.Post("/hello", notYet)
-		r.Post("/status", notYet)
-	})
+	// What booting machines call (internal/pxe): boot scripts and images, discovery and install reports.
+	// Separate from /v1: no operator tokens; a machine may only speak about itself (its MAC).
+	boot := s.boot
+	if boot == nil {
+		boot = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotImplemented, "not_implemented",
+				"network boot is not enabled on this daemon; start nix8sd serve with --pxe-interface (docs/pxe.md)", nil)
+		})
+	}
+	r.Handle("/boot/*", boot)
+	r.Handle("/machine/v1/*", boot)
 	return r
 }
 

@@ -203,7 +203,7 @@ func TestHealthAndOpenAPI(t *testing.T) {
 		t.Fatalf("openapi: %d %.40s", r.status, r.body)
 	}
 	expect(t, e.req("GET", "/v1/nothing", e.read, nil), 404, "not_found")
-	expect(t, e.req("GET", "/machine/v1/boot/aa:bb:cc:dd:ee:ff", "", nil), 501, "not_implemented")
+	expect(t, e.req("GET", "/boot/ipxe?mac=aa:bb:cc:dd:ee:ff", "", nil), 501, "not_implemented")
 }
 
 func TestReadyzWithPendingMigrations(t *testing.T) {
@@ -603,6 +603,50 @@ func TestMachines(t *testing.T) {
 	expect(t, e.req("DELETE", "/v1/machines/aa:bb:cc:dd:ee:03", e.admin, nil), 204, "")
 	expect(t, e.req("GET", "/v1/machines/aa:bb:cc:dd:ee:03", e.read, nil), 404, "not_found")
 	expect(t, e.req("DELETE", "/v1/machines/aa:bb:cc:dd:ee:03", e.admin, nil), 404, "not_found")
+}
+
+// POST /v1/machines/{mac}/reinstall arms a network install: only for an assigned machine, not while it is
+// installing, with If-Match honoured; the read token may not.
+func TestReinstall(t *testing.T) {
+	e := newEnv(t)
+	expect(t, e.putConfigYAML(readFile(t, "testdata/config.yaml")), 200, "")
+	mac := "aa:bb:cc:dd:ee:01"
+	expect(t, e.req("POST", "/v1/machines", e.admin, `{"mac": "`+mac+`"}`), 201, "")
+	m := expect(t, e.req("POST", "/v1/machines/"+mac+"/reinstall", e.admin, nil), 409, "conflict")
+	if !strings.Contains(m["message"].(string), "must be assigned") {
+		t.Errorf("unassigned: %v", m["message"])
+	}
+	expect(t, e.req("POST", "/v1/machines/"+mac+"/assign", e.admin, `{"cluster": "dev", "member": "server"}`), 200, "")
+	expect(t, e.req("POST", "/v1/machines/"+mac+"/reinstall", e.read, nil), 403, "forbidden")
+	expect(t, e.req("POST", "/v1/machines/"+mac+"/reinstall", e.admin, `{}`, "If-Match: \"1\""), 409, "conflict")
+	expect(t, e.req("POST", "/v1/machines/"+mac+"/reinstall", e.admin, `{"colour": 1}`), 400, "bad_request")
+	r := e.req("POST", "/v1/machines/"+mac+"/reinstall", e.admin, `{"reason": "new disk"}`)
+	m = expect(t, r, 200, "")
+	if m["state"] != "installing" || m["installArmed"] != true || m["installGeneration"] != json.Number("1") || r.header.Get("ETag") == "" {
+		t.Fatalf("armed: %v", m)
+	}
+	m = expect(t, e.req("POST", "/v1/machines/"+mac+"/reinstall", e.admin, nil), 409, "conflict")
+	if !strings.Contains(m["message"].(string), "already installing") {
+		t.Errorf("twice: %v", m["message"])
+	}
+	for _, to := range []string{"joined", "ready"} {
+		expect(t, e.req("POST", "/v1/machines/"+mac+"/transition", e.admin, `{"state": "`+to+`"}`), 200, "")
+	}
+	m = expect(t, e.req("POST", "/v1/machines/"+mac+"/reinstall", e.admin, nil), 200, "")
+	if m["installGeneration"] != json.Number("2") {
+		t.Fatalf("re-armed from ready: %v", m)
+	}
+	m = expect(t, e.req("GET", "/v1/machines/"+mac+"/events", e.read, nil), 200, "")
+	var armed []string
+	for _, it := range m["items"].([]any) {
+		if ev := it.(map[string]any); ev["kind"] == "armed" {
+			armed = append(armed, fmt.Sprintf("%v:%v", ev["reason"], ev["details"].(map[string]any)["generation"]))
+		}
+	}
+	if got := strings.Join(armed, ","); got != "new disk:1,reinstall requested:2" {
+		t.Fatalf("armed events: %s", got)
+	}
+	expect(t, e.req("POST", "/v1/machines/aa:bb:cc:dd:ee:99/reinstall", e.admin, nil), 404, "not_found")
 }
 
 func TestPlan(t *testing.T) {

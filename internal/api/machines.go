@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -229,6 +230,48 @@ func (s *Server) transitionMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.changeMachine(w, r, store.MachineChange{State: &body.State, Version: body.Version, Reason: body.Reason})
+}
+
+// Reinstall is the body of POST /v1/machines/{mac}/reinstall (optional).
+type Reinstall struct {
+	Version int64  `json:"version,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// reinstallMachine arms a network install: the machine moves to installing with a new generation and boots
+// its member's installer on its next network boot.
+func (s *Server) reinstallMachine(w http.ResponseWriter, r *http.Request) {
+	mac, err := macParam(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var body Reinstall
+	if r.ContentLength != 0 {
+		if err := s.decodeStrict(w, r, &body); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	v, err := version(r, body.Version)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	reason := body.Reason
+	if reason == "" {
+		reason = "reinstall requested"
+	}
+	m, err := s.st.ArmInstall(r.Context(), actor(r), mac, v, reason)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if s.onArm != nil {
+		s.onArm(context.WithoutCancel(r.Context()), m)
+	}
+	w.Header().Set("ETag", etag(m.Version))
+	writeJSON(w, http.StatusOK, m)
 }
 
 func (s *Server) forgetMachine(w http.ResponseWriter, r *http.Request) {

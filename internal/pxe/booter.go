@@ -41,6 +41,9 @@ const (
 	ActionLocal Action = "local"
 	// ActionIgnore answers nothing useful: the firmware falls through to its next boot device.
 	ActionIgnore Action = "ignore"
+	// ActionWait keeps the machine in iPXE, asking again every WaitInterval: its install waits for its turn in
+	// the join order or for its installer image to be built.
+	ActionWait Action = "wait"
 )
 
 // Boot is a Booter's decision for one machine.
@@ -56,6 +59,8 @@ type Boot struct {
 	Member string
 	// IP is the member's plan address, handed out by full-mode DHCP (nil: from the range).
 	IP net.IP
+	// Message says why a machine waits (Wait), printed on its console; plain words only (ValidMessage).
+	Message string
 }
 
 // Booter decides what a machine boots. It sees only what DHCP and HTTP can know about a machine: its MAC and
@@ -119,7 +124,12 @@ var (
 	imageIDRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,99}$`)
 	// Kernel arguments: no spaces, quotes, semicolons, ${} or newlines that iPXE or the kernel would interpret.
 	cmdlineArgRe = regexp.MustCompile(`^[a-zA-Z0-9_.-]+(=[a-zA-Z0-9_.,:/@+-]*)?$`)
+	// Console messages: words and punctuation that iPXE prints as they are (no $, quotes, ;, # or newlines).
+	messageRe = regexp.MustCompile(`^[a-zA-Z0-9 _.,:()/+-]{0,200}$`)
 )
+
+// ValidMessage reports whether s may be printed by an iPXE script as it is.
+func ValidMessage(s string) bool { return messageRe.MatchString(s) }
 
 // ValidImageID reports whether id may be used as an image ID.
 func ValidImageID(id string) bool { return imageIDRe.MatchString(id) && !strings.Contains(id, "..") }

@@ -50,7 +50,8 @@ type DHCP struct {
 	Metrics *Metrics
 	Logger  *slog.Logger
 
-	mu     sync.Mutex // allocation and chain state
+	conns  []net.PacketConn // opened by Listen
+	mu     sync.Mutex       // allocation and chain state
 	chains map[string][]time.Time
 	next   uint32 // where the search for a free address resumes
 }
@@ -102,25 +103,22 @@ func (d *DHCP) Check() error {
 }
 
 // Serve answers DHCP on the interface until ctx ends.
-func (d *DHCP) Serve(ctx context.Context) error {
+// Listen checks the configuration and opens the DHCP sockets (also the proxy port in proxy mode), so that a
+// port in use or a missing interface address is an error before anything is served. Serve calls it when it
+// was not called.
+func (d *DHCP) Listen() error {
+	if d.conns != nil {
+		return nil
+	}
 	if err := d.Check(); err != nil {
 		return err
 	}
-	workers, queue, port := d.Workers, d.Queue, d.Port
-	if workers <= 0 {
-		workers = 8
-	}
-	if queue <= 0 {
-		queue = 256
-	}
+	port := d.Port
 	if port == 0 {
 		port = 67
 	}
 	if err := checkInterface(d.Interface, d.ServerIP); err != nil {
 		return err
-	}
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	conn, err := server4.NewIPv4UDPConn(d.Interface, &net.UDPAddr{Port: port})
 	if err != nil {
@@ -134,6 +132,26 @@ func (d *DHCP) Serve(ctx context.Context) error {
 			return fmt.Errorf("dhcp: listening on %s port %d: %w", d.Interface, port+3944, err)
 		}
 		conns = append(conns, alt)
+	}
+	d.conns = conns
+	return nil
+}
+
+// Serve answers DHCP until ctx ends.
+func (d *DHCP) Serve(ctx context.Context) error {
+	if err := d.Listen(); err != nil {
+		return err
+	}
+	conns := d.conns
+	workers, queue := d.Workers, d.Queue
+	if workers <= 0 {
+		workers = 8
+	}
+	if queue <= 0 {
+		queue = 256
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	q := make(chan packet, queue)
 	var wg sync.WaitGroup
@@ -175,6 +193,7 @@ func (d *DHCP) Serve(ctx context.Context) error {
 	for _, c := range conns {
 		c.Close()
 	}
+	d.conns = nil
 	rwg.Wait()
 	close(q)
 	wg.Wait()

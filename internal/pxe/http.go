@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -46,6 +47,8 @@ type HTTP struct {
 	// (default 2/s, burst 10).
 	MaxReport  int64
 	ReportRate rate.Limit
+	// WaitInterval is how long a waiting machine sleeps before asking again (default 15 s).
+	WaitInterval time.Duration
 
 	once     sync.Once
 	mux      *http.ServeMux
@@ -79,6 +82,13 @@ func (h *HTTP) init() {
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.init()
 	h.mux.ServeHTTP(w, r)
+}
+
+func (h *HTTP) waitInterval() time.Duration {
+	if h.WaitInterval < time.Second {
+		return 15 * time.Second
+	}
+	return h.WaitInterval
 }
 
 // ScriptURL is the boot file name DHCP gives iPXE: iPXE expands ${net0/mac} itself.
@@ -126,6 +136,17 @@ func (h *HTTP) render(ctx context.Context, mac net.HardwareAddr, b Boot) (string
 		sb.WriteString("echo nix8s: installed; booting from the local disk\n")
 		sb.WriteString("iseq ${platform} efi && exit 0 ||\n")
 		sb.WriteString("sanboot --no-describe --drive 0x80 || exit 0\n")
+		return sb.String(), nil
+	case ActionWait:
+		msg := b.Message
+		if !ValidMessage(msg) {
+			h.Logger.Warn("pxe: wait message is not plain words; not printed", "mac", mac.String(), "message", msg)
+			msg = "waiting"
+		}
+		// Ask again after a while; --replace keeps iPXE from stacking scripts across the retries.
+		fmt.Fprintf(&sb, "echo nix8s: %s\n", msg)
+		fmt.Fprintf(&sb, "sleep %d\n", int(h.waitInterval().Seconds()))
+		fmt.Fprintf(&sb, "chain --replace --autofree %s/boot/ipxe?mac=%s || exit 1\n", h.BaseURL, mac.String())
 		return sb.String(), nil
 	case ActionInstall, ActionDiscover:
 	default:

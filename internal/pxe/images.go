@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 )
@@ -47,63 +49,77 @@ func (d DirImages) Image(_ context.Context, id string) (Image, error) {
 	return img, nil
 }
 
-// NixBuild builds a member's netboot installer from the flake with
-//
-//	nix build <flake>#nixosConfigurations.<cluster>-<member>.config.system.build.{kernel,netbootRamdisk,toplevel}
-//
-// and serves it by the hash of the ramdisk's store path, so a rebuild with the same result is a cache hit and
-// a changed configuration gets a new URL. It cannot run on the test machines (no Nix store builds there); the
-// end-to-end tests serve a Debian kernel and a busybox initramfs through DirImages instead.
+// NixBuild builds netboot images from a flake: an installable whose output is a directory laid out like
+// DirImages (bzImage, initrd, cmdline), e.g. nixosConfigurations.<cluster>-<member>.config.system.build.nix8sNetboot
+// (modules/nixos/installer.nix). An image is served under the hash of its store path, so a rebuild with the
+// same result is a cache hit and a changed configuration gets a new URL. Real builds cannot run on the test
+// machines (no nixpkgs there); the tests run a stand-in nix program and say so.
 type NixBuild struct {
-	// Flake is the flake directory or reference holding nixosConfigurations.<cluster>-<member>.
+	// Flake is the flake directory or reference.
 	Flake string
 	// Nix is the nix program ("nix" when empty).
 	Nix string
 
 	mu     sync.Mutex
-	images map[string]Image
+	images map[string]string // ID -> store path
 }
 
-// Build builds the netboot image of one configuration and returns its ID; the build log is in the error.
-func (n *NixBuild) Build(ctx context.Context, config string) (string, error) {
-	if !ValidImageID(config) {
-		return "", fmt.Errorf("configuration name %q is not a plain name", config)
+// MemberInstallable is the attribute of a member's netboot installer in a nix8s flake.
+func MemberInstallable(cluster, member string) string {
+	return "nixosConfigurations." + cluster + "-" + member + ".config.system.build.nix8sNetboot"
+}
+
+// DiscoveryInstallable is the attribute of the discovery image in a nix8s flake (for the current system).
+const DiscoveryInstallable = "nix8s-discovery-netboot"
+
+var installableRe = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$`)
+
+// Build builds installable (an attribute path of Flake) and returns its image ID; the build's output goes to
+// log as it runs.
+func (n *NixBuild) Build(ctx context.Context, installable string, log io.Writer) (string, error) {
+	if !installableRe.MatchString(installable) || strings.Contains(installable, "..") {
+		return "", fmt.Errorf("%q is not a plain attribute path", installable)
 	}
 	nix := n.Nix
 	if nix == "" {
 		nix = "nix"
 	}
-	base := n.Flake + "#nixosConfigurations." + config + ".config.system.build."
-	var out, log bytes.Buffer
+	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, nix, "--extra-experimental-features", "nix-command flakes", "build", "--no-link",
-		"--print-out-paths", base+"kernel", base+"netbootRamdisk", base+"toplevel")
-	cmd.Stdout, cmd.Stderr = &out, &log
+		"--print-out-paths", "--print-build-logs", n.Flake+"#"+installable)
+	cmd.Stdout, cmd.Stderr = &out, log
+	fmt.Fprintf(log, "nix8s: building %s#%s\n", n.Flake, installable)
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("building the netboot image of %s: %w\n%s", config, err, log.String())
+		return "", fmt.Errorf("building %s: %w", installable, err)
 	}
 	paths := strings.Fields(out.String())
-	if len(paths) != 3 {
-		return "", fmt.Errorf("building the netboot image of %s: expected 3 store paths, got %q", config, out.String())
+	if len(paths) != 1 || !filepath.IsAbs(paths[0]) {
+		return "", fmt.Errorf("building %s: expected one store path, got %q", installable, out.String())
 	}
-	id := strings.SplitN(filepath.Base(paths[1]), "-", 2)[0]
-	img := Image{Kernel: filepath.Join(paths[0], "bzImage"), Initrd: filepath.Join(paths[1], "initrd"),
-		Cmdline: []string{"init=" + paths[2] + "/init"}}
+	id := strings.SplitN(filepath.Base(paths[0]), "-", 2)[0]
+	if !ValidImageID(id) {
+		return "", fmt.Errorf("building %s: %q is not a store path", installable, paths[0])
+	}
+	if _, err := (DirImages{Dir: filepath.Dir(paths[0])}).Image(ctx, filepath.Base(paths[0])); err != nil {
+		return "", fmt.Errorf("building %s: %s is not a netboot image (bzImage, initrd, cmdline): %w", installable, paths[0], err)
+	}
+	fmt.Fprintf(log, "nix8s: %s is image %s\n", paths[0], id)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.images == nil {
-		n.images = map[string]Image{}
+		n.images = map[string]string{}
 	}
-	n.images[id] = img
+	n.images[id] = paths[0]
 	return id, nil
 }
 
 // Image implements ImageSource for images built by this NixBuild.
-func (n *NixBuild) Image(_ context.Context, id string) (Image, error) {
+func (n *NixBuild) Image(ctx context.Context, id string) (Image, error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	img, ok := n.images[id]
+	p, ok := n.images[id]
+	n.mu.Unlock()
 	if !ok {
 		return Image{}, fmt.Errorf("image %q: %w", id, ErrNotFound)
 	}
-	return img, nil
+	return DirImages{Dir: filepath.Dir(p)}.Image(ctx, filepath.Base(p))
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -295,5 +296,74 @@ func TestDHCPFullPlanIPAndCheck(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Check: %v; want %q", err, w)
 		}
+	}
+}
+
+// A waiting machine stays in iPXE and asks again; its message is printed only when it is plain words.
+func TestWaitScript(t *testing.T) {
+	h, _ := newHTTP(t)
+	h.WaitInterval = 7 * time.Second
+	h.Booter = evilBooter{Boot{Action: ActionWait, Message: "waiting for dev-server (installing) to be ready"}}
+	_, body := get(t, h, "/boot/ipxe?mac=52-54-00-00-00-01")
+	want := "#!ipxe\necho nix8s: waiting for dev-server (installing) to be ready\nsleep 7\n" +
+		"chain --replace --autofree http://10.97.0.1:8081/boot/ipxe?mac=52:54:00:00:00:01 || exit 1\n"
+	if body != want {
+		t.Fatalf("script:\n%s\nwant:\n%s", body, want)
+	}
+	for _, msg := range []string{"x\nshell", "${root-path}", "a; shell", `say "hi"`, "#comment"} {
+		h.Booter = evilBooter{Boot{Action: ActionWait, Message: msg}}
+		_, body := get(t, h, "/boot/ipxe?mac=52:54:00:00:00:01")
+		if strings.Contains(body, msg) || !strings.Contains(body, "echo nix8s: waiting\n") {
+			t.Errorf("message %q should be replaced:\n%s", msg, body)
+		}
+	}
+}
+
+// NixBuild with a stand-in nix program (real builds need nixpkgs, which cannot be had here): the arguments it
+// passes, the image it serves from the printed store path, and a failed build's log.
+func TestNixBuildWithAStandInNix(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "store", "0c8n7sxsb3x6wf5p0y1gn1z4l2vxqi9a-nix8s-netboot-dev-server")
+	os.MkdirAll(out, 0o755)
+	os.WriteFile(filepath.Join(out, "bzImage"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(out, "initrd"), []byte("initrd"), 0o644)
+	os.WriteFile(filepath.Join(out, "cmdline"), []byte("init=/nix/store/x-nixos-system/init loglevel=4\n"), 0o644)
+	nix := filepath.Join(dir, "nix")
+	os.WriteFile(nix, []byte(`#!/bin/sh
+echo "$@" > `+dir+`/args
+case "$*" in
+  *broken*) echo "error: builder for 'installer.drv' failed" >&2; exit 1 ;;
+esac
+echo "building..." >&2
+echo `+out+`
+`), 0o755)
+	n := &NixBuild{Flake: "/srv/flake", Nix: nix}
+	var log strings.Builder
+	id, err := n.Build(context.Background(), MemberInstallable("dev", "server"), &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, _ := os.ReadFile(filepath.Join(dir, "args"))
+	if want := "--extra-experimental-features nix-command flakes build --no-link --print-out-paths --print-build-logs /srv/flake#nixosConfigurations.dev-server.config.system.build.nix8sNetboot\n"; string(args) != want {
+		t.Errorf("nix args:\n%s\nwant\n%s", args, want)
+	}
+	if id != "0c8n7sxsb3x6wf5p0y1gn1z4l2vxqi9a" || !strings.Contains(log.String(), "building...") {
+		t.Errorf("id %q, log %q", id, log.String())
+	}
+	img, err := n.Image(context.Background(), id)
+	if err != nil || img.Kernel != filepath.Join(out, "bzImage") || strings.Join(img.Cmdline, " ") != "init=/nix/store/x-nixos-system/init loglevel=4" {
+		t.Fatalf("image: %+v, %v", img, err)
+	}
+	log.Reset()
+	if _, err := n.Build(context.Background(), MemberInstallable("dev", "broken"), &log); err == nil || !strings.Contains(log.String(), "builder for 'installer.drv' failed") {
+		t.Fatalf("failed build: %v, log %q", err, log.String())
+	}
+	for _, bad := range []string{"x#y", "../etc", "a b", ""} {
+		if _, err := n.Build(context.Background(), bad, &log); err == nil {
+			t.Errorf("installable %q accepted", bad)
+		}
+	}
+	if _, err := n.Image(context.Background(), "unknown"); err == nil {
+		t.Error("unknown image served")
 	}
 }

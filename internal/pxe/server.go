@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Server runs DHCP, TFTP and HTTP together on one address, as nix8sd does. Every listener is opened before
+// Server runs DHCP, TFTP and HTTP together on one address, as nix8sd does. Listen opens every socket before
 // anything is served, so a port in use is an error at start.
 type Server struct {
 	DHCP *DHCP
@@ -18,9 +18,52 @@ type Server struct {
 	HTTP *HTTP
 	// RA, when set, answers IPv6 router solicitations (see RouterAdvertiser).
 	RA *RouterAdvertiser
-	// HTTPAddr and TFTPAddr to listen on, e.g. 10.0.0.1:8081 and 10.0.0.1:69.
+	// HTTPAddr and TFTPAddr to listen on, e.g. 10.0.0.1:8081 and 10.0.0.1:69. An empty HTTPAddr serves no HTTP
+	// here: the HTTP handler is mounted elsewhere (nix8sd serves it on its API listener).
 	HTTPAddr, TFTPAddr string
 	Logger             *slog.Logger
+
+	hl net.Listener
+	tc net.PacketConn
+}
+
+// Listen opens the HTTP, TFTP and DHCP sockets; Run calls it when it was not called.
+func (s *Server) Listen() error {
+	if s.hl != nil || s.tc != nil {
+		return nil
+	}
+	if err := CheckBaseURL(s.HTTP.BaseURL); err != nil {
+		return err
+	}
+	var err error
+	if s.HTTPAddr != "" {
+		if s.hl, err = net.Listen("tcp", s.HTTPAddr); err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	if s.TFTP != nil {
+		if s.tc, err = net.ListenPacket("udp4", s.TFTPAddr); err != nil {
+			s.close()
+			return fmt.Errorf("tftp: %w", err)
+		}
+	}
+	if s.DHCP != nil {
+		if err := s.DHCP.Listen(); err != nil {
+			s.close()
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) close() {
+	if s.hl != nil {
+		s.hl.Close()
+	}
+	if s.tc != nil {
+		s.tc.Close()
+	}
+	s.hl, s.tc = nil, nil
 }
 
 // Run serves until ctx ends.
@@ -28,23 +71,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := CheckBaseURL(s.HTTP.BaseURL); err != nil {
+	if err := s.Listen(); err != nil {
 		return err
 	}
-	hl, err := net.Listen("tcp", s.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http: %w", err)
-	}
-	var tc net.PacketConn
-	if s.TFTP != nil {
-		if tc, err = net.ListenPacket("udp4", s.TFTPAddr); err != nil {
-			hl.Close()
-			return fmt.Errorf("tftp: %w", err)
-		}
-	}
+	hl, tc := s.hl, s.tc
+	defer func() { s.hl, s.tc = nil, nil }()
 	hs := &http.Server{Handler: s.HTTP, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 4)
-	go func() { errc <- hs.Serve(hl) }()
+	if hl != nil {
+		go func() { errc <- hs.Serve(hl) }()
+	}
 	if tc != nil {
 		go func() { errc <- s.TFTP.Serve(tc) }()
 	}
@@ -74,7 +110,9 @@ func (s *Server) Run(ctx context.Context) error {
 	cancel()
 	sctx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer c2()
-	hs.Shutdown(sctx)
+	if hl != nil {
+		hs.Shutdown(sctx)
+	}
 	if s.TFTP != nil {
 		s.TFTP.Shutdown()
 	}

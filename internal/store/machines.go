@@ -22,8 +22,14 @@ type Machine struct {
 	Version        int64           `json:"version"`
 	StateChangedAt time.Time       `json:"stateChangedAt"`
 	StateDeadline  *time.Time      `json:"stateDeadline"`
-	CreatedAt      time.Time       `json:"createdAt"`
-	UpdatedAt      time.Time       `json:"updatedAt"`
+	// InstallGeneration counts the network installs armed for this machine; InstallArmed says one is armed
+	// now (the machine is installing and boots its installer from the network).
+	InstallGeneration int64 `json:"installGeneration"`
+	InstallArmed      bool  `json:"installArmed"`
+	// InstallTokenClaimed: the armed install's one-time token was handed to a boot script.
+	InstallTokenClaimed bool      `json:"installTokenClaimed"`
+	CreatedAt           time.Time `json:"createdAt"`
+	UpdatedAt           time.Time `json:"updatedAt"`
 }
 
 // Event is one entry of a machine's append-only audit log.
@@ -58,13 +64,14 @@ func NormalizeMAC(s string) (string, error) {
 	return hw.String(), nil
 }
 
-const machineCols = `mac::text, facts, cluster, member, state, locked, version, state_changed_at, state_deadline, created_at, updated_at`
+const machineCols = `mac::text, facts, cluster, member, state, locked, version, state_changed_at, state_deadline, created_at, updated_at,
+	install_generation, install_armed, install_token_hash IS NOT NULL`
 
 func scanMachine(r pgx.Row) (*Machine, error) {
 	var m Machine
 	var facts []byte
 	if err := r.Scan(&m.MAC, &facts, &m.Cluster, &m.Member, &m.State, &m.Locked, &m.Version, &m.StateChangedAt,
-		&m.StateDeadline, &m.CreatedAt, &m.UpdatedAt); err != nil {
+		&m.StateDeadline, &m.CreatedAt, &m.UpdatedAt, &m.InstallGeneration, &m.InstallArmed, &m.InstallTokenClaimed); err != nil {
 		return nil, err
 	}
 	m.Facts = facts

@@ -1,66 +1,98 @@
-// Package storeboot puts the PXE seams (pxe.Booter, pxe.Machines, pxe.TokenClaimer) on the daemon's store:
-// what a machine boots follows its state in the database (installing: its member's installer; joined, ready
-// and later: its disk; unknown or discovered: discovery), and discovery facts become machines.
+// Package storeboot puts the PXE seams (pxe.Booter, pxe.Machines, pxe.TokenClaimer, pxe.Leases) on the
+// daemon's store: what a machine boots follows its state in the database, discovery facts become machines,
+// install progress goes into the machine's audit log, and full-mode leases live in PostgreSQL.
 //
-// The store has no place yet for the armed install (generation, one-time token) nor for install progress
-// events; Arming is that seam, with an in-memory implementation (MemArming) until the store offers it. See
-// docs/pxe.md, "What the store must offer".
+// The boot decision, by state:
+//
+//	unknown, discovered and unassigned   the discovery image (or nothing when discovery is off)
+//	discovered and assigned              armed (-> installing, new generation) on its iPXE script request once
+//	                                     every member of earlier join waves is ready; until then it waits
+//	installing, armed                    its member's installer, with the one-time token on the first script
+//	installing, not armed                its disk (an install over SSH, or the installer reported done)
+//	deprovisioning                       nothing (no wipe image yet)
+//	anything else                        its disk: never reinstalled until an operator asks
 package storeboot
 
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
-	"sync"
+	"slices"
+	"strings"
 
+	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/pxe"
+	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
 // MachineStore is the part of *store.Store this adapter uses.
 type MachineStore interface {
 	Machine(ctx context.Context, mac string) (*store.Machine, error)
+	MachinesOfCluster(ctx context.Context, cluster string) (map[string]*store.Machine, error)
 	CreateMachine(ctx context.Context, actor, mac string, facts json.RawMessage, reason string) (*store.Machine, error)
 	UpdateMachine(ctx context.Context, actor, mac string, c store.MachineChange) (*store.Machine, error)
+	ArmInstall(ctx context.Context, actor, mac string, version int64, reason string) (*store.Machine, error)
+	ClaimInstallToken(ctx context.Context, actor, mac string, generation int64, hash [32]byte) error
+	ReportInstall(ctx context.Context, actor, mac string, hash [32]byte, r store.InstallReport) error
 }
 
-// Arming keeps the one-shot install arming of each machine: a generation number and the hash of a one-time
-// phone-home token. The store should hold it (columns on machines) so that several daemons agree.
-type Arming interface {
-	// Arm starts a new generation for mac and returns its token (only the hash is kept).
-	Arm(ctx context.Context, mac string) (token string, generation int64, err error)
-	// Armed returns the armed generation, if any.
-	Armed(ctx context.Context, mac string) (generation int64, ok bool, err error)
-	// Claim returns the token of the armed generation once (for the installer's boot script).
-	Claim(ctx context.Context, mac string, generation int64) (string, error)
-	// Check verifies a token of the armed generation; done disarms it (the token is then used up).
-	Check(ctx context.Context, mac string, generation int64, token string, done bool) error
+// Planner is the core's plan of the stored inventory (the API server implements it; see jobs.Planner).
+type Planner interface {
+	ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error)
 }
 
-// Images names the installer image of a member and its plan IP (nil: none).
+// ErrBuilding: the installer image is being built; the machine waits.
+var ErrBuilding = errors.New("the installer image is being built")
+
+// Images names the installer image of an armed machine.
 type Images interface {
-	Installer(ctx context.Context, cluster, member string) (imageID string, ip net.IP, err error)
+	// Installer returns the image ID of m's member's installer, ErrBuilding while it is built. A build that
+	// failed is reported by the implementation (the machine moves to install_failed with the build log).
+	Installer(ctx context.Context, m *store.Machine) (imageID string, err error)
 }
 
 // Adapter implements pxe.Booter, pxe.Machines and pxe.TokenClaimer on a store.
 type Adapter struct {
 	Store  MachineStore
-	Arming Arming
+	Plans  Planner
 	Images Images
+	// Clusters limits network installs to these clusters (nil: every cluster). Machines of other clusters
+	// are told to boot their disk.
+	Clusters []string
 	// DiscoveryImage is the discovery image's ID; "" turns discovery off (unknown machines fall through).
 	DiscoveryImage string
-	// OnProgress, when set, receives every accepted progress report (the store has no event kind for it yet).
-	OnProgress func(mac string, p pxe.Progress)
+	// Arm, when true, arms an assigned machine in state discovered when it boots from the network (in its
+	// turn in the join order). When false, only POST /v1/machines/{mac}/reinstall arms installs.
+	Arm bool
+	// OnArm, when set, runs after an install was armed by a boot (e.g. to forget the member's old node).
+	OnArm  func(ctx context.Context, m *store.Machine)
+	Logger *slog.Logger
 }
 
 const actor = "nix8sd:pxe"
 
-// Boot implements pxe.Booter.
-func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, _ pxe.Firmware) (pxe.Boot, error) {
+// readyStates are the states in which a member counts as joined for the ones after it.
+var readyStates = []string{"ready", "rebuilding", "rebuild_failed"}
+
+func (a *Adapter) log() *slog.Logger {
+	if a.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Logger
+}
+
+func (a *Adapter) served(cluster string) bool {
+	return a.Clusters == nil || slices.Contains(a.Clusters, cluster)
+}
+
+// Boot implements pxe.Booter. Only an iPXE script request (fw == FirmwareIPXE) changes anything (arming):
+// DHCP asks too, to know whether to answer, and must not.
+func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware) (pxe.Boot, error) {
 	mac := hw.String()
 	m, err := a.Store.Machine(ctx, mac)
 	if errors.Is(err, store.ErrNotFound) {
@@ -70,33 +102,56 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, _ pxe.Firmware)
 		return pxe.Boot{}, err
 	}
 	var b pxe.Boot
-	if m.Cluster != nil && m.Member != nil {
+	var plan *core.Cluster
+	assigned := m.Cluster != nil && m.Member != nil
+	if assigned {
 		b.Member = *m.Cluster + "-" + *m.Member
-		if _, ip, err := a.Images.Installer(ctx, *m.Cluster, *m.Member); err == nil {
-			b.IP = ip
+		c, _, err := a.Plans.ClusterPlan(ctx, *m.Cluster)
+		if err != nil {
+			return pxe.Boot{}, fmt.Errorf("the plan of %s: %w", *m.Cluster, err)
+		}
+		plan = &c
+		if mp, ok := c.Members[*m.Member]; ok {
+			b.IP = net.ParseIP(mp.IP)
 		}
 	}
+	served := assigned && a.served(*m.Cluster)
 	switch m.State {
 	case "discovered":
-		d := a.discover()
-		d.IP, d.Member = b.IP, b.Member
-		return d, nil
-	case "installing":
-		gen, armed, err := a.Arming.Armed(ctx, mac)
+		if !served || !a.Arm {
+			d := a.discover()
+			d.IP, d.Member = b.IP, b.Member
+			return d, nil
+		}
+		if wait, err := a.waitingFor(ctx, plan, *m.Member); err != nil || wait != "" {
+			b.Action, b.Message = pxe.ActionWait, wait
+			return b, err
+		}
+		if fw != pxe.FirmwareIPXE {
+			b.Action = pxe.ActionWait
+			return b, nil
+		}
+		m, err = a.Store.ArmInstall(ctx, actor, mac, m.Version, "network boot of an assigned machine, in its turn of the join order")
+		if errors.Is(err, store.ErrConflict) {
+			// Changed under us (another daemon armed it): decide again on the next request.
+			b.Action, b.Message = pxe.ActionWait, "the machine changed; asking again"
+			return b, nil
+		}
 		if err != nil {
 			return pxe.Boot{}, err
 		}
-		if !armed {
-			// Reported done (rebooting into the installed system) or never armed: never wipe on our own.
+		a.log().Info("pxe: install armed", "mac", mac, "member", b.Member, "generation", m.InstallGeneration)
+		if a.OnArm != nil {
+			a.OnArm(ctx, m)
+		}
+		return a.install(ctx, m, b)
+	case "installing":
+		if !m.InstallArmed || !served {
+			// Reported done (rebooting into the installed system), or installed over SSH: never wipe on our own.
 			b.Action = pxe.ActionLocal
 			return b, nil
 		}
-		img, _, err := a.Images.Installer(ctx, *m.Cluster, *m.Member)
-		if err != nil {
-			return pxe.Boot{}, fmt.Errorf("installer of %s: %w", b.Member, err)
-		}
-		b.Action, b.Image, b.Generation = pxe.ActionInstall, img, gen
-		return b, nil
+		return a.install(ctx, m, b)
 	case "deprovisioning":
 		// A wipe image is not there yet: leave the machine to its next boot device.
 		b.Action = pxe.ActionIgnore
@@ -107,6 +162,50 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, _ pxe.Firmware)
 	}
 }
 
+func (a *Adapter) install(ctx context.Context, m *store.Machine, b pxe.Boot) (pxe.Boot, error) {
+	img, err := a.Images.Installer(ctx, m)
+	if errors.Is(err, ErrBuilding) {
+		b.Action, b.Message = pxe.ActionWait, "building the installer of "+b.Member
+		return b, nil
+	}
+	if err != nil {
+		return pxe.Boot{}, fmt.Errorf("installer of %s: %w", b.Member, err)
+	}
+	b.Action, b.Image, b.Generation = pxe.ActionInstall, img, m.InstallGeneration
+	return b, nil
+}
+
+// waitingFor names what the member waits for before it may install: every member of an earlier join wave
+// (first server, each other server alone, then the agents) must be ready; "" when it may go.
+func (a *Adapter) waitingFor(ctx context.Context, c *core.Cluster, member string) (string, error) {
+	var before []string
+	for _, wave := range c.Provision {
+		if slices.Contains(wave, member) {
+			break
+		}
+		before = append(before, wave...)
+	}
+	if len(before) == 0 {
+		return "", nil
+	}
+	ms, err := a.Store.MachinesOfCluster(ctx, c.Name)
+	if err != nil {
+		return "", err
+	}
+	var waiting []string
+	for _, name := range before {
+		if m, ok := ms[name]; !ok {
+			waiting = append(waiting, c.Name+"-"+name+" (no machine)")
+		} else if !slices.Contains(readyStates, m.State) {
+			waiting = append(waiting, c.Name+"-"+name+" ("+strings.ReplaceAll(m.State, "_", " ")+")")
+		}
+	}
+	if len(waiting) == 0 {
+		return "", nil
+	}
+	return "waiting for " + strings.Join(waiting, ", ") + " to be ready", nil
+}
+
 func (a *Adapter) discover() pxe.Boot {
 	if a.DiscoveryImage == "" {
 		return pxe.Boot{Action: pxe.ActionIgnore}
@@ -114,9 +213,20 @@ func (a *Adapter) discover() pxe.Boot {
 	return pxe.Boot{Action: pxe.ActionDiscover, Image: a.DiscoveryImage}
 }
 
-// ClaimToken implements pxe.TokenClaimer.
+// ClaimToken implements pxe.TokenClaimer: a new token for the armed generation, once; only its hash is stored.
 func (a *Adapter) ClaimToken(ctx context.Context, hw net.HardwareAddr, generation int64) (string, error) {
-	return a.Arming.Claim(ctx, hw.String(), generation)
+	tok, err := pxe.NewToken()
+	if err != nil {
+		return "", err
+	}
+	err = a.Store.ClaimInstallToken(ctx, actor, hw.String(), generation, sha256.Sum256([]byte(tok)))
+	if errors.Is(err, store.ErrInstallToken) {
+		return "", pxe.ErrToken
+	}
+	if err != nil {
+		return "", err
+	}
+	return tok, nil
 }
 
 // Discovered implements pxe.Machines: a new machine is created as discovered; a known one in state
@@ -139,103 +249,44 @@ func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts jso
 	return err
 }
 
-// Progress implements pxe.Machines: accepted only while the machine is installing with that generation armed.
+// Progress implements pxe.Machines: recorded as a progress event when the token is the armed generation's.
 func (a *Adapter) Progress(ctx context.Context, hw net.HardwareAddr, token string, p pxe.Progress) error {
-	mac := hw.String()
-	m, err := a.Store.Machine(ctx, mac)
-	if errors.Is(err, store.ErrNotFound) {
+	err := a.Store.ReportInstall(ctx, "machine:"+hw.String(), hw.String(), sha256.Sum256([]byte(token)),
+		store.InstallReport{Generation: p.Generation, Phase: p.Phase, Done: p.Done, Error: p.Error})
+	if errors.Is(err, store.ErrInstallToken) {
 		return pxe.ErrToken
 	}
-	if err != nil {
-		return err
-	}
-	if m.State != "installing" {
-		return pxe.ErrToken
-	}
-	if err := a.Arming.Check(ctx, mac, p.Generation, token, p.Done || p.Error != ""); err != nil {
-		return err
-	}
-	if p.Error != "" {
-		state := "install_failed"
-		if _, err := a.Store.UpdateMachine(ctx, actor, mac, store.MachineChange{State: &state, Reason: "installer: " + p.Error}); err != nil {
-			return err
-		}
-	}
-	if a.OnProgress != nil {
-		a.OnProgress(mac, p)
-	}
-	return nil
+	return err
 }
 
-// MemArming is an in-memory Arming (one daemon; lost on restart).
-type MemArming struct {
-	mu sync.Mutex
-	m  map[string]*arm
+// Leases implements pxe.Leases on the store's dhcp_leases table.
+type Leases struct{ Store *store.Store }
+
+var _ pxe.Leases = Leases{}
+
+func fromStore(l *store.Lease) *pxe.Lease {
+	if l == nil {
+		return nil
+	}
+	return &pxe.Lease{MAC: l.MAC, IP: l.IP, Expires: l.Expires}
 }
 
-type arm struct {
-	gen   int64
-	hash  [32]byte
-	token string
-	armed bool
+// ByMAC implements pxe.Leases.
+func (l Leases) ByMAC(ctx context.Context, mac string) (*pxe.Lease, error) {
+	x, err := l.Store.LeaseByMAC(ctx, mac)
+	return fromStore(x), err
 }
 
-func (s *MemArming) get(mac string) *arm {
-	if s.m == nil {
-		s.m = map[string]*arm{}
-	}
-	if s.m[mac] == nil {
-		s.m[mac] = &arm{}
-	}
-	return s.m[mac]
+// ByIP implements pxe.Leases.
+func (l Leases) ByIP(ctx context.Context, ip net.IP) (*pxe.Lease, error) {
+	x, err := l.Store.LeaseByIP(ctx, ip)
+	return fromStore(x), err
 }
 
-// Arm implements Arming.
-func (s *MemArming) Arm(_ context.Context, mac string) (string, int64, error) {
-	tok, err := pxe.NewToken()
-	if err != nil {
-		return "", 0, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	x := s.get(mac)
-	x.gen++
-	x.hash, x.token, x.armed = sha256.Sum256([]byte(tok)), tok, true
-	return tok, x.gen, nil
+// Put implements pxe.Leases.
+func (l Leases) Put(ctx context.Context, x pxe.Lease) error {
+	return l.Store.PutLease(ctx, store.Lease{MAC: x.MAC, IP: x.IP, Expires: x.Expires})
 }
 
-// Armed implements Arming.
-func (s *MemArming) Armed(_ context.Context, mac string) (int64, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	x := s.get(mac)
-	return x.gen, x.armed, nil
-}
-
-// Claim implements Arming.
-func (s *MemArming) Claim(_ context.Context, mac string, gen int64) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	x := s.get(mac)
-	if !x.armed || x.gen != gen || x.token == "" {
-		return "", pxe.ErrToken
-	}
-	t := x.token
-	x.token = ""
-	return t, nil
-}
-
-// Check implements Arming.
-func (s *MemArming) Check(_ context.Context, mac string, gen int64, token string, done bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	x := s.get(mac)
-	h := sha256.Sum256([]byte(token))
-	if !x.armed || x.gen != gen || subtle.ConstantTimeCompare(h[:], x.hash[:]) != 1 {
-		return pxe.ErrToken
-	}
-	if done {
-		x.armed = false
-	}
-	return nil
-}
+// Release implements pxe.Leases.
+func (l Leases) Release(ctx context.Context, mac string) error { return l.Store.ReleaseLease(ctx, mac) }

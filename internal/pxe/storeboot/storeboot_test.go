@@ -4,38 +4,67 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nix8s/nix8s"
+	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/pxe"
+	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-type images struct{}
+// images serves every member's installer as "installer-<cluster>-<member>", or ErrBuilding for the ones in
+// building.
+type images struct{ building map[string]bool }
 
-func (images) Installer(_ context.Context, cluster, member string) (string, net.IP, error) {
-	if cluster == "dev" && member == "server" {
-		return "installer-dev-server", net.ParseIP("192.168.1.10"), nil
+func (i images) Installer(_ context.Context, m *store.Machine) (string, error) {
+	id := "installer-" + *m.Cluster + "-" + *m.Member
+	if i.building[id] {
+		return "", ErrBuilding
 	}
-	return "", nil, errors.New("no such member")
+	return id, nil
 }
 
-const cfg = `{"clusters": {"dev": {"members": {"server": {"role": "server", "ip": "192.168.1.10", "network": {"mac": "52:54:00:ee:00:01"}}}}}}`
+// planner plans the config with the real core (nix-instantiate), as the API server does.
+type planner struct {
+	t    *testing.T
+	plan *core.Plan
+}
 
-// The adapter on a real PostgreSQL with the daemon's migrations: the boot decision follows the machine's
-// state in the database, discovery creates machines, progress needs the armed generation's token.
-func TestAdapterOnTheStore(t *testing.T) {
+func (p *planner) ClusterPlan(_ context.Context, name string) (core.Cluster, remote.Settings, error) {
+	c, ok := p.plan.Clusters[name]
+	if !ok {
+		return core.Cluster{}, remote.Settings{}, errors.New("no cluster " + name)
+	}
+	return c, remote.Settings{}, nil
+}
+
+const cfg = `{"nodes": {"vm": {"install": {"disk": "/dev/vda"}}}, "clusters": {"dev": {"ha": {"enable": true, "vip": "192.168.1.100"}, "members": {
+  "s1": {"node": "vm", "role": "server", "ip": "192.168.1.10", "network": {"mac": "52:54:00:ee:00:01"}},
+  "s2": {"node": "vm", "role": "server", "ip": "192.168.1.11", "network": {"mac": "52:54:00:ee:00:02"}},
+  "a1": {"node": "vm", "role": "agent", "ip": "192.168.1.20", "network": {"mac": "52:54:00:ee:00:03"}}}}}}`
+
+func setup(t *testing.T) (*store.Store, *Adapter) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, pgtest.Database(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(st.Close)
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -44,19 +73,36 @@ func TestAdapterOnTheStore(t *testing.T) {
 	if _, err := st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return c, nil }); err != nil {
 		t.Fatal(err)
 	}
-	arming := &MemArming{}
-	a := &Adapter{Store: st, Arming: arming, Images: images{}, DiscoveryImage: "discovery"}
-	hw, _ := net.ParseMAC("52:54:00:ee:00:01")
-	mac := hw.String()
-	boot := func(want pxe.Action) pxe.Boot {
-		t.Helper()
-		b, err := a.Boot(ctx, hw, pxe.FirmwareIPXE)
-		if err != nil || b.Action != want {
-			t.Fatalf("boot: %+v, %v; want %s", b, err, want)
-		}
-		return b
+	ev, err := core.New(core.Options{Lib: nix8s.Lib, CacheDir: filepath.Join(t.TempDir(), "cache")})
+	if err != nil {
+		t.Fatal(err)
 	}
-	boot(pxe.ActionDiscover)
+	p, err := ev.Plan(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, &Adapter{Store: st, Plans: &planner{t, &p.Plan}, Images: images{}, DiscoveryImage: "discovery", Arm: true}
+}
+
+func bootOf(t *testing.T, a *Adapter, mac string, fw pxe.Firmware, want pxe.Action) pxe.Boot {
+	t.Helper()
+	hw, _ := net.ParseMAC(mac)
+	b, err := a.Boot(context.Background(), hw, fw)
+	if err != nil || b.Action != want {
+		t.Fatalf("boot %s (%s): %+v, %v; want %s", mac, fw, b, err, want)
+	}
+	return b
+}
+
+// The adapter on a real PostgreSQL with the daemon's migrations and the real core's plan: discovery creates
+// machines, an assigned machine is armed on its script request, the token is handed out once, progress
+// needs it, done sends the machine to its disk, a reported failure to install_failed.
+func TestAdapterOnTheStore(t *testing.T) {
+	ctx := context.Background()
+	st, a := setup(t)
+	mac := "52:54:00:ee:00:01"
+	hw, _ := net.ParseMAC(mac)
+	bootOf(t, a, mac, pxe.FirmwareIPXE, pxe.ActionDiscover)
 	if err := a.Discovered(ctx, hw, json.RawMessage(`{"mac":"52:54:00:ee:00:01","cpus":4}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -66,22 +112,40 @@ func TestAdapterOnTheStore(t *testing.T) {
 	if err := a.Discovered(ctx, hw, json.RawMessage(`{"mac":"52:54:00:ee:00:01","cpus":8}`)); err != nil {
 		t.Fatalf("facts refresh: %v", err)
 	}
-	// The operator assigns and arms the install (what POST /v1/machines/{mac}/reinstall or the install job do).
-	installing := "installing"
-	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Assign: &[2]string{"dev", "server"}}); err != nil {
+	bootOf(t, a, mac, pxe.FirmwareIPXE, pxe.ActionDiscover) // discovered, unassigned: discovery again
+	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Assign: &[2]string{"dev", "s1"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{State: &installing}); err != nil {
-		t.Fatal(err)
+	// DHCP asks first: it is answered (the machine will install) but nothing is armed.
+	bootOf(t, a, mac, pxe.FirmwareBIOS, pxe.ActionWait)
+	if m, _ := st.Machine(ctx, mac); m.State != "discovered" {
+		t.Fatalf("DHCP armed the install: %s", m.State)
 	}
-	boot(pxe.ActionLocal) // installing but not armed: never wipe on our own
-	tok, gen, _ := arming.Arm(ctx, mac)
-	b := boot(pxe.ActionInstall)
-	if b.Image != "installer-dev-server" || b.Generation != gen || !b.IP.Equal(net.ParseIP("192.168.1.10")) || b.Member != "dev-server" {
+	b := bootOf(t, a, mac, pxe.FirmwareIPXE, pxe.ActionInstall)
+	if b.Image != "installer-dev-s1" || b.Generation != 1 || !b.IP.Equal(net.ParseIP("192.168.1.10")) || b.Member != "dev-s1" {
 		t.Fatalf("install boot: %+v", b)
 	}
 
-	h := &pxe.HTTP{Booter: a, Machines: a, Images: pxe.DirImages{Dir: t.TempDir()}, BaseURL: "http://10.97.0.1"}
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "installer-dev-s1"), 0o755)
+	for _, f := range []string{"bzImage", "initrd"} {
+		os.WriteFile(filepath.Join(dir, "installer-dev-s1", f), []byte(f), 0o644)
+	}
+	h := &pxe.HTTP{Booter: a, Machines: a, Images: pxe.DirImages{Dir: dir}, BaseURL: "http://10.97.0.1"}
+	script := func() string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/boot/ipxe?mac="+mac, nil))
+		return rec.Body.String()
+	}
+	first := script()
+	i := strings.Index(first, "nix8s.token=")
+	if i < 0 || !strings.Contains(first, "nix8s.generation=1") {
+		t.Fatalf("first install script has no token:\n%s", first)
+	}
+	tok := strings.Fields(first[i+len("nix8s.token="):])[0]
+	if again := script(); strings.Contains(again, "nix8s.token") || !strings.Contains(again, "installer-dev-s1/bzImage") {
+		t.Fatalf("second script of the generation:\n%s", again)
+	}
 	post := func(tok, body string) int {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("POST", "/machine/v1/progress?mac="+mac, strings.NewReader(body))
@@ -101,20 +165,184 @@ func TestAdapterOnTheStore(t *testing.T) {
 	if code := post(tok, `{"generation":1,"phase":"again"}`); code != http.StatusForbidden {
 		t.Errorf("token after done: %d", code)
 	}
-	boot(pxe.ActionLocal) // done: the next network boot goes to the disk
+	bootOf(t, a, mac, pxe.FirmwareIPXE, pxe.ActionLocal) // done: the next network boot goes to the disk
 
-	// A failed install, reported: the machine moves to install_failed and boots its disk.
-	tok, _, _ = arming.Arm(ctx, mac)
+	// Re-armed by an operator (POST /v1/machines/{mac}/reinstall) after a failed state; a reported failure
+	// moves it to install_failed, and it boots its disk.
+	failed := "install_failed"
+	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{State: &failed}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ArmInstall(ctx, "op", mac, 0, "reinstall"); err != nil {
+		t.Fatal(err)
+	}
+	s := script()
+	tok = strings.Fields(s[strings.Index(s, "nix8s.token=")+len("nix8s.token="):])[0]
 	if code := post(tok, `{"generation":2,"phase":"disko","error":"no disk /dev/sda"}`); code != http.StatusNoContent {
 		t.Errorf("error report: %d", code)
 	}
 	if m, _ := st.Machine(ctx, mac); m.State != "install_failed" {
 		t.Errorf("state after a reported failure: %s", m.State)
 	}
-	boot(pxe.ActionLocal)
+	bootOf(t, a, mac, pxe.FirmwareIPXE, pxe.ActionLocal)
 	// Discovery cannot rewrite the facts of a machine that is no longer discovered.
 	a.Discovered(ctx, hw, json.RawMessage(`{"mac":"52:54:00:ee:00:01","cpus":1}`))
 	if m, _ := st.Machine(ctx, mac); !strings.Contains(string(m.Facts), `"cpus": 8`) {
 		t.Errorf("facts rewritten in state %s: %s", m.State, m.Facts)
 	}
+	evs, _ := st.Events(ctx, mac, 0, 100)
+	var progress []string
+	for _, e := range evs {
+		if e.Kind == "progress" {
+			progress = append(progress, e.Actor+" "+e.Reason)
+		}
+	}
+	if got := strings.Join(progress, "|"); got != "machine:"+mac+" installer: disko|machine:"+mac+" installer: reboot|machine:"+mac+" installer failed in disko: no disk /dev/sda" {
+		t.Errorf("progress events: %s", got)
+	}
+}
+
+// Every machine powers on at once: the first server installs, the second server waits for it to be ready,
+// the agent waits for both; as each becomes ready the next one is armed on its next script request.
+func TestJoinOrderWhenAllPowerOnAtOnce(t *testing.T) {
+	ctx := context.Background()
+	st, a := setup(t)
+	macs := map[string]string{"s1": "52:54:00:ee:00:01", "s2": "52:54:00:ee:00:02", "a1": "52:54:00:ee:00:03"}
+	for member, mac := range macs {
+		if _, err := st.CreateMachine(ctx, "op", mac, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Assign: &[2]string{"dev", member}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent and the second server ask before the first server.
+	if b := bootOf(t, a, macs["a1"], pxe.FirmwareIPXE, pxe.ActionWait); b.Message != "waiting for dev-s1 (discovered), dev-s2 (discovered) to be ready" {
+		t.Fatalf("agent: %q", b.Message)
+	}
+	bootOf(t, a, macs["s2"], pxe.FirmwareIPXE, pxe.ActionWait)
+	bootOf(t, a, macs["s1"], pxe.FirmwareIPXE, pxe.ActionInstall)
+	if b := bootOf(t, a, macs["s2"], pxe.FirmwareIPXE, pxe.ActionWait); b.Message != "waiting for dev-s1 (installing) to be ready" {
+		t.Fatalf("second server while the first installs: %q", b.Message)
+	}
+	for _, to := range []string{"joined", "ready"} {
+		if _, err := st.UpdateMachine(ctx, "nodewatch", macs["s1"], store.MachineChange{State: &to}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := bootOf(t, a, macs["a1"], pxe.FirmwareIPXE, pxe.ActionWait); b.Message != "waiting for dev-s2 (discovered) to be ready" {
+		t.Fatalf("agent after the first server: %q", b.Message)
+	}
+	bootOf(t, a, macs["s2"], pxe.FirmwareIPXE, pxe.ActionInstall)
+	for _, to := range []string{"joined", "ready"} {
+		st.UpdateMachine(ctx, "nodewatch", macs["s2"], store.MachineChange{State: &to})
+	}
+	bootOf(t, a, macs["a1"], pxe.FirmwareIPXE, pxe.ActionInstall)
+
+	// An installed machine is never reinstalled by a network boot; a member of a cluster this daemon does
+	// not serve boots its disk while installing; an image being built keeps the machine waiting.
+	bootOf(t, a, macs["s1"], pxe.FirmwareIPXE, pxe.ActionLocal)
+	a.Clusters = []string{"other"}
+	bootOf(t, a, macs["a1"], pxe.FirmwareIPXE, pxe.ActionLocal)
+	a.Clusters = nil
+	a.Images = images{building: map[string]bool{"installer-dev-a1": true}}
+	if b := bootOf(t, a, macs["a1"], pxe.FirmwareIPXE, pxe.ActionWait); b.Message != "building the installer of dev-a1" {
+		t.Fatalf("while building: %q", b.Message)
+	}
+	// Arm off: an assigned discovered machine boots discovery until an operator arms it.
+	a.Arm = false
+	if _, err := st.CreateMachine(ctx, "op", "52:54:00:ee:00:09", nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	bootOf(t, a, "52:54:00:ee:00:09", pxe.FirmwareIPXE, pxe.ActionDiscover)
+}
+
+// Full-mode leases in PostgreSQL through pxe.Leases.
+func TestLeases(t *testing.T) {
+	st, _ := setup(t)
+	var l pxe.Leases = Leases{Store: st}
+	ctx := context.Background()
+	if err := l.Put(ctx, pxe.Lease{MAC: "52:54:00:ee:00:01", IP: net.ParseIP("10.0.0.5")}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.ByIP(ctx, net.ParseIP("10.0.0.5"))
+	if err != nil || got == nil || got.MAC != "52:54:00:ee:00:01" {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if none, err := l.ByMAC(ctx, "52:54:00:ee:00:02"); none != nil || err != nil {
+		t.Fatalf("%+v %v", none, err)
+	}
+}
+
+// fakeBuilder stands in for nix build (it needs nixpkgs, which cannot be had here): it writes a line to the
+// log and succeeds, or fails for members named in fail.
+type fakeBuilder struct{ fail map[string]bool }
+
+func (f fakeBuilder) Build(_ context.Context, installable string, log io.Writer) (string, error) {
+	fmt.Fprintf(log, "building %s\n", installable)
+	for m := range f.fail {
+		if strings.Contains(installable, "dev-"+m+".") {
+			fmt.Fprintln(log, "error: builder for 'nixos-system.drv' failed with exit code 1")
+			return "", errors.New("nix build exited 1")
+		}
+	}
+	return "img-" + strings.Split(installable, ".")[1], nil
+}
+
+// Installer images are built as jobs by the daemon's real job runner: the machine waits while its job runs,
+// gets the image once built; a failed build moves it to install_failed naming the job, whose log has the
+// build output.
+func TestBuildsAsJobs(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, a := setup(t)
+	runner := &jobs.Runner{Store: st, Poll: 50 * time.Millisecond}
+	b := &Builds{Store: st, Builder: fakeBuilder{fail: map[string]bool{"s2": true}}, Wake: runner.Wake}
+	runner.Handle(JobKind, b.Handle)
+	go runner.Run(ctx)
+	a.Images = b
+	for member, mac := range map[string]string{"s1": "52:54:00:ee:00:01", "s2": "52:54:00:ee:00:02"} {
+		st.CreateMachine(ctx, "op", mac, nil, "")
+		if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Assign: &[2]string{"dev", member}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b := bootOf(t, a, "52:54:00:ee:00:01", pxe.FirmwareIPXE, pxe.ActionWait); b.Message != "building the installer of dev-s1" {
+		t.Fatalf("first boot: %+v", b)
+	}
+	var got pxe.Boot
+	for i := 0; i < 100 && got.Action != pxe.ActionInstall; i++ {
+		time.Sleep(50 * time.Millisecond)
+		hw, _ := net.ParseMAC("52:54:00:ee:00:01")
+		got, _ = a.Boot(ctx, hw, pxe.FirmwareIPXE)
+	}
+	if got.Action != pxe.ActionInstall || got.Image != "img-dev-s1" || got.Generation != 1 {
+		t.Fatalf("after the build: %+v", got)
+	}
+	// s2 fails to build (armed directly, as the reinstall endpoint does; it is not its turn by boot yet).
+	if _, err := st.ArmInstall(ctx, "op", "52:54:00:ee:00:02", 0, "reinstall"); err != nil {
+		t.Fatal(err)
+	}
+	bootOf(t, a, "52:54:00:ee:00:02", pxe.FirmwareIPXE, pxe.ActionWait)
+	var m *store.Machine
+	for i := 0; i < 100; i++ {
+		time.Sleep(50 * time.Millisecond)
+		if m, _ = st.Machine(ctx, "52:54:00:ee:00:02"); m.State == "install_failed" {
+			break
+		}
+	}
+	evs, _ := st.Events(ctx, m.MAC, 0, 100)
+	last := evs[len(evs)-1]
+	if m.State != "install_failed" || !strings.Contains(last.Reason, "building the installer failed (its log is job ") {
+		t.Fatalf("after a failed build: %s, %+v", m.State, last)
+	}
+	js, _ := st.Jobs(ctx, store.JobFilter{Kind: JobKind, Status: "failed", Limit: 10})
+	if len(js) != 1 {
+		t.Fatalf("failed build jobs: %d", len(js))
+	}
+	j, _ := st.Job(ctx, js[0].ID)
+	if !strings.Contains(j.Log, "builder for 'nixos-system.drv' failed") || !strings.Contains(last.Reason, fmt.Sprintf("job %d", j.ID)) {
+		t.Fatalf("job %d log %q, reason %q", j.ID, j.Log, last.Reason)
+	}
+	bootOf(t, a, "52:54:00:ee:00:02", pxe.FirmwareIPXE, pxe.ActionLocal)
 }

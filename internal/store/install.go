@@ -1,0 +1,173 @@
+package store
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrInstallToken: a phone-home report or token claim that does not match the machine's armed install (wrong
+// or used token, other generation, not installing, not armed).
+var ErrInstallToken = errors.New("not the armed install of this machine")
+
+// ArmInstall starts a network install: the machine moves to installing with a new install generation, armed.
+// version, when non-zero, must be the machine's current version. The database refuses the move where its
+// state machine does (unassigned, locked, or a state with no move into installing).
+func (s *Store) ArmInstall(ctx context.Context, actor, mac string, version int64, reason string) (*Machine, error) {
+	var m *Machine
+	var from string
+	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
+		var cur int64
+		err := tx.QueryRow(ctx, "SELECT version, state FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &from)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if version != 0 && version != cur {
+			return &ConflictError{Msg: fmt.Sprintf("machine %s is at version %d, not %d; read it again", mac, cur, version)}
+		}
+		if from == "installing" {
+			return &ConflictError{Msg: fmt.Sprintf("machine %s is already installing; wait for it to finish or fail (or pass its deadline) before arming another install", mac)}
+		}
+		m, err = scanMachine(tx.QueryRow(ctx, `UPDATE machines SET state = 'installing', install_armed = true,
+				install_generation = install_generation + 1, install_token_hash = NULL
+			WHERE mac = $1::macaddr RETURNING `+machineCols, mac))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.Hooks.Transition != nil {
+		s.Hooks.Transition(from, "installing")
+	}
+	return m, nil
+}
+
+// ClaimInstallToken records hash as the token of the armed install generation, once: the first boot script
+// of a generation carries the token, later ones do not (ErrInstallToken).
+func (s *Store) ClaimInstallToken(ctx context.Context, actor, mac string, generation int64, hash [32]byte) error {
+	return s.tx(ctx, actor, "install token handed to the installer's boot script", func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE machines SET install_token_hash = $3
+			WHERE mac = $1::macaddr AND state = 'installing' AND install_armed AND install_generation = $2
+			  AND install_token_hash IS NULL`, mac, generation, hash[:])
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return ErrInstallToken
+		}
+		return nil
+	})
+}
+
+// InstallReport is one phone-home report of a network install.
+type InstallReport struct {
+	Generation int64  `json:"generation"`
+	Phase      string `json:"phase"`
+	Done       bool   `json:"done,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// ReportInstall records a report of the armed install whose token hashes to hash, as a progress event. Done
+// or Error use the token up (the install is disarmed); Error also moves the machine to install_failed. The
+// machine stays installing after Done until its node registers in the cluster (joined).
+func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]byte, r InstallReport) error {
+	reason := "installer: " + r.Phase
+	if r.Error != "" {
+		reason = "installer failed in " + r.Phase + ": " + r.Error
+	}
+	var failed bool
+	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
+		var state string
+		var armed bool
+		var gen int64
+		var have []byte
+		err := tx.QueryRow(ctx, `SELECT state, install_armed, install_generation, install_token_hash FROM machines
+			WHERE mac = $1::macaddr FOR UPDATE`, mac).Scan(&state, &armed, &gen, &have)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrInstallToken
+		}
+		if err != nil {
+			return err
+		}
+		if state != "installing" || !armed || gen != r.Generation || len(have) != 32 || subtle.ConstantTimeCompare(have, hash[:]) != 1 {
+			return ErrInstallToken
+		}
+		details, _ := json.Marshal(r)
+		if _, err := tx.Exec(ctx, `INSERT INTO machine_events (mac, actor, kind, old_state, new_state, reason, details)
+			VALUES ($1::macaddr, $2, 'progress', $3, $3, $4, $5)`, mac, actor, state, reason, details); err != nil {
+			return err
+		}
+		switch {
+		case r.Error != "":
+			failed = true
+			_, err = tx.Exec(ctx, `UPDATE machines SET state = 'install_failed' WHERE mac = $1::macaddr`, mac)
+		case r.Done:
+			_, err = tx.Exec(ctx, `UPDATE machines SET install_armed = false, install_token_hash = NULL WHERE mac = $1::macaddr`, mac)
+		}
+		return err
+	})
+	if err == nil && failed && s.Hooks.Transition != nil {
+		s.Hooks.Transition("installing", "install_failed")
+	}
+	return err
+}
+
+// Lease is one full-mode DHCP lease.
+type Lease struct {
+	MAC     string
+	IP      net.IP
+	Expires time.Time
+}
+
+func scanLease(r pgx.Row) (*Lease, error) {
+	var l Lease
+	var ip string
+	err := r.Scan(&l.MAC, &ip, &l.Expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.IP = net.ParseIP(ip)
+	return &l, nil
+}
+
+// LeaseByMAC returns the MAC's lease, or nil.
+func (s *Store) LeaseByMAC(ctx context.Context, mac string) (*Lease, error) {
+	return scanLease(s.pool.QueryRow(ctx, `SELECT mac::text, host(ip), expires FROM dhcp_leases WHERE mac = $1::macaddr`, mac))
+}
+
+// LeaseByIP returns the lease holding ip, or nil.
+func (s *Store) LeaseByIP(ctx context.Context, ip net.IP) (*Lease, error) {
+	return scanLease(s.pool.QueryRow(ctx, `SELECT mac::text, host(ip), expires FROM dhcp_leases WHERE ip = $1::inet`, ip.String()))
+}
+
+// PutLease stores l, replacing the MAC's previous lease and taking the address from whoever held it (the
+// DHCP server decided it was free: expired, or a member's plan IP).
+func (s *Store) PutLease(ctx context.Context, l Lease) error {
+	return s.tx(ctx, "", "", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM dhcp_leases WHERE ip = $1::inet AND mac <> $2::macaddr`, l.IP.String(), l.MAC); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO dhcp_leases (mac, ip, expires) VALUES ($1::macaddr, $2::inet, $3)
+			ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip, expires = excluded.expires, updated_at = now()`,
+			l.MAC, l.IP.String(), l.Expires)
+		return err
+	})
+}
+
+// ReleaseLease drops the MAC's lease.
+func (s *Store) ReleaseLease(ctx context.Context, mac string) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM dhcp_leases WHERE mac = $1::macaddr`, mac)
+	return err
+}
