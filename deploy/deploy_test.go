@@ -138,3 +138,24 @@ func TestNixOSModuleOperations(t *testing.T) {
 		t.Errorf("ExecStart %q names a nixos-anywhere though the option is null", exec)
 	}
 }
+
+func TestNixOSModulePXE(t *testing.T) {
+	cfg := evalModule(t, `{ enable = true; package = "/p"; }`)
+	if exec := get(cfg, "systemd", "services", "nix8sd", "serviceConfig", "ExecStart").(string); strings.Contains(exec, "--pxe") {
+		t.Errorf("network boot on by default: %s", exec)
+	}
+	cfg = evalModule(t, `{ enable = true; package = "/p"; openFirewall = true; pxe = { enable = true; clusters = [ "prod" "lab" ];
+		interface = "eno1"; mode = "full"; autoInstall = false; }; }`)
+	exec := get(cfg, "systemd", "services", "nix8sd", "serviceConfig", "ExecStart").(string)
+	for _, want := range []string{"'--pxe' '--ipxe-dir' '/nix/store/x-ipxe' '--pxe-cluster' 'prod' '--pxe-cluster' 'lab' '--pxe-interface' 'eno1' '--pxe-mode' 'full' '--no-auto-install'"} {
+		if !strings.Contains(exec, want) {
+			t.Errorf("ExecStart %q lacks %q", exec, want)
+		}
+	}
+	if strings.Contains(exec, "--pxe-ip") || strings.Contains(exec, "--discovery") {
+		t.Errorf("ExecStart %q sets flags left to the inventory", exec)
+	}
+	if udp, _ := get(cfg, "networking", "firewall", "allowedUDPPorts").([]any); len(udp) != 3 || udp[2] != 4011.0 {
+		t.Errorf("firewall udp %v", udp)
+	}
+}

@@ -17,7 +17,15 @@ let
     ++ optionals (ops.sshConfigFile != null) [ "--ssh-config" ops.sshConfigFile ]
     ++ optionals (ops.jobs != null) [ "--jobs" (toString ops.jobs) ]
     ++ optionals (ops.jobTimeout != null) [ "--job-timeout" ops.jobTimeout ]
+    ++ optionals pxe.enable ([ "--pxe" "--ipxe-dir" "${pxe.ipxe}" ]
+      ++ lib.concatMap (c: [ "--pxe-cluster" c ]) pxe.clusters
+      ++ optionals (pxe.interface != null) [ "--pxe-interface" pxe.interface ]
+      ++ optionals (pxe.ip != null) [ "--pxe-ip" pxe.ip ]
+      ++ optionals (pxe.mode != null) [ "--pxe-mode" pxe.mode ]
+      ++ optionals (!pxe.autoInstall) [ "--no-auto-install" ]
+      ++ optionals (!pxe.discovery) [ "--discovery=false" ])
     ++ cfg.extraArgs;
+  pxe = cfg.pxe;
   ops = cfg.operations;
 in
 {
@@ -104,7 +112,53 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open DHCP (67/udp), TFTP (69/udp) and the API/HTTP port (`port`/tcp) for the PXE network.";
+      description = "Open DHCP (67/udp, and 4011/udp for proxy mode), TFTP (69/udp) and the API/HTTP port (`port`/tcp) for the PXE network.";
+    };
+
+    # Network boot (docs/pxe.md). Interface, address and DHCP mode default to the inventory's
+    # provisioning.pxe.server.
+    pxe = {
+      enable = mkEnableOption "network boot: DHCP (proxy or full mode), TFTP and iPXE by MAC, installer and discovery images built from the flake";
+      clusters = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Network-boot the members of these clusters only (`--pxe-cluster`); empty: every cluster.";
+      };
+      interface = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "eno1";
+        description = "Interface to serve (`--pxe-interface`); default `provisioning.pxe.server.interface`.";
+      };
+      ip = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "This host's address on that interface (`--pxe-ip`); default `provisioning.pxe.server.ip`.";
+      };
+      mode = mkOption {
+        type = types.nullOr (types.enum [ "proxy" "full" ]);
+        default = null;
+        description = "DHCP mode (`--pxe-mode`); default `provisioning.pxe.server.dhcp.mode`, else proxy.";
+      };
+      ipxe = mkOption {
+        type = types.package;
+        default = pkgs.ipxe;
+        defaultText = literalExpression "pkgs.ipxe";
+        description = "iPXE build whose `undionly.kpxe` and `ipxe.efi` are served over TFTP (`--ipxe-dir`).";
+      };
+      autoInstall = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Install an assigned machine when it boots from the network, in its turn of the join order. When
+          false, only `POST /v1/machines/{mac}/reinstall` arms an install (`--no-auto-install`).
+        '';
+      };
+      discovery = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Boot unknown machines into the discovery image (false: they fall through to their next boot device).";
+      };
     };
 
     logLevel = mkOption {
@@ -196,7 +250,7 @@ in
     users.groups.nix8sd = { };
 
     networking.firewall = mkIf cfg.openFirewall {
-      allowedUDPPorts = [ 67 69 ];
+      allowedUDPPorts = [ 67 69 ] ++ optional pxe.enable 4011;
       allowedTCPPorts = [ cfg.port ];
     };
 
@@ -207,7 +261,8 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ] ++ optional localDb "postgresql.service";
       requires = optional localDb "postgresql.service";
-      # The core is evaluated with nix-instantiate; the jobs reach members with the system ssh.
+      # The core is evaluated with nix-instantiate (and installer images built with nix); the jobs reach
+      # members with the system ssh.
       path = [ config.nix.package pkgs.openssh ];
       environment = {
         NIX8S_STATE_DIR = cfg.stateDir;

@@ -10,6 +10,7 @@ let
     optional = c: x: if c then [ x ] else [ ];
     optionals = c: xs: if c then xs else [ ];
     optionalAttrs = c: a: if c then a else { };
+    concatMap = f: xs: builtins.concatLists (map f xs);
     literalExpression = s: s;
     escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'" + x + "'") xs);
     types = {
@@ -22,7 +23,7 @@ let
   defaults = opts: builtins.mapAttrs (_: o: if isOption o then o.default or null else defaults o) opts;
   merge = a: b: a // builtins.mapAttrs (k: v: if builtins.isAttrs v && builtins.isAttrs (a.${k} or null) then merge a.${k} v else v) b;
   # Stand-ins for the packages the module takes from nixpkgs.
-  pkgs = { nixos-anywhere = "/nix/store/x-nixos-anywhere"; nixos-rebuild = "/nix/store/x-nixos-rebuild"; openssh = "/nix/store/x-openssh"; };
+  pkgs = { nixos-anywhere = "/nix/store/x-nixos-anywhere"; nixos-rebuild = "/nix/store/x-nixos-rebuild"; openssh = "/nix/store/x-openssh"; ipxe = "/nix/store/x-ipxe"; };
   options = (module { config = throw "options must not read config"; inherit lib pkgs; }).options.services.nix8sd;
   cfg = merge (defaults options) settings;
   evaluated = module { config = { services.nix8sd = cfg; nix.package = "/nix/store/nix"; }; inherit lib pkgs; };

@@ -82,6 +82,12 @@ func New(o Options) *Server {
 	return s
 }
 
+// SetBoot sets the handler of /boot/ and /machine/v1/ (Options.Boot) and what runs after a reinstall was
+// armed (Options.OnReinstall); call it before serving.
+func (s *Server) SetBoot(h http.Handler, onReinstall func(ctx context.Context, m *store.Machine)) {
+	s.boot, s.onArm = h, onReinstall
+}
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
@@ -150,13 +156,14 @@ func (s *Server) routes() http.Handler {
 
 	// What booting machines call (internal/pxe): boot scripts and images, discovery and install reports.
 	// Separate from /v1: no operator tokens; a machine may only speak about itself (its MAC).
-	boot := s.boot
-	if boot == nil {
-		boot = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	boot := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.boot == nil {
 			writeError(w, http.StatusNotImplemented, "not_implemented",
-				"network boot is not enabled on this daemon; start nix8sd serve with --pxe-interface (docs/pxe.md)", nil)
-		})
-	}
+				"network boot is not enabled on this daemon; start nix8sd serve with --pxe (docs/pxe.md)", nil)
+			return
+		}
+		s.boot.ServeHTTP(w, r)
+	})
 	r.Handle("/boot/*", boot)
 	r.Handle("/machine/v1/*", boot)
 	return r

@@ -92,21 +92,36 @@ func (s *Server) validate(ctx context.Context, next map[string]any) ([]Problem, 
 // daemon queue here rather than race: every evaluation lost to a concurrent writer would be done again.
 // (Other daemons sharing the database are caught by the store's optimistic inventory version.)
 func (s *Server) modify(r *http.Request, change func(snap *store.Snapshot) (map[string]any, error)) (int64, []Problem, error) {
+	return s.modifyAs(r.Context(), actor(r), change)
+}
+
+func (s *Server) modifyAs(ctx context.Context, actor string, change func(snap *store.Snapshot) (map[string]any, error)) (int64, []Problem, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	var warnings []Problem
-	v, err := s.st.Modify(r.Context(), actor(r), func(snap *store.Snapshot) (map[string]any, error) {
+	v, err := s.st.Modify(ctx, actor, func(snap *store.Snapshot) (map[string]any, error) {
 		next, err := change(snap)
 		if err != nil {
 			return nil, err
 		}
-		warnings, err = s.validate(r.Context(), next)
+		warnings, err = s.validate(ctx, next)
 		return next, err
 	})
 	if err == nil {
-		s.RenderWorkspace(r.Context())
+		s.RenderWorkspace(ctx)
 	}
 	return v, warnings, err
+}
+
+// ReplaceConfig replaces the stored inventory with cfg, as PUT /v1/config does (nix8sd serve --config): the
+// core validates it first; a config with errors changes nothing and the error carries the core's report.
+func (s *Server) ReplaceConfig(ctx context.Context, actor string, cfg map[string]any) ([]Problem, error) {
+	_, warnings, err := s.modifyAs(ctx, actor, func(*store.Snapshot) (map[string]any, error) { return cfg, nil })
+	var rej *rejected
+	if errors.As(err, &rej) {
+		return nil, &core.InvalidError{Report: rej.report}
+	}
+	return warnings, err
 }
 
 // RenderWorkspace writes the stored inventory into the flake workspace (after every change, and by serve at

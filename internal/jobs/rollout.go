@@ -7,10 +7,6 @@ import (
 	"fmt"
 	"io"
 
-	"k8s.io/client-go/tools/clientcmd"
-
-	"github.com/nix8s/nix8s/internal/kubeconfig"
-	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/rollout"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -63,17 +59,7 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		Progress: log,
 	}
 	if !p.DryRun {
-		rc, from := cfg.APIServer, "the daemon's configuration"
-		if rc == nil {
-			var data []byte
-			if data, from, err = kubeconfig.Fetch(ctx, ssh, provision.SSHReadiness{Runner: ssh}, c, settings); err != nil {
-				return nil, err
-			}
-			if rc, err = clientcmd.RESTConfigFromKubeConfig(data); err != nil {
-				return nil, fmt.Errorf("the kubeconfig of %s: %w", from, err)
-			}
-		}
-		client, host, err := rollout.ClientFor(rc, 0)
+		client, host, from, err := cfg.ClusterClient(ctx, c, settings)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/pxe"
@@ -72,6 +73,38 @@ type Adapter struct {
 	// OnArm, when set, runs after an install was armed by a boot (e.g. to forget the member's old node).
 	OnArm  func(ctx context.Context, m *store.Machine)
 	Logger *slog.Logger
+
+	mu        sync.RWMutex
+	discovery *string // set by SetDiscoveryImage, overrides DiscoveryImage
+}
+
+// SetDiscoveryImage turns discovery on with image id (once it is built), safe while serving.
+func (a *Adapter) SetDiscoveryImage(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.discovery = &id
+}
+
+// EnsureAssigned makes the machine with mac exist and be assigned to cluster.member (nix8sd serve --config:
+// the flake's members are the machines). A machine already assigned elsewhere is an error naming the fix.
+func EnsureAssigned(ctx context.Context, st MachineStore, mac, cluster, member string) error {
+	m, err := st.Machine(ctx, mac)
+	if errors.Is(err, store.ErrNotFound) {
+		m, err = st.CreateMachine(ctx, actor, mac, nil, "a member of the served config names this MAC")
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case m.Cluster != nil && m.Member != nil && *m.Cluster == cluster && *m.Member == member:
+		return nil
+	case m.Member != nil:
+		return fmt.Errorf("it is assigned to %s.%s (state %s); the config gives that MAC to %s.%s: fix network.mac, or release the machine (POST /v1/machines/%s/unassign while discovered)",
+			*m.Cluster, *m.Member, m.State, cluster, member, mac)
+	}
+	_, err = st.UpdateMachine(ctx, actor, mac, store.MachineChange{Version: m.Version, Assign: &[2]string{cluster, member},
+		Reason: "a member of the served config names this MAC"})
+	return err
 }
 
 const actor = "nix8sd:pxe"
@@ -207,10 +240,16 @@ func (a *Adapter) waitingFor(ctx context.Context, c *core.Cluster, member string
 }
 
 func (a *Adapter) discover() pxe.Boot {
-	if a.DiscoveryImage == "" {
+	a.mu.RLock()
+	img := a.DiscoveryImage
+	if a.discovery != nil {
+		img = *a.discovery
+	}
+	a.mu.RUnlock()
+	if img == "" {
 		return pxe.Boot{Action: pxe.ActionIgnore}
 	}
-	return pxe.Boot{Action: pxe.ActionDiscover, Image: a.DiscoveryImage}
+	return pxe.Boot{Action: pxe.ActionDiscover, Image: img}
 }
 
 // ClaimToken implements pxe.TokenClaimer: a new token for the armed generation, once; only its hash is stored.
