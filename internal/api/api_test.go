@@ -696,6 +696,7 @@ func TestMetricsAfterActivity(t *testing.T) {
 	expect(t, e.req("POST", "/v1/machines", e.admin, `{"mac": "aa:bb:cc:dd:ee:01"}`), 201, "")
 	expect(t, e.req("POST", "/v1/machines/aa:bb:cc:dd:ee:01/assign", e.admin, `{"cluster": "dev", "member": "server"}`), 200, "")
 	expect(t, e.req("POST", "/v1/machines/aa:bb:cc:dd:ee:01/transition", e.admin, `{"state": "installing"}`), 200, "")
+	expect(t, e.req("POST", "/v1/machines/aa:bb:cc:dd:ee:01/transition", e.admin, `{"state": "install_failed"}`), 200, "")
 	expect(t, e.req("GET", "/v1/config", "", nil), 401, "unauthorized")
 	j, _ := e.st.NewJob(ctx, "noop", nil, nil, nil)
 	e.st.ClaimJob(ctx, "w")
@@ -704,7 +705,9 @@ func TestMetricsAfterActivity(t *testing.T) {
 	r := e.req("GET", "/metrics", "", nil)
 	body := string(r.body)
 	for _, want := range []string{
-		`nix8s_machines{cluster="dev",state="installing"} 1`,
+		`nix8s_machines{cluster="dev",state="install_failed"} 1`,
+		`nix8s_machine_state_duration_seconds_count{state="installing",to="install_failed"} 1`,
+		`nix8s_machine_state_duration_seconds_count{state="discovered",to="installing"} 1`,
 		`nix8s_machine_transitions_total{from="discovered",to="installing"} 1`,
 		`nix8s_api_requests_total{code="200",method="PUT",route="/v1/config"} 1`,
 		`nix8s_api_requests_total{code="401",method="GET",route="/v1/config"} 1`,

@@ -21,6 +21,7 @@ type metrics struct {
 	transitions *prometheus.CounterVec
 	jobDuration *prometheus.HistogramVec
 	jobFailures *prometheus.CounterVec
+	stateTime   *prometheus.HistogramVec
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
@@ -42,13 +43,22 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 		jobFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nix8s_job_failures_total", Help: "Jobs that ended failed, by kind.",
 		}, []string{"kind"}),
+		stateTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "nix8s_machine_state_duration_seconds",
+			Help: "How long machines stayed in a state before leaving it, by state and next state (state=\"installing\": install durations; to=\"install_failed\": failed installs).",
+			Buckets: prometheus.ExponentialBuckets(10, 2, 12),
+		}, []string{"state", "to"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.transitions, m.jobDuration, m.jobFailures,
+	reg.MustRegister(m.requests, m.duration, m.transitions, m.jobDuration, m.jobFailures, m.stateTime,
 		&dbCollector{st: st}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 func (m *metrics) transition(from, to string) { m.transitions.WithLabelValues(from, to).Inc() }
+
+func (m *metrics) left(state, to string, seconds float64) {
+	m.stateTime.WithLabelValues(state, to).Observe(seconds)
+}
 
 func (m *metrics) jobFinished(kind, status string, seconds float64) {
 	m.jobDuration.WithLabelValues(kind, status).Observe(seconds)

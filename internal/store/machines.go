@@ -150,9 +150,10 @@ type MachineChange struct {
 func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineChange) (*Machine, error) {
 	var m *Machine
 	var from string
+	var since time.Time
 	err := s.tx(ctx, actor, c.Reason, func(tx pgx.Tx) error {
 		var cur int64
-		err := tx.QueryRow(ctx, "SELECT version, state FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &from)
+		err := tx.QueryRow(ctx, "SELECT version, state, state_changed_at FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &from, &since)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
 		}
@@ -183,8 +184,13 @@ func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineC
 	if err != nil {
 		return nil, err
 	}
-	if c.State != nil && *c.State != from && s.Hooks.Transition != nil {
-		s.Hooks.Transition(from, *c.State)
+	if c.State != nil && *c.State != from {
+		if s.Hooks.Transition != nil {
+			s.Hooks.Transition(from, *c.State)
+		}
+		if s.Hooks.Left != nil {
+			s.Hooks.Left(from, *c.State, m.StateChangedAt.Sub(since).Seconds())
+		}
 	}
 	return m, nil
 }

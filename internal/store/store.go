@@ -60,6 +60,8 @@ type Store struct {
 type Hooks struct {
 	Transition  func(from, to string)
 	JobFinished func(kind, status string, seconds float64)
+	// Left reports how long a machine stayed in state before moving to to (UpdateMachine's changes).
+	Left func(state, to string, seconds float64)
 }
 
 // Open connects to the database at url. It does not migrate; see Migrate.
