@@ -5,6 +5,7 @@ let
   validateModel = import ./validate.nix;
   planModel = import ./plan.nix;
   nixosModel = import ./nixos.nix;
+  pxeModel = import ./pxe.nix;
   u = import ./util.nix;
 
   # One message listing every error, for the places that must fail evaluation (plan, the flake module).
@@ -26,6 +27,12 @@ in {
     { report = r; } // (if r.errors == [ ] then { plan = planModel m; } else { });
 
   nixos = cfg: checked cfg (m: nixosModel m (planModel m));
+
+  # The PXE server's view (`{ errors; warnings; server; machines; }`) of the clusters it serves (a list of names,
+  # or null for all): validate's problems and its own in one pass, the machines only when there are no errors.
+  pxe = cfg: clusters:
+    let m = model cfg; in
+    pxeModel { model = m; report = validateModel m; inherit planModel; } clusters;
 
   exportable = import ./export.nix;
 

@@ -134,6 +134,7 @@ in {
           ip = pattern ipv4 "Address the server listens on.";
           interface = str "Interface it serves.";
           dhcp = freeform "DHCP settings." {
+            mode = { type = "string"; enum = [ "proxy" "full" ]; default = "proxy"; description = "proxy: beside the site's DHCP server, answers PXE clients only and hands out no addresses; full: leases addresses from range (needs range and subnet)."; };
             range = pattern "${ipv4}-${ipv4}" "Address range for full mode, e.g. 192.168.1.100-192.168.1.200.";
             subnet = pattern cidr "Subnet, e.g. 192.168.1.0/24.";
             gateway = pattern ipv4 "Router handed out in full mode.";

@@ -116,6 +116,10 @@ rec {
 
   isMAC = s: typeOf s == "string" && match "[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}" s != null;
 
+  # MACs compare and print in lower case.
+  toLower = builtins.replaceStrings [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ]
+    [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
+
   # RFC 1123 label, lowercase as Kubernetes node names require.
   isLabel = s: typeOf s == "string" && match "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?" s != null;
 

@@ -199,6 +199,13 @@ let
       (checkOptIPv4 (base ++ [ "ip" ]) (pxe.ip or null))
       (checkCIDR (base ++ [ "dhcp" "subnet" ]) (dhcp.subnet or null))
       (checkOptIPv4 (base ++ [ "dhcp" "gateway" ]) (dhcp.gateway or null))
+      (let mode = dhcp.mode or null; in
+        if mode == null || mode == "proxy" then [ ]
+        else if mode != "full" then
+          [ (problem (base ++ [ "dhcp" "mode" ]) "${show mode} is not a DHCP mode; use \"proxy\" (beside the site's DHCP server, hands out no addresses) or \"full\" (leases addresses from dhcp.range)") ]
+        else concatMap (k: opt ((dhcp.${k} or null) == null)
+          (problem (base ++ [ "dhcp" k ]) "is missing; DHCP mode \"full\" leases addresses from dhcp.range inside dhcp.subnet, so set both (such as \"${if k == "range" then "192.168.1.100-192.168.1.200" else "192.168.1.0/24"}\"), or use mode \"proxy\""))
+          [ "range" "subnet" ])
       (if range == null then [ ]
        else if rangeParts == null || !(all u.isIPv4 rangeParts) then
          [ (problem (base ++ [ "dhcp" "range" ]) "${show range} is not an address range; write it as \"<first>-<last>\", such as \"192.168.1.100-192.168.1.200\"") ]
@@ -231,7 +238,7 @@ in {
   warnings = concatLists [
     (concatMap (x: x.warnings) np)
     (concatMap (x: x.warnings) cp)
-    (duplicates (filter (m: u.isMAC m.mac) allMembers) (m: builtins.replaceStrings [ "A" "B" "C" "D" "E" "F" ] [ "a" "b" "c" "d" "e" "f" ] m.mac) (m: first:
+    (duplicates (filter (m: u.isMAC m.mac) allMembers) (m: u.toLower m.mac) (m: first:
       problem [ "clusters" m.cluster "members" m.name "network" "mac" ]
         "${show m.mac} is also the MAC of ${first.hostName}; PXE cannot tell them apart, give each member its own network.mac"))
   ];

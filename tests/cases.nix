@@ -43,6 +43,12 @@ let
   plan = cfg: core.plan cfg;
   failsToPlan = cfg: !(builtins.tryEval (builtins.deepSeq (core.plan cfg) true)).success;
 
+  withPxe = server: base // { provisioning.pxe.server = server; };
+  # base served by a PXE server on its network; the cases change one thing each.
+  pxeBase = withPxe { ip = "10.0.0.1"; interface = "eth0"; dhcp.subnet = "10.0.0.0/24"; };
+  pxeErrors = cfg: clusters: catAttrs "path" (core.pxe cfg clusters).errors;
+  pxeMessageOf = cfg: path: head (catAttrs "message" (filter (e: e.path == path) (core.pxe cfg null).errors));
+
   case = name: expected: actual: { inherit name expected actual; };
 in [
   # ---- validation: the happy path ----------------------------------------------------------------------------------
@@ -126,6 +132,15 @@ in [
     (errorPaths (base // { provisioning = {
       pxe.server = { ip = "10.0.0.1"; dhcp = { subnet = "10.0.0.0/24"; range = "10.0.1.100-10.0.1.200"; }; };
       nixos-anywhere.ssh.port = 70000; }; })))
+  (case "provisioning: a DHCP mode other than proxy/full names both"
+    [ { path = "provisioning.pxe.server.dhcp.mode"; message = "\"relay\" is not a DHCP mode; use \"proxy\" (beside the site's DHCP server, hands out no addresses) or \"full\" (leases addresses from dhcp.range)"; } ]
+    (core.validate (withPxe { dhcp.mode = "relay"; })).errors)
+  (case "provisioning: full DHCP mode needs a range and a subnet"
+    [ "provisioning.pxe.server.dhcp.range" "provisioning.pxe.server.dhcp.subnet" ]
+    (errorPaths (withPxe { dhcp.mode = "full"; })))
+  (case "provisioning: full DHCP mode with range and subnet, and proxy mode without them, are valid" [ [ ] [ ] ]
+    [ (errorPaths (withPxe { ip = "10.0.0.1"; dhcp = { mode = "full"; range = "10.0.0.100-10.0.0.200"; subnet = "10.0.0.0/24"; }; }))
+      (errorPaths (withPxe { ip = "10.0.0.1"; dhcp.mode = "proxy"; })) ])
   (case "every problem is reported, not just the first"
     [ "clusters.dev.k3s.version" "clusters.dev.members.agent.node" "clusters.dev.members.agent.role" "clusters.dev.members.server.ip" ]
     (errorPaths (withMember (withMember (withCluster base "dev" (c: c // { k3s.version = "latest"; })) "dev" "agent"
@@ -275,4 +290,66 @@ in [
     { s = true; a = false; }
     (let n = core.nixos (withMember base "dev" "server" (m: m // { extensions.monitoring.enable = true; })); in
       { s = n.dev-server.settings.services.prometheus.exporters.node.enable; a = n.dev-agent.settings.services ? prometheus; }))
+  # ---- PXE view ----------------------------------------------------------------------------------------------------------
+  (case "pxe: machines by MAC with their member, role, plan ip and provision wave; proxy mode by default"
+    { errors = [ ]; warnings = [ ];
+      server = { ip = "10.1.0.1"; interface = null; mode = "proxy"; subnet = "10.1.0.0/24"; rangeStart = null; rangeEnd = null; gateway = null; };
+      machines = [
+        { mac = "aa:00:00:00:00:01"; cluster = "prod"; member = "s1"; hostName = "prod-s1"; role = "server"; ip = "10.1.0.11"; wave = 0; }
+        { mac = "aa:00:00:00:00:02"; cluster = "prod"; member = "s2"; hostName = "prod-s2"; role = "server"; ip = "10.1.0.12"; wave = 1; }
+        { mac = "aa:00:00:00:00:03"; cluster = "prod"; member = "s3"; hostName = "prod-s3"; role = "server"; ip = "10.1.0.13"; wave = 2; }
+        { mac = "aa:00:00:00:00:21"; cluster = "prod"; member = "a1"; hostName = "prod-a1"; role = "agent"; ip = "10.1.0.21"; wave = 3; }
+        { mac = "aa:00:00:00:00:22"; cluster = "prod"; member = "a2"; hostName = "prod-a2"; role = "agent"; ip = "10.1.0.22"; wave = 3; } ]; }
+    (core.pxe (withCluster (ha // { provisioning.pxe.server = { ip = "10.1.0.1"; dhcp.subnet = "10.1.0.0/24"; }; }) "prod" (c: c // {
+      members = builtins.mapAttrs (n: m: m // { network.mac = { s1 = "AA:00:00:00:00:01"; s2 = "aa:00:00:00:00:02"; s3 = "aa:00:00:00:00:03"; a1 = "aa:00:00:00:00:21"; a2 = "aa:00:00:00:00:22"; }.${n}; }) c.members; })) null))
+  (case "pxe: ha.firstServer boots in the first wave, the wave comes from the plan"
+    { s1 = 1; s2 = 0; s3 = 2; }
+    (let cfg = withCluster (ha // { provisioning.pxe.server.ip = "10.1.0.1"; }) "prod" (c: c // { ha = c.ha // { firstServer = "s2"; };
+      members = builtins.mapAttrs (n: m: m // { network.mac = "aa:00:00:00:00:${if builtins.substring 0 1 n == "s" then "1" else "2"}${builtins.substring 1 1 n}"; }) c.members; });
+      ms = (core.pxe cfg null).machines;
+      waveOf = n: head (catAttrs "wave" (filter (m: m.member == n) ms));
+    in { s1 = waveOf "s1"; s2 = waveOf "s2"; s3 = waveOf "s3"; }))
+  (case "pxe: full mode hands out the range, subnet and gateway"
+    { ip = "10.0.0.1"; interface = "eth0"; mode = "full"; subnet = "10.0.0.0/24"; rangeStart = "10.0.0.100"; rangeEnd = "10.0.0.200"; gateway = "10.0.0.254"; }
+    (core.pxe (withPxe { ip = "10.0.0.1"; interface = "eth0"; dhcp = { mode = "full"; subnet = "10.0.0.0/24"; range = "10.0.0.100-10.0.0.200"; gateway = "10.0.0.254"; }; }) null).server)
+  (case "pxe: the base config serves both members" [ [ ] [ "aa:bb:cc:dd:ee:01" "aa:bb:cc:dd:ee:02" ] ]
+    (let r = core.pxe pxeBase [ "dev" ]; in [ r.errors (catAttrs "mac" r.machines) ]))
+  (case "pxe: members sharing a MAC are an error (validate only warns), reported once"
+    { errors = [ "clusters.dev.members.server.network.mac" ]; warnings = [ ]; machines = [ ];
+      message = "\"aa:bb:cc:dd:ee:01\" is also the MAC of dev-agent; the PXE server boots machines by MAC and cannot tell them apart: give each member its own network.mac"; }
+    (let c = withMember pxeBase "dev" "agent" (m: m // { network.mac = "AA:BB:CC:DD:EE:01"; }); r = core.pxe c null; in
+      { errors = catAttrs "path" r.errors; warnings = catAttrs "path" r.warnings; inherit (r) machines;
+        message = pxeMessageOf c "clusters.dev.members.server.network.mac"; }))
+  (case "pxe: a MAC shared with a cluster that is not served stays a warning"
+    { errors = [ ]; warnings = [ "clusters.other.members.server.network.mac" ]; }
+    (let r = core.pxe (withCluster pxeBase "other" (_: { members.server = { node = "std"; role = "server"; ip = "10.0.0.30"; }; })) [ "dev" ]; in
+      { errors = catAttrs "path" r.errors; warnings = catAttrs "path" r.warnings; }))
+  (case "pxe: a served member without a MAC names the field and the alternative"
+    [ { path = "clusters.dev.members.server.network.mac"; message = "is missing; the PXE server boots members by MAC: set clusters.dev.members.server.network.mac (or network.mac on its node template), or install it with nixos-anywhere (nix8s install) instead"; } ]
+    (core.pxe (pxeBase // { nodes.std = removeAttrs base.nodes.std [ "network" ]; }) null).errors)
+  (case "pxe: members of clusters that are not served need no MAC" [ ]
+    (pxeErrors (withCluster pxeBase "other" (_: { members.s = { node = { install.disk = "/dev/sda"; }; role = "server"; ip = "10.0.0.30"; }; })) [ "dev" ]))
+  (case "pxe: a member's plan ip outside dhcp.subnet"
+    [ "clusters.dev.members.agent.ip" "\"10.0.1.20\" is outside provisioning.pxe.server.dhcp.subnet \"10.0.0.0/24\", the network the PXE server boots; give the member an address inside it or fix the subnet" ]
+    (let c = withMember pxeBase "dev" "agent" (m: m // { ip = "10.0.1.20"; }); in [ (head (pxeErrors c null)) (pxeMessageOf c "clusters.dev.members.agent.ip") ]))
+  (case "pxe: without dhcp.subnet member ips are not checked" [ ]
+    (pxeErrors (withMember (withPxe { ip = "10.0.0.1"; }) "dev" "agent" (m: m // { ip = "192.168.7.20"; })) null))
+  (case "pxe: the server's ip is required"
+    [ { path = "provisioning.pxe.server.ip"; message = "is missing; the PXE server needs the address it serves from (DHCP next-server, TFTP and HTTP): set it to an address of provisioning.pxe.server.interface"; } ]
+    (core.pxe base null).errors)
+  (case "pxe: the server's ip must be inside dhcp.subnet"
+    [ "provisioning.pxe.server.ip" "\"10.9.0.1\" is outside dhcp.subnet \"10.0.0.0/24\"; the server must be on the network it boots: set ip to its address there, or fix the subnet" ]
+    (let c = withPxe { ip = "10.9.0.1"; dhcp.subnet = "10.0.0.0/24"; }; in [ (head (pxeErrors c null)) (pxeMessageOf c "provisioning.pxe.server.ip") ]))
+  (case "pxe: the config's own errors come first and nothing is served"
+    { errors = [ "provisioning.pxe.server.dhcp.range" "provisioning.pxe.server.dhcp.subnet" "provisioning.pxe.server.ip" ]; machines = [ ]; }
+    (let r = core.pxe (withPxe { dhcp.mode = "full"; }) null; in { errors = catAttrs "path" r.errors; inherit (r) machines; }))
+  (case "pxe: an invalid mode is an error, not proxy"
+    [ "provisioning.pxe.server.dhcp.mode" ] (pxeErrors (withPxe { ip = "10.0.0.1"; dhcp.mode = "dhcp"; }) null))
+  (case "pxe: a served cluster that does not exist lists the known ones"
+    [ { path = "clusters.prod"; message = "\"prod\" is not a cluster of the config, so the PXE server cannot serve it; known clusters: \"dev\""; } ]
+    (core.pxe pxeBase [ "dev" "prod" ]).errors)
+  (case "pxe: an empty list serves nothing, a cluster named twice is served once" [ [ ] [ "dev" "dev" ] ]
+    [ (core.pxe pxeBase [ ]).machines (catAttrs "cluster" (core.pxe pxeBase [ "dev" "dev" ]).machines) ])
+  (case "pxe: an invalid member config is reported by validate, not planned" { errors = [ "clusters.dev.members.agent.role" ]; machines = [ ]; }
+    (let r = core.pxe (withMember pxeBase "dev" "agent" (m: m // { role = "boss"; })) null; in { errors = catAttrs "path" r.errors; inherit (r) machines; }))
 ]

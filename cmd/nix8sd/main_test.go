@@ -102,8 +102,13 @@ func freeAddr(t *testing.T) string {
 // serve runs `nix8sd serve` until the test ends or stop is called, and returns its base URL.
 func serve(t *testing.T, vars map[string]string, args ...string) (string, func() (int, string)) {
 	t.Helper()
+	return serveAt(t, freeAddr(t), vars, args...)
+}
+
+// serveAt is serve listening on addr.
+func serveAt(t *testing.T, addr string, vars map[string]string, args ...string) (string, func() (int, string)) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	addr := freeAddr(t)
 	type result struct {
 		code   int
 		stderr string

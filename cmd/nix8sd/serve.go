@@ -14,14 +14,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/api"
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/nixgen"
+	"github.com/nix8s/nix8s/internal/nodewatch"
 	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/rollout"
+	"github.com/nix8s/nix8s/internal/store"
 )
 
 type serveOptions struct {
@@ -37,6 +42,9 @@ type serveOptions struct {
 	ops            jobs.Config
 	jobs           int
 	jobTimeout     time.Duration
+	config         string
+	kubeconfig     string
+	pxe            pxeOptions
 }
 
 func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -66,6 +74,9 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&o.ops.DrainTimeout, "drain-timeout", rollout.DefaultDrainTimeout, "give up draining one node in a rollout after `DURATION`")
 	fs.IntVar(&o.jobs, "jobs", jobs.DefaultConcurrency, "run at most `N` jobs at once")
 	fs.DurationVar(&o.jobTimeout, "job-timeout", jobs.DefaultTimeout, "fail a job still running after `DURATION`")
+	fs.StringVar(&o.config, "config", getenv("NIX8S_CONFIG"), "replace the stored inventory with the config in `FILE` (YAML or JSON) at start, as PUT /v1/config does; with --flake, the flake is only read ($NIX8S_CONFIG)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", getenv("NIX8S_KUBECONFIG"), "reach each cluster's API server through the context named after it in `FILE` (as 'nix8s kubeconfig --merge' writes) instead of fetching the admin kubeconfig over ssh ($NIX8S_KUBECONFIG)")
+	o.pxe.bind(fs, getenv)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -104,8 +115,14 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		}
 	}
 	ws := &nixgen.Workspace{Dir: filepath.Join(o.stateDir, "flake"), FlakeRef: o.flakeRef}
-	if o.flake != "" {
+	flakeDir := ws.Dir
+	switch {
+	case o.flake != "" && o.config != "":
+		// The flake is the source of the config (the pxe-server app: a store path): read it, never write it.
+		ws, flakeDir = nil, o.flake
+	case o.flake != "":
 		ws = &nixgen.Workspace{Dir: o.flake, UserFlake: true}
+		flakeDir = o.flake
 	}
 	switch o.ops.SecretsDir {
 	case "":
@@ -113,20 +130,119 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	case "none":
 		o.ops.SecretsDir = ""
 	}
-	o.ops.Flake = ws.Dir
+	o.ops.Flake = flakeDir
 	host, _ := os.Hostname()
 	actor := fmt.Sprintf("nix8sd:%s:%d", host, os.Getpid())
 	runner := &jobs.Runner{Store: st, Config: o.ops, Worker: actor, Concurrency: o.jobs, Timeout: o.jobTimeout, Logger: log}
-	srv := api.New(api.Options{Store: st, Core: ev, Logger: log, Workspace: ws, Operations: runner})
+	reg := prometheus.NewRegistry()
+	srv := api.New(api.Options{Store: st, Core: ev, Logger: log, Workspace: ws, Operations: runner, Registry: reg})
 	runner.Planner = srv
-	srv.RenderWorkspace(ctx)
-
+	// Everything is checked before anything is stored or served: the config file, network boot's view of it,
+	// the interface, the ports.
+	var fileCfg map[string]any
+	if o.config != "" {
+		if fileCfg, err = readConfig(o.config); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.listen, err)
 	}
+	defer ln.Close()
+	var boot *pxeServices
+	if o.pxe.enabled() {
+		cfg := fileCfg
+		if cfg == nil {
+			snap, err := st.Snapshot(ctx)
+			if err != nil {
+				return err
+			}
+			cfg = snap.Config
+		}
+		if boot, err = setupPXE(ctx, &o.pxe, ev, st, cfg, ln.Addr().String(), flakeDir, reg, log); err != nil {
+			return err
+		}
+	}
+	if fileCfg != nil {
+		if err := storeConfig(ctx, srv, o.config, fileCfg, actor, log); err != nil {
+			return err
+		}
+	} else {
+		srv.RenderWorkspace(ctx)
+	}
+
+	// The cluster's API servers say when a node registered (joined) and is Ready (ready).
+	clusterClient := func(ctx context.Context, cluster string) (kubernetes.Interface, error) {
+		if o.kubeconfig != "" {
+			client, _, err := rollout.NewClient(cluster, rollout.ClientOptions{Kubeconfig: o.kubeconfig, Context: cluster})
+			return client, err
+		}
+		c, settings, err := srv.ClusterPlan(ctx, cluster)
+		if err != nil {
+			return nil, err
+		}
+		client, _, _, err := o.ops.ClusterClient(ctx, c, settings)
+		return client, err
+	}
+	watcher := &nodewatch.Watcher{Store: st, Clients: clusterClient, Logger: log, Interval: o.pxe.nodeWatch,
+		HostNames: func(ctx context.Context, cluster string) (map[string]string, error) {
+			c, _, err := srv.ClusterPlan(ctx, cluster)
+			if err != nil {
+				return nil, err
+			}
+			names := map[string]string{}
+			for name, m := range c.Members {
+				names[name] = m.HostName
+			}
+			return names, nil
+		}}
+	// Before an install is armed, the member's old Node and k3s node password go (k3s refuses a reinstalled
+	// node with a new password otherwise).
+	forgetNode := func(ctx context.Context, m *store.Machine) {
+		if m.Cluster == nil || m.Member == nil {
+			return
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			c, _, err := srv.ClusterPlan(ctx, *m.Cluster)
+			if err != nil {
+				return
+			}
+			mp, ok := c.Members[*m.Member]
+			if !ok {
+				return
+			}
+			client, err := clusterClient(ctx, *m.Cluster)
+			if err == nil {
+				err = nodewatch.Forget(ctx, client, mp.HostName)
+			}
+			if err != nil {
+				log.Warn("could not remove the old node of a reinstalled member; if k3s refuses it, delete the node and its secret <node>.node-password.k3s in kube-system",
+					"member", *m.Cluster+"-"+*m.Member, "err", err)
+			}
+		}()
+	}
+	if boot != nil {
+		if err := boot.assign(ctx, st); err != nil {
+			return err
+		}
+		boot.wire(srv, runner, forgetNode)
+		srv.SetBoot(boot.http, forgetNode)
+	} else {
+		srv.SetBoot(nil, forgetNode)
+	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("nix8sd serving", "addr", ln.Addr().String(), "flake", ws.Dir)
+	log.Info("nix8sd serving", "addr", ln.Addr().String(), "flake", flakeDir)
+	go watcher.Run(ctx)
+	pxeDone := make(chan error, 1)
+	if boot != nil {
+		go func() { pxeDone <- boot.server.Run(ctx) }()
+		if o.pxe.discovery && o.pxe.images == "" {
+			go boot.buildDiscovery(ctx)
+		}
+	}
 
 	// Jobs: every daemon sharing the database runs this; the database hands each job to one.
 	runnerDone := make(chan struct{})
@@ -161,6 +277,10 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	select {
 	case err := <-errc:
 		return err
+	case err := <-pxeDone:
+		if err != nil {
+			return fmt.Errorf("network boot: %w", err)
+		}
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "timeout", o.shutdownWait)
@@ -179,5 +299,36 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// readConfig reads the config file of serve --config.
+func readConfig(path string) (map[string]any, error) {
+	v, err := core.LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: the config must be a mapping with nodes, clusters and provisioning", path)
+	}
+	return cfg, nil
+}
+
+// storeConfig replaces the stored inventory with cfg from path (serve --config). A config the core refuses
+// stops the daemon before anything is served, with every error and its path; the stored inventory is kept.
+func storeConfig(ctx context.Context, srv *api.Server, path string, cfg map[string]any, actor string, log *slog.Logger) error {
+	warnings, err := srv.ReplaceConfig(ctx, actor, cfg)
+	var inv *core.InvalidError
+	if errors.As(err, &inv) {
+		return &reportError{what: path, report: inv.Report}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, w := range warnings {
+		log.Warn("config", "path", w.Path, "warning", w.Message)
+	}
+	log.Info("inventory loaded", "file", path)
 	return nil
 }

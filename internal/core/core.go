@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -200,6 +201,42 @@ func (e *Evaluator) Plan(ctx context.Context, cfg any) (*Planned, error) {
 		return nil, fmt.Errorf("decoding the core's plan: %w", err)
 	}
 	return p, nil
+}
+
+// PXE is the core's PXE view of cfg for the clusters named (all of them when clusters is empty): the machines
+// a PXE server boots, by MAC, and its settings, from one evaluation. When the config or network boot has
+// errors the result is an *InvalidError carrying every problem.
+func (e *Evaluator) PXE(ctx context.Context, cfg any, clusters []string) (*PXEPlan, error) {
+	var served any // null: every cluster
+	if len(clusters) > 0 {
+		served = clusters
+	}
+	arg, err := json.Marshal(served)
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.Eval(ctx, cfg, "core.pxe cfg (builtins.fromJSON "+nixString(string(arg))+")")
+	if err != nil {
+		return nil, err
+	}
+	var p PXEPlan
+	if err := json.Unmarshal(out, &p); err != nil {
+		return nil, fmt.Errorf("decoding the core's PXE view: %w", err)
+	}
+	report := Report{Errors: p.Errors, Warnings: p.Warnings}.normalised()
+	if !report.OK() {
+		return nil, &InvalidError{Report: report}
+	}
+	p.Errors, p.Warnings = report.Errors, report.Warnings
+	if p.Machines == nil {
+		p.Machines = []PXEMachine{}
+	}
+	return &p, nil
+}
+
+// nixString quotes s as a Nix string literal.
+func nixString(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`).Replace(s) + `"`
 }
 
 // Exportable is the core's exportable: cfg without secret values and Nix-only values, as JSON.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -130,6 +131,79 @@ func TestPlanInvalid(t *testing.T) {
 		if !paths[want] {
 			t.Errorf("no error at %s in %+v", want, inv.Report.Errors)
 		}
+	}
+}
+
+// pxeConfig is minimal served by a PXE server on its network, with a second cluster that has no MACs.
+const pxeConfig = `{
+  "nodes": {"standard": {"network": {"mac": "AA:BB:CC:DD:EE:01"}, "install": {"disk": "/dev/sda"}},
+            "bare": {"install": {"disk": "/dev/sda"}}},
+  "clusters": {
+    "dev": {"members": {
+      "server": {"node": "standard", "role": "server", "ip": "192.168.1.10"},
+      "agent": {"node": "standard", "role": "agent", "ip": "192.168.1.20", "network": {"mac": "aa:bb:cc:dd:ee:02"}}}},
+    "lab": {"members": {"s": {"node": "bare", "role": "server", "ip": "192.168.1.30"}}}},
+  "provisioning": {"pxe": {"server": {"ip": "192.168.1.1", "dhcp": {"subnet": "192.168.1.0/24"}}}}
+}`
+
+func TestPXE(t *testing.T) {
+	e := newEvaluator(t)
+	p, err := e.PXE(context.Background(), json.RawMessage(pxeConfig), []string{"dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PXEMachine{
+		{MAC: "aa:bb:cc:dd:ee:01", Cluster: "dev", Member: "server", HostName: "dev-server", Role: "server", IP: "192.168.1.10", Wave: 0},
+		{MAC: "aa:bb:cc:dd:ee:02", Cluster: "dev", Member: "agent", HostName: "dev-agent", Role: "agent", IP: "192.168.1.20", Wave: 1},
+	}
+	if !reflect.DeepEqual(p.Machines, want) {
+		t.Errorf("machines = %+v, want %+v", p.Machines, want)
+	}
+	if p.Server.Mode != "proxy" || p.Server.IP == nil || *p.Server.IP != "192.168.1.1" || p.Server.Interface != nil || p.Server.Gateway != nil {
+		t.Errorf("server = %+v, want proxy mode from 192.168.1.1, no interface, no gateway", p.Server)
+	}
+	if p.Errors == nil || p.Warnings == nil {
+		t.Errorf("report lists must be non-nil so that they encode as []")
+	}
+	// The typed view must cover every field the core emits.
+	out, err := e.Eval(context.Background(), json.RawMessage(pxeConfig), `core.pxe cfg [ "dev" ]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	dec.DisallowUnknownFields()
+	var strict PXEPlan
+	if err := dec.Decode(&strict); err != nil {
+		t.Errorf("the core's PXE view has a field the Go types lack: %v", err)
+	}
+}
+
+func TestPXEInvalid(t *testing.T) {
+	e := newEvaluator(t)
+	tests := []struct {
+		name      string
+		clusters  []string
+		wantPaths []string // in the core's order
+	}{
+		{"every cluster: lab's member has no MAC", nil, []string{"clusters.lab.members.s.network.mac"}},
+		{"a cluster that does not exist, named with characters Nix strings escape", []string{"dev", `x"${y}\`},
+			[]string{`clusters."x\"${y}\\"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.PXE(context.Background(), json.RawMessage(pxeConfig), tt.clusters)
+			var inv *InvalidError
+			if !errors.As(err, &inv) {
+				t.Fatalf("PXE error = %v, want *InvalidError", err)
+			}
+			var got []string
+			for _, p := range inv.Report.Errors {
+				got = append(got, p.Path)
+			}
+			if strings.Join(got, " ") != strings.Join(tt.wantPaths, " ") {
+				t.Errorf("error paths = %q, want %q (report %+v)", got, tt.wantPaths, inv.Report)
+			}
+		})
 	}
 }
 

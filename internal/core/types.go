@@ -99,3 +99,52 @@ type K3s struct {
 	// AgentTokenFile is the path of the agent token on the host, nil when agents use TokenFile.
 	AgentTokenFile *string `json:"agentTokenFile"`
 }
+
+// PXEPlan is the core's PXE view (docs/core.md): what a PXE server serving some clusters boots, and every
+// problem of the config and of network boot itself.
+type PXEPlan struct {
+	// Errors are validate's errors followed by the PXE server's own (members sharing a MAC or without one,
+	// addresses outside dhcp.subnet, a missing server ip, an unknown cluster). PXE returns an *InvalidError
+	// instead of a plan that has any.
+	Errors []Problem `json:"errors"`
+	// Warnings are validate's warnings, less those the PXE view turned into errors.
+	Warnings []Problem `json:"warnings"`
+	// Server is provisioning.pxe.server.
+	Server PXEServer `json:"server"`
+	// Machines are the served members that have a MAC, sorted by MAC.
+	Machines []PXEMachine `json:"machines"`
+}
+
+// PXEServer is the PXE server's configuration (provisioning.pxe.server); nil fields are not set.
+type PXEServer struct {
+	// IP is the address the server serves from (DHCP next-server, TFTP, HTTP).
+	IP *string `json:"ip"`
+	// Interface is the network interface it serves.
+	Interface *string `json:"interface"`
+	// Mode is the DHCP mode: "proxy" (the default: beside the site's DHCP server, no addresses) or "full".
+	Mode string `json:"mode"`
+	// Subnet is dhcp.subnet (`192.168.1.0/24`).
+	Subnet *string `json:"subnet"`
+	// RangeStart and RangeEnd are the two ends of dhcp.range, the addresses full mode leases.
+	RangeStart *string `json:"rangeStart"`
+	RangeEnd   *string `json:"rangeEnd"`
+	// Gateway is dhcp.gateway, the router full mode hands out.
+	Gateway *string `json:"gateway"`
+}
+
+// PXEMachine is one member the PXE server boots, known by its MAC.
+type PXEMachine struct {
+	// MAC is the member's network.mac, lower case.
+	MAC string `json:"mac"`
+	// Cluster and Member name the member; HostName is `<cluster>-<member>`.
+	Cluster  string `json:"cluster"`
+	Member   string `json:"member"`
+	HostName string `json:"hostName"`
+	// Role is "server" or "agent".
+	Role string `json:"role"`
+	// IP is the member's plan address.
+	IP string `json:"ip"`
+	// Wave is the index of the member's wave in the cluster plan's Provision: the first server is 0, each
+	// other server its own wave, then all agents together.
+	Wave int `json:"wave"`
+}

@@ -494,6 +494,9 @@ func inRange(ip, lo, hi net.IP) bool { return ip4(ip) >= ip4(lo) && ip4(ip) <= i
 
 // checkInterface refuses to serve when the interface lacks the server address: the answers would name an
 // address nobody can reach.
+// CheckInterface reports whether interface name exists and has the address ip.
+func CheckInterface(name string, ip net.IP) error { return checkInterface(name, ip) }
+
 func checkInterface(name string, ip net.IP) error {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {

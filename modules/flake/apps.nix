@@ -4,8 +4,7 @@
 let
   cfg = config.nix8s;
   core = import ../../lib;
-  # The config handed to nix8s: data only and without secret values (it goes into the world-readable store).
-  exported = core.exportable cfg.resolved;
+  support = import ./app-support.nix { inherit lib config self; };
   plan = (core.plan cfg.resolved).clusters;
 in
 {
@@ -14,23 +13,16 @@ in
     default = true;
     description = ''
       Whether to add the operation apps (`nixos-anywhere-<c>-<m>`, `nixos-anywhere-<c>-all`, `rebuild-<c>-<m>`,
-      `rebuild-<c>-all`, `ssh-<c>-<m>`, `kubeconfig-<c>`, `gen-secrets`) to `apps.<system>`.
+      `rebuild-<c>-all`, `ssh-<c>-<m>`, `kubeconfig-<c>`, `gen-secrets`) and, with `provisioning.pxe` set, the
+      network boot servers (`pxe-server-<c>`) to `apps.<system>`.
     '';
   };
 
   config.perSystem = { pkgs, ... }:
     let
-      nix8s = cfg.package pkgs;
-      configFile = pkgs.writeText "nix8s-config.json" (builtins.toJSON exported);
-      # The flake the apps act on: this one, as the path it was evaluated from.
-      flakeRef = toString self;
-      app = name: args: {
-        type = "app";
-        program = lib.getExe (pkgs.writeShellApplication {
-          inherit name;
-          text = ''exec ${lib.getExe nix8s} ${lib.escapeShellArgs args} "$@"'';
-        });
-      };
+      shared = support pkgs;
+      inherit (shared) nix8s configFile flakeRef;
+      app = name: args: shared.app name ''exec ${lib.getExe nix8s} ${lib.escapeShellArgs args} "$@"'';
       common = [ "--config" "${configFile}" "--flake" flakeRef ];
       perCluster = c: cp:
         lib.listToAttrs (lib.concatMap (m: [

@@ -6,6 +6,7 @@
     ./config-yaml.nix
     ./package.nix
     ./apps.nix
-    # Next: lima.nix (lima-up/down/status-<cluster>), pxe.nix (pxe-server-<cluster>), cozystack.nix.
+    ./pxe.nix
+    # Next: lima.nix (lima-up/down/status-<cluster>), cozystack.nix.
   ];
 }

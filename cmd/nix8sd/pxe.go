@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/jobs"
+	"github.com/nix8s/nix8s/internal/pxe"
+	"github.com/nix8s/nix8s/internal/pxe/storeboot"
+	"github.com/nix8s/nix8s/internal/store"
+)
+
+// pxeOptions are serve's network boot flags. Anything not given comes from the inventory's
+// provisioning.pxe.server, as the core's PXE view resolves it.
+type pxeOptions struct {
+	enable     bool
+	clusters   listFlag
+	iface      string
+	ip         string
+	mode       string
+	ipxeDir    string
+	images     string
+	discovery  bool
+	noArm      bool
+	baseURL    string
+	dhcpPort   int
+	tftpPort   int
+	waitEvery  time.Duration
+	dhcpLease  time.Duration
+	nix        string
+	nodeWatch  time.Duration
+	raDisabled bool
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func (p *pxeOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
+	fs.BoolVar(&p.enable, "pxe", false, "serve network boot (DHCP, TFTP, iPXE, installer images); implied by --pxe-cluster and --pxe-interface")
+	fs.Var(&p.clusters, "pxe-cluster", "network-boot the members of cluster `NAME` only (repeatable; default every cluster)")
+	fs.StringVar(&p.iface, "pxe-interface", getenv("NIX8S_PXE_INTERFACE"), "serve DHCP on `IFACE` (default provisioning.pxe.server.interface) ($NIX8S_PXE_INTERFACE)")
+	fs.StringVar(&p.ip, "pxe-ip", getenv("NIX8S_PXE_IP"), "this server's `ADDRESS` on that interface (default provisioning.pxe.server.ip)")
+	fs.StringVar(&p.mode, "pxe-mode", getenv("NIX8S_PXE_MODE"), "DHCP `MODE`: proxy (beside the site's DHCP server) or full (default provisioning.pxe.server.dhcp.mode, else proxy)")
+	fs.StringVar(&p.ipxeDir, "ipxe-dir", envOr(getenv, "NIX8S_IPXE_DIR", "/usr/lib/ipxe"), "`DIR` holding undionly.kpxe and ipxe.efi ($NIX8S_IPXE_DIR)")
+	fs.StringVar(&p.images, "pxe-images", getenv("NIX8S_PXE_IMAGES"), "serve prebuilt images from `DIR`/<cluster>-<member>/ and DIR/discovery/ (bzImage, initrd, cmdline) instead of building them from the flake")
+	fs.BoolVar(&p.discovery, "discovery", true, "boot unknown machines into the discovery image (false: they fall through to their next boot device)")
+	fs.BoolVar(&p.noArm, "no-auto-install", false, "do not install assigned machines when they boot; only POST /v1/machines/{mac}/reinstall arms an install")
+	fs.StringVar(&p.baseURL, "pxe-url", getenv("NIX8S_PXE_URL"), "`URL` machines reach this daemon's API on (default http://<pxe-ip>:<listen port>)")
+	fs.IntVar(&p.dhcpPort, "dhcp-port", 67, "DHCP server `PORT` (proxy mode also uses PORT+3944)")
+	fs.IntVar(&p.tftpPort, "tftp-port", 69, "TFTP `PORT`")
+	fs.DurationVar(&p.waitEvery, "pxe-wait", 15*time.Second, "how often a machine waiting for its turn asks again")
+	fs.DurationVar(&p.dhcpLease, "dhcp-lease", time.Hour, "full-mode lease time")
+	fs.StringVar(&p.nix, "nix", envOr(getenv, "NIX8S_NIX", "nix"), "the nix `PROGRAM` that builds installer images ($NIX8S_NIX)")
+	fs.DurationVar(&p.nodeWatch, "node-watch-interval", 10*time.Second, "how often the clusters' API servers are asked which nodes registered and are Ready")
+	fs.BoolVar(&p.raDisabled, "no-router-advertisements", false, "do not answer IPv6 router solicitations (iPXE waits ~16 s for one on IPv4-only networks)")
+}
+
+func (p *pxeOptions) enabled() bool { return p.enable || len(p.clusters) > 0 || p.iface != "" }
+
+// reportError is a config the core refused: every problem with its path, then what to do.
+type reportError struct {
+	what   string
+	report core.Report
+}
+
+func (e *reportError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d error(s); nothing is served", e.what, len(e.report.Errors))
+	for _, p := range e.report.Errors {
+		fmt.Fprintf(&b, "\n  error: %s: %s", p.Path, p.Message)
+	}
+	return b.String()
+}
+
+// pxeServices is the network boot part of a running nix8sd.
+type pxeServices struct {
+	server  *pxe.Server
+	http    *pxe.HTTP
+	adapter *storeboot.Adapter
+	builds  *storeboot.Builds
+	nixb    *pxe.NixBuild
+	log     *slog.Logger
+	view    *core.PXEPlan
+}
+
+// setupPXE checks everything network boot needs before anything is stored or served: the core's PXE view of
+// the config (shared MACs, members without a MAC, plan IPs outside the subnet, ...), the interface and its
+// address, the iPXE files, and the sockets (a port in use is an error here).
+func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.Store, cfg map[string]any, listen string,
+	flake string, reg prometheus.Registerer, log *slog.Logger) (*pxeServices, error) {
+	view, err := ev.PXE(ctx, cfg, p.clusters)
+	if err != nil {
+		var inv *core.InvalidError
+		if errors.As(err, &inv) {
+			return nil, &reportError{what: "network boot", report: inv.Report}
+		}
+		return nil, err
+	}
+	for _, w := range view.Warnings {
+		log.Warn("config", "path", w.Path, "warning", w.Message)
+	}
+	srv := view.Server
+	var errs []error
+	iface := firstNonEmpty(p.iface, deref(srv.Interface))
+	if iface == "" {
+		errs = append(errs, errors.New("no interface to serve: set provisioning.pxe.server.interface or pass --pxe-interface"))
+	}
+	ipS := firstNonEmpty(p.ip, deref(srv.IP))
+	ip := net.ParseIP(ipS).To4()
+	if ip == nil {
+		errs = append(errs, fmt.Errorf("no IPv4 address to serve from (got %q): set provisioning.pxe.server.ip or pass --pxe-ip", ipS))
+	}
+	mode := pxe.Mode(firstNonEmpty(p.mode, srv.Mode, string(pxe.ModeProxy)))
+	for _, f := range []string{"undionly.kpxe", "ipxe.efi"} {
+		if _, err := os.Stat(p.ipxeDir + "/" + f); err != nil {
+			errs = append(errs, fmt.Errorf("iPXE file %s/%s is missing: install iPXE (Debian: apt-get install ipxe; NixOS: pkgs.ipxe) or pass --ipxe-dir", p.ipxeDir, f))
+		}
+	}
+	if len(errs) == 0 {
+		if err := pxe.CheckInterface(iface, ip); err != nil {
+			errs = append(errs, fmt.Errorf("provisioning.pxe.server: %w; set provisioning.pxe.server.ip (or --pxe-ip) to one of its addresses, or add %v to %s", err, ip, iface))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	base := p.baseURL
+	if base == "" {
+		_, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("--listen %q: %w", listen, err)
+		}
+		base = "http://" + net.JoinHostPort(ip.String(), port)
+	}
+	metrics := pxe.NewMetrics(reg)
+	s := &pxeServices{log: log}
+	s.adapter = &storeboot.Adapter{Store: st, Clusters: []string(p.clusters), Arm: !p.noArm, Logger: log}
+	var images pxe.ImageSource
+	if p.images != "" {
+		images = pxe.DirImages{Dir: p.images}
+		s.adapter.Images = storeboot.DirInstallers{Dir: p.images}
+		if p.discovery && (storeboot.DirInstallers{Dir: p.images}).Exists("discovery") {
+			s.adapter.DiscoveryImage = "discovery"
+		} else if p.discovery {
+			log.Warn("pxe: no discovery image in the images directory; unknown machines fall through", "dir", p.images+"/discovery")
+		}
+	} else {
+		s.nixb = &pxe.NixBuild{Flake: flake, Nix: p.nix}
+		s.builds = &storeboot.Builds{Store: st, Builder: s.nixb}
+		s.adapter.Images = s.builds
+		images = s.nixb
+	}
+	s.http = &pxe.HTTP{Booter: s.adapter, Machines: s.adapter, Images: images, BaseURL: base, IPXEDir: p.ipxeDir,
+		Metrics: metrics, Logger: log, WaitInterval: p.waitEvery}
+	d := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, HTTPBase: base, Port: p.dhcpPort,
+		LeaseTime: p.dhcpLease, Metrics: metrics, Logger: log}
+	if mode == pxe.ModeFull {
+		d.Leases = storeboot.Leases{Store: st}
+		if srv.Subnet != nil {
+			if _, n, err := net.ParseCIDR(*srv.Subnet); err == nil {
+				d.Subnet = n
+			}
+		}
+		d.RangeStart, d.RangeEnd = parseIP(srv.RangeStart), parseIP(srv.RangeEnd)
+		d.Gateway = parseIP(srv.Gateway)
+		if d.Leases != nil {
+			s.http.ClientMAC = func(cip net.IP) (net.HardwareAddr, bool) {
+				l, err := st.LeaseByIP(context.Background(), cip)
+				if err != nil || l == nil {
+					return nil, false
+				}
+				hw, err := net.ParseMAC(l.MAC)
+				return hw, err == nil
+			}
+		}
+	}
+	s.server = &pxe.Server{DHCP: d, TFTP: &pxe.TFTP{Dir: p.ipxeDir, Metrics: metrics, Logger: log}, HTTP: s.http,
+		TFTPAddr: net.JoinHostPort(ip.String(), strconv.Itoa(p.tftpPort)), Logger: log}
+	if !p.raDisabled {
+		s.server.RA = &pxe.RouterAdvertiser{Interface: iface, Logger: log}
+	}
+	if err := s.server.Listen(); err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: another DHCP or TFTP server runs on this host (dnsmasq?); stop it, or move nix8sd with --dhcp-port/--tftp-port", err)
+		}
+		return nil, err
+	}
+	s.view = view
+	log.Info("pxe: serving network boot", "interface", iface, "ip", ip.String(), "mode", mode, "url", base,
+		"clusters", p.clusters.String(), "machines", len(view.Machines))
+	return s, nil
+}
+
+// assign makes the served members' machines (each member with a MAC) and assigns them: the config's
+// members are the machines. Run once the config is stored.
+func (s *pxeServices) assign(ctx context.Context, st *store.Store) error {
+	for _, m := range s.view.Machines {
+		if err := storeboot.EnsureAssigned(ctx, st, m.MAC, m.Cluster, m.Member); err != nil {
+			return fmt.Errorf("machine %s for %s-%s: %w", m.MAC, m.Cluster, m.Member, err)
+		}
+	}
+	return nil
+}
+
+// wire connects the services to the daemon's plans and job runner.
+func (s *pxeServices) wire(plans storeboot.Planner, runner *jobs.Runner, onArm func(context.Context, *store.Machine)) {
+	s.adapter.Plans = plans
+	s.adapter.OnArm = onArm
+	if s.builds != nil {
+		s.builds.Wake = runner.Wake
+		runner.Handle(storeboot.JobKind, s.builds.Handle)
+	}
+}
+
+// buildDiscovery builds the discovery image in the background (flake builds only); until it is there,
+// unknown machines fall through to their next boot device.
+func (s *pxeServices) buildDiscovery(ctx context.Context) {
+	if s.nixb == nil {
+		return
+	}
+	var log strings.Builder
+	id, err := s.nixb.Build(ctx, pxe.DiscoveryInstallable, &log)
+	if err != nil {
+		s.log.Error("pxe: building the discovery image failed; unknown machines fall through", "err", err, "log", tail(log.String(), 2000))
+		return
+	}
+	s.adapter.SetDiscoveryImage(id)
+	s.log.Info("pxe: discovery image ready", "image", id)
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func parseIP(s *string) net.IP {
+	if s == nil {
+		return nil
+	}
+	return net.ParseIP(*s).To4()
+}
