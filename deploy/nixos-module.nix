@@ -142,8 +142,10 @@ in
       };
       ipxe = mkOption {
         type = types.package;
-        default = pkgs.ipxe;
-        defaultText = literalExpression "pkgs.ipxe";
+        # The booted machines are x86-64; nixpkgs' ipxe (pkgs/by-name/ip/ipxe/package.nix) has undionly.kpxe and
+        # the x86-64 ipxe.efi only when built for x86-64 (see modules/flake/pxe.nix).
+        default = if pkgs.stdenv.hostPlatform.isx86_64 then pkgs.ipxe else pkgs.pkgsCross.gnu64.ipxe;
+        defaultText = literalExpression "pkgs.ipxe (x86-64 hosts), pkgs.pkgsCross.gnu64.ipxe (others)";
         description = "iPXE build whose `undionly.kpxe` and `ipxe.efi` are served over TFTP (`--ipxe-dir`).";
       };
       autoInstall = mkOption {

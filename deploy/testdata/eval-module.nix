@@ -23,7 +23,8 @@ let
   defaults = opts: builtins.mapAttrs (_: o: if isOption o then o.default or null else defaults o) opts;
   merge = a: b: a // builtins.mapAttrs (k: v: if builtins.isAttrs v && builtins.isAttrs (a.${k} or null) then merge a.${k} v else v) b;
   # Stand-ins for the packages the module takes from nixpkgs.
-  pkgs = { nixos-anywhere = "/nix/store/x-nixos-anywhere"; nixos-rebuild = "/nix/store/x-nixos-rebuild"; openssh = "/nix/store/x-openssh"; ipxe = "/nix/store/x-ipxe"; };
+  pkgs = { nixos-anywhere = "/nix/store/x-nixos-anywhere"; nixos-rebuild = "/nix/store/x-nixos-rebuild"; openssh = "/nix/store/x-openssh"; ipxe = "/nix/store/x-ipxe";
+    stdenv.hostPlatform.isx86_64 = true; pkgsCross.gnu64.ipxe = "/nix/store/x-ipxe-cross"; };
   options = (module { config = throw "options must not read config"; inherit lib pkgs; }).options.services.nix8sd;
   cfg = merge (defaults options) settings;
   evaluated = module { config = { services.nix8sd = cfg; nix.package = "/nix/store/nix"; }; inherit lib pkgs; };
