@@ -99,7 +99,8 @@ func TestServeNetworkBootEndToEnd(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	url, stop := serveAt(t, addr, map[string]string{"DATABASE_URL": pgtest.Database(t)},
+	db := pgtest.Database(t)
+	url, stop := serveAt(t, addr, map[string]string{"DATABASE_URL": db},
 		"--state-dir", dir, "--admin-token-file", tokFile, "--config", cfgFile, "--pxe-cluster", "lab",
 		"--pxe-images", images, "--pxe-wait", "2s", "--node-watch-interval", "1s", "--kubeconfig", kcFile)
 	defer func() {
@@ -156,6 +157,18 @@ func TestServeNetworkBootEndToEnd(t *testing.T) {
 	pxetest.WaitFor(t, 30*time.Second, "the agent to be joined", func() bool { return machine(a1)["state"] == "joined" })
 	k8stest.SetNodeStatus(ctx, k8s.Client, "lab-a1", true, "v1.34.2+k3s1")
 	pxetest.WaitFor(t, 30*time.Second, "the agent to be ready", func() bool { return machine(a1)["state"] == "ready" })
+
+	// Full mode: each member's machine leased its plan address, kept in PostgreSQL.
+	st, err := store.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for mac, ip := range map[string]string{s1: n.Prefix + "11", a1: n.Prefix + "21"} {
+		if l, err := st.LeaseByMAC(ctx, mac); err != nil || l == nil || l.IP.String() != ip {
+			t.Errorf("lease of %s: %+v, %v; want its plan IP %s", mac, l, err, ip)
+		}
+	}
 
 	// An unknown machine boots discovery and shows up with its facts.
 	vmU := n.StartVM(t, pxetest.VMOptions{MAC: unknown})
