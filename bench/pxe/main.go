@@ -29,8 +29,11 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/pin/tftp/v3"
 
+	"github.com/nix8s/nix8s/internal/pgembed"
 	"github.com/nix8s/nix8s/internal/pxe"
+	"github.com/nix8s/nix8s/internal/pxe/storeboot"
 	"github.com/nix8s/nix8s/internal/pxetest"
+	"github.com/nix8s/nix8s/internal/store"
 )
 
 const ipxeDir = "/usr/lib/ipxe"
@@ -62,6 +65,7 @@ func bench(args []string) error {
 	tftpN := fs.Int("tftp", 400, "TFTP downloads per server")
 	httpN := fs.Int("http", 64, "HTTP downloads of the kernel")
 	kernelMB := fs.Int("kernel-mb", 8, "size of the kernel file served over HTTP, MB")
+	withPG := fs.Bool("postgres", true, "also measure nix8sd with machines and leases in PostgreSQL (embedded)")
 	fs.Parse(args)
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the benchmark needs root (network namespace, ports 67 and 69)")
@@ -113,27 +117,55 @@ func bench(args []string) error {
 		return nil
 	}
 
-	// nix8sd's PXE services, full mode, everything unknown booting discovery.
-	var ours result
-	{
-		mem := &pxe.Memory{DiscoveryImage: "bench"}
+	// nix8sd's PXE services, full mode, everything unknown booting discovery: once with the in-memory Booter
+	// and leases, once as nix8sd serve runs them, on PostgreSQL (machines and leases in the store).
+	runOurs := func(r *result, booter pxe.Booter, machines pxe.Machines, leases pxe.Leases, withHTTP bool) error {
 		log := slog.New(slog.DiscardHandler)
 		base := "http://" + srv + ":8081"
 		d := &pxe.DHCP{Mode: pxe.ModeFull, Interface: nt.HostIf, ServerIP: nt.ServerIP, Subnet: nt.Subnet,
-			RangeStart: net.ParseIP("10.96.1.0"), RangeEnd: net.ParseIP("10.96.254.254"), Leases: &pxe.MemLeases{},
-			Booter: mem, HTTPBase: base, Logger: log, LeaseTime: 10 * time.Minute}
-		s := &pxe.Server{DHCP: d, TFTP: &pxe.TFTP{Dir: ipxeDir}, HTTP: &pxe.HTTP{Booter: mem, Machines: mem,
+			RangeStart: net.ParseIP("10.96.1.0"), RangeEnd: net.ParseIP("10.96.254.254"), Leases: leases,
+			Booter: booter, HTTPBase: base, Logger: log, LeaseTime: 10 * time.Minute}
+		s := &pxe.Server{DHCP: d, TFTP: &pxe.TFTP{Dir: ipxeDir}, HTTP: &pxe.HTTP{Booter: booter, Machines: machines,
 			Images: pxe.DirImages{Dir: filepath.Join(tmp, "images")}, BaseURL: base, IPXEDir: ipxeDir},
 			HTTPAddr: srv + ":8081", TFTPAddr: srv + ":69"}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx) }()
 		time.Sleep(300 * time.Millisecond)
-		err := measure(&ours, true)
+		err := measure(r, withHTTP)
 		cancel()
 		<-done
+		return err
+	}
+	var ours, ourPG result
+	mem := &pxe.Memory{DiscoveryImage: "bench"}
+	if err := runOurs(&ours, mem, mem, &pxe.MemLeases{}, true); err != nil {
+		return fmt.Errorf("nix8sd: %w", err)
+	}
+	if *withPG {
+		ctx := context.Background()
+		os.Chmod(tmp, 0o711) // the PostgreSQL user (we are root) must reach its directory
+		pg, err := pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(tmp, "pg")})
 		if err != nil {
-			return fmt.Errorf("nix8sd: %w", err)
+			return fmt.Errorf("PostgreSQL for the store variant (-postgres=false skips it): %w", err)
+		}
+		defer pg.Stop()
+		url, err := pg.CreateDatabase(ctx, "bench")
+		if err != nil {
+			return err
+		}
+		st, err := store.Open(ctx, url)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		slog.SetDefault(slog.New(slog.DiscardHandler))
+		if err := st.Migrate(ctx); err != nil {
+			return err
+		}
+		a := &storeboot.Adapter{Store: st, DiscoveryImage: "bench"}
+		if err := runOurs(&ourPG, a, a, storeboot.Leases{Store: st}, false); err != nil {
+			return fmt.Errorf("nix8sd on PostgreSQL: %w", err)
 		}
 	}
 	// dnsmasq doing the same: full-mode DHCP on the same range with a boot file, and its TFTP server. Leases in
@@ -159,19 +191,21 @@ func bench(args []string) error {
 	v, _ := exec.Command(dnsmasq, "--version").Output()
 	fmt.Printf("PXE services, %d DHCP transactions, %d TFTP downloads of undionly.kpxe, %d concurrent clients (%s)\n",
 		*n, *tftpN, *c, strings.SplitN(string(v), "\n", 2)[0])
-	fmt.Printf("%-28s %12s %12s %10s\n", "", "nix8sd", "dnsmasq", "ratio")
-	row := func(name string, a, b float64) {
-		ratio := "-"
+	fmt.Printf("%-28s %12s %12s %10s %14s %10s\n", "", "nix8sd", "dnsmasq", "ratio", "nix8sd+pg", "ratio")
+	ratio := func(a, b float64) string {
 		if b > 0 {
-			ratio = fmt.Sprintf("%.2f", a/b)
+			return fmt.Sprintf("%.2f", a/b)
 		}
-		fmt.Printf("%-28s %12.1f %12.1f %10s\n", name, a, b, ratio)
+		return "-"
 	}
-	row("DHCP transactions/s", ours.dhcpTPS, theirs.dhcpTPS)
-	row("DHCP failed transactions", ours.dhcpFail, theirs.dhcpFail)
-	row("TFTP downloads/s", ours.tftpFPS, theirs.tftpFPS)
-	row("TFTP MB/s", ours.tftpMBs, theirs.tftpMBs)
-	row("TFTP failed downloads", ours.tftpFail, theirs.tftpFail)
+	row := func(name string, a, b, c float64) {
+		fmt.Printf("%-28s %12.1f %12.1f %10s %14.1f %10s\n", name, a, b, ratio(a, b), c, ratio(c, b))
+	}
+	row("DHCP transactions/s", ours.dhcpTPS, theirs.dhcpTPS, ourPG.dhcpTPS)
+	row("DHCP failed transactions", ours.dhcpFail, theirs.dhcpFail, ourPG.dhcpFail)
+	row("TFTP downloads/s", ours.tftpFPS, theirs.tftpFPS, ourPG.tftpFPS)
+	row("TFTP MB/s", ours.tftpMBs, theirs.tftpMBs, ourPG.tftpMBs)
+	row("TFTP failed downloads", ours.tftpFail, theirs.tftpFail, ourPG.tftpFail)
 	fmt.Printf("HTTP: %d downloads of a %d MB kernel, %d at a time: %.1f MB/s, %.0f failed, median %.2f s (dnsmasq has no HTTP)\n",
 		*httpN, *kernelMB, *c, ours.httpMBs, ours.httpFail, ours.httpP50s)
 	return nil
