@@ -187,7 +187,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	}
 	watcher := &nodewatch.Watcher{Store: st, Clients: clusterClient, Logger: log, Interval: o.pxe.nodeWatch,
 		HostNames: func(ctx context.Context, cluster string) (map[string]string, error) {
-			c, _, err := srv.ClusterPlan(ctx, cluster)
+			c, err := srv.Cluster(ctx, cluster)
 			if err != nil {
 				return nil, err
 			}
@@ -206,7 +206,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		go func() {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 			defer cancel()
-			c, _, err := srv.ClusterPlan(ctx, *m.Cluster)
+			c, err := srv.Cluster(ctx, *m.Cluster)
 			if err != nil {
 				return
 			}

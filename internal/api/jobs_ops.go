@@ -27,24 +27,34 @@ type Operations interface {
 
 var _ Operations = (*jobs.Runner)(nil)
 
-// ClusterPlan is the core's plan of cluster name in the stored inventory, with the inventory's ssh settings
-// (provisioning.nixos-anywhere.ssh): what the operations run on. It implements jobs.Planner.
-func (s *Server) ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
+// Cluster is the core's plan of cluster name in the stored inventory (cached per inventory version: one
+// query when the inventory did not change; network boot asks for every machine that boots).
+func (s *Server) Cluster(ctx context.Context, name string) (core.Cluster, error) {
 	_, clusters, err := s.plan(ctx)
 	if err != nil {
 		var inv *core.InvalidError
 		if errors.As(err, &inv) {
 			err = &rejected{report: inv.Report}
 		}
-		return core.Cluster{}, remote.Settings{}, err
+		return core.Cluster{}, err
 	}
 	raw, ok := clusters[name]
 	if !ok {
-		return core.Cluster{}, remote.Settings{}, notFound("no cluster " + strconv.Quote(name))
+		return core.Cluster{}, notFound("no cluster " + strconv.Quote(name))
 	}
 	var c core.Cluster
 	if err := json.Unmarshal(raw, &c); err != nil {
-		return core.Cluster{}, remote.Settings{}, fmt.Errorf("decoding the plan of cluster %q: %w", name, err)
+		return core.Cluster{}, fmt.Errorf("decoding the plan of cluster %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// ClusterPlan is the core's plan of cluster name in the stored inventory, with the inventory's ssh settings
+// (provisioning.nixos-anywhere.ssh): what the operations run on. It implements jobs.Planner.
+func (s *Server) ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
+	c, err := s.Cluster(ctx, name)
+	if err != nil {
+		return core.Cluster{}, remote.Settings{}, err
 	}
 	snap, err := s.st.Snapshot(ctx)
 	if err != nil {

@@ -27,7 +27,6 @@ import (
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/pxe"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -42,9 +41,9 @@ type MachineStore interface {
 	ReportInstall(ctx context.Context, actor, mac string, hash [32]byte, r store.InstallReport) error
 }
 
-// Planner is the core's plan of the stored inventory (the API server implements it; see jobs.Planner).
+// Planner is the core's plan of the stored inventory (the API server implements it).
 type Planner interface {
-	ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error)
+	Cluster(ctx context.Context, name string) (core.Cluster, error)
 }
 
 // ErrBuilding: the installer image is being built; the machine waits.
@@ -139,7 +138,7 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 	assigned := m.Cluster != nil && m.Member != nil
 	if assigned {
 		b.Member = *m.Cluster + "-" + *m.Member
-		c, _, err := a.Plans.ClusterPlan(ctx, *m.Cluster)
+		c, err := a.Plans.Cluster(ctx, *m.Cluster)
 		if err != nil {
 			return pxe.Boot{}, fmt.Errorf("the plan of %s: %w", *m.Cluster, err)
 		}

@@ -20,7 +20,6 @@ import (
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/pxe"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -44,12 +43,12 @@ type planner struct {
 	plan *core.Plan
 }
 
-func (p *planner) ClusterPlan(_ context.Context, name string) (core.Cluster, remote.Settings, error) {
+func (p *planner) Cluster(_ context.Context, name string) (core.Cluster, error) {
 	c, ok := p.plan.Clusters[name]
 	if !ok {
-		return core.Cluster{}, remote.Settings{}, errors.New("no cluster " + name)
+		return core.Cluster{}, errors.New("no cluster " + name)
 	}
-	return c, remote.Settings{}, nil
+	return c, nil
 }
 
 const cfg = `{"nodes": {"vm": {"install": {"disk": "/dev/vda"}}}, "clusters": {"dev": {"ha": {"enable": true, "vip": "192.168.1.100"}, "members": {
