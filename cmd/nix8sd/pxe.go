@@ -216,10 +216,23 @@ func (s *pxeServices) assign(ctx context.Context, st *store.Store) error {
 	return nil
 }
 
-// wire connects the services to the daemon's plans and job runner.
-func (s *pxeServices) wire(plans storeboot.Planner, runner *jobs.Runner, onArm func(context.Context, *store.Machine)) {
+// wire connects the services to the daemon's plans and job runner: installer builds and, once an installer
+// reported done, the delivery of the member's token files over SSH (checked against the host key it reported).
+func (s *pxeServices) wire(plans storeboot.Planner, st *store.Store, runner *jobs.Runner, onArm func(context.Context, *store.Machine)) {
 	s.adapter.Plans = plans
 	s.adapter.OnArm = onArm
+	s.adapter.OnInstalled = func(ctx context.Context, mac, hostKey string) {
+		m, err := st.Machine(ctx, mac)
+		if err == nil && (m.Cluster == nil || m.Member == nil) {
+			err = errors.New("not assigned")
+		}
+		if err == nil {
+			_, err = runner.QueueDeliverSecrets(context.WithoutCancel(ctx), *m.Cluster, *m.Member, mac, hostKey)
+		}
+		if err != nil {
+			s.log.Error("pxe: could not queue the delivery of the installed machine's secrets", "mac", mac, "err", err)
+		}
+	}
 	if s.builds != nil {
 		s.builds.Wake = runner.Wake
 		runner.Handle(storeboot.JobKind, s.builds.Handle)

@@ -27,6 +27,7 @@ import (
 	"github.com/nix8s/nix8s/internal/k8stest"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/pxetest"
+	"github.com/nix8s/nix8s/internal/secrets"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -100,8 +101,13 @@ func TestServeNetworkBootEndToEnd(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	db := pgtest.Database(t)
+	// The cluster's tokens (nix8s gen-secrets, plaintext here): delivered over ssh once a member is installed.
+	secretsDir := filepath.Join(dir, "secrets")
+	if _, err := secrets.Generate(context.Background(), secrets.Options{Dir: secretsDir, Cluster: "lab"}); err != nil {
+		t.Fatal(err)
+	}
 	url, stop := serveAt(t, addr, map[string]string{"DATABASE_URL": db},
-		"--state-dir", dir, "--admin-token-file", tokFile, "--config", cfgFile, "--pxe-cluster", "lab",
+		"--state-dir", dir, "--secrets", secretsDir, "--admin-token-file", tokFile, "--config", cfgFile, "--pxe-cluster", "lab",
 		"--pxe-images", images, "--pxe-wait", "2s", "--node-watch-interval", "1s", "--kubeconfig", kcFile)
 	defer func() {
 		if code, stderr := stop(); code != 0 || t.Failed() {
@@ -135,6 +141,20 @@ func TestServeNetworkBootEndToEnd(t *testing.T) {
 	if m := machine(a1); m["state"] != "discovered" {
 		t.Fatalf("the agent did not wait for the server: %v", m)
 	}
+	// The daemon set out to deliver the server's token files over ssh; the stand-in installer reported no host
+	// key (it has no ssh), so the delivery refuses to trust the installed system's key on first use.
+	pxetest.WaitFor(t, 30*time.Second, "the delivery job to fail", func() bool {
+		var page struct {
+			Items []struct {
+				Status string  `json:"status"`
+				Member *string `json:"member"`
+				Error  *string `json:"error"`
+			} `json:"items"`
+		}
+		getJSON(t, url+"/v1/jobs?kind=deliver-secrets", tok, &page)
+		return len(page.Items) == 1 && page.Items[0].Status == "failed" && *page.Items[0].Member == "s1" &&
+			strings.Contains(*page.Items[0].Error, "reported no ssh host key")
+	})
 	// k3s on the installed server registers its node, which turns Ready.
 	ctx := context.Background()
 	if err := k8stest.AddNode(ctx, k8s.Client, "lab-s1", "v1.34.2+k3s1"); err != nil {

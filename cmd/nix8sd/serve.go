@@ -228,7 +228,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		if err := boot.assign(ctx, st); err != nil {
 			return err
 		}
-		boot.wire(srv, runner, forgetNode)
+		boot.wire(srv, st, runner, forgetNode)
 		srv.SetBoot(boot.http, forgetNode)
 	} else {
 		srv.SetBoot(nil, forgetNode)

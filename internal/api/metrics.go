@@ -44,8 +44,8 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 			Name: "nix8s_job_failures_total", Help: "Jobs that ended failed, by kind.",
 		}, []string{"kind"}),
 		stateTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "nix8s_machine_state_duration_seconds",
-			Help: "How long machines stayed in a state before leaving it, by state and next state (state=\"installing\": install durations; to=\"install_failed\": failed installs).",
+			Name:    "nix8s_machine_state_duration_seconds",
+			Help:    "How long machines stayed in a state before leaving it, by state and next state (state=\"installing\": install durations; to=\"install_failed\": failed installs).",
 			Buckets: prometheus.ExponentialBuckets(10, 2, 12),
 		}, []string{"state", "to"}),
 	}

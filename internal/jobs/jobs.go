@@ -105,10 +105,10 @@ func (r *Runner) init() {
 
 // builtin are the operations' handlers.
 func (r *Runner) builtin() map[string]Handler {
-	return map[string]Handler{KindInstall: r.install, KindRollout: r.rollout}
+	return map[string]Handler{KindInstall: r.install, KindRollout: r.rollout, KindDeliverSecrets: r.deliverSecrets}
 }
 
-// Handle sets the handler of kind, replacing a built-in one (install, rollout).
+// Handle sets the handler of kind, replacing a built-in one (install, rollout, deliver-secrets).
 func (r *Runner) Handle(kind string, h Handler) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

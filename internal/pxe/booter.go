@@ -13,6 +13,8 @@ import (
 	"net"
 	"regexp"
 	"strings"
+
+	"github.com/nix8s/nix8s/internal/remote"
 )
 
 // Firmware is the kind of client asking for a boot file; it picks the file DHCP names.
@@ -88,6 +90,29 @@ type Progress struct {
 	Done bool `json:"done"`
 	// Error, when set, reports the install failed.
 	Error string `json:"error,omitempty"`
+	// HostKey is the installed system's public SSH host key, `<type> <base64>` (remote.CheckHostKey), which
+	// the installer generated; only in the done report. The daemon pins it for its first ssh connection to
+	// the installed machine (delivering the token files), so nothing is trusted on first use.
+	HostKey string `json:"hostKey,omitempty"`
+}
+
+// Check refuses a report whose fields are too long or do not fit together: a host key only with done,
+// and only a well-formed one.
+func (p Progress) Check() error {
+	switch {
+	case len(p.Phase) > 64:
+		return errors.New("phase must be at most 64 bytes")
+	case len(p.Error) > 4096:
+		return errors.New("error must be at most 4096 bytes")
+	case p.HostKey == "":
+		return nil
+	case !p.Done:
+		return errors.New("hostKey is accepted only in the done report")
+	}
+	if err := remote.CheckHostKey(p.HostKey); err != nil {
+		return fmt.Errorf("hostKey: %w", err)
+	}
+	return nil
 }
 
 // Machines records what booting machines report about themselves.

@@ -26,7 +26,8 @@ import (
 //	GET  /boot/images/ID/{bzImage,initrd}      netboot images, with range requests
 //	GET  /boot/ipxe.efi, /boot/undionly.kpxe   iPXE binaries for UEFI HTTP boot
 //	POST /machine/v1/discover?mac=MAC          facts JSON from the discovery image
-//	POST /machine/v1/progress?mac=MAC          install progress, Authorization: Bearer <one-time token>
+//	POST /machine/v1/progress?mac=MAC          install progress, Authorization: Bearer <one-time token>; the done
+//	                                           report may carry the installed system's public host key
 //
 // Nothing here hands out secrets: what a boot script holds is derived from the MAC alone, except the
 // one-time phone-home token, which is handed out once per armed install (see TokenClaimer).
@@ -349,9 +350,14 @@ func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
 	var p Progress
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, h.MaxReport))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil || len(p.Phase) > 64 || len(p.Error) > 4096 {
+	if err := dec.Decode(&p); err != nil {
 		h.Metrics.report("progress", "bad")
-		jsonError(w, http.StatusBadRequest, "progress must be {generation, phase (<= 64 bytes), done, error}")
+		jsonError(w, http.StatusBadRequest, "progress must be {generation, phase (<= 64 bytes), done, error, hostKey (with done)}")
+		return
+	}
+	if err := p.Check(); err != nil {
+		h.Metrics.report("progress", "bad")
+		jsonError(w, http.StatusBadRequest, "progress: "+err.Error())
 		return
 	}
 	if err := h.Machines.Progress(r.Context(), mac, tok, p); err != nil {
@@ -365,7 +371,7 @@ func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
 		jsonError(w, http.StatusInternalServerError, "could not record the progress")
 		return
 	}
-	h.Logger.Info("pxe: install progress", "mac", mac.String(), "phase", p.Phase, "done", p.Done, "error", p.Error)
+	h.Logger.Info("pxe: install progress", "mac", mac.String(), "phase", p.Phase, "done", p.Done, "error", p.Error, "hostKey", p.HostKey != "")
 	h.Metrics.report("progress", "ok")
 	w.WriteHeader(http.StatusNoContent)
 }

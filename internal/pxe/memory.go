@@ -40,6 +40,8 @@ type MemMachine struct {
 	// Phases lists the reported install phases, in order.
 	Phases []string
 	Failed string
+	// HostKey is the host key of the done report.
+	HostKey string
 }
 
 // Machine returns a copy of a machine, or nil.
@@ -93,7 +95,7 @@ func (m *Memory) Arm(mac string) (token string, generation int64, err error) {
 	x.token = token
 	x.armed = true
 	x.State = "installing"
-	x.Phases, x.Failed = nil, ""
+	x.Phases, x.Failed, x.HostKey = nil, "", ""
 	return token, x.Generation, nil
 }
 
@@ -168,7 +170,7 @@ func (m *Memory) Progress(_ context.Context, mac net.HardwareAddr, token string,
 	case p.Error != "":
 		x.armed, x.Failed = false, p.Error
 	case p.Done:
-		x.armed, x.State = false, "installed"
+		x.armed, x.State, x.HostKey = false, "installed", p.HostKey
 	}
 	return nil
 }

@@ -151,6 +151,7 @@ func TestMachineEndpoints(t *testing.T) {
 	const m1 = "52:54:00:00:00:01"
 	mem.Assign(m1, "prod-server1", "inst1", nil)
 	tok, _, _ := mem.Arm(m1)
+	const hostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOvD8Dx1Tm0iULqKVZ1m2ZfmoTqHcTdk3GJ0hZr9Z4Zb"
 	steps := []struct {
 		name, url, auth, body, remote string
 		code                          int
@@ -167,7 +168,13 @@ func TestMachineEndpoints(t *testing.T) {
 		{"progress of another generation", "/machine/v1/progress?mac=" + m1, tok, `{"generation":2,"phase":"disko"}`, "", 403},
 		{"progress with unknown fields", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"disko","state":"ready"}`, "", 400},
 		{"progress recorded", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"disko"}`, "", 204},
-		{"done recorded", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true}`, "", 204},
+		{"host key before done refused", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"install","hostKey":"` + hostKey + `"}`, "", 400},
+		{"host key with a comment refused", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true,"hostKey":"` + hostKey + ` root@nixos"}`, "", 400},
+		{"two host keys refused", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true,"hostKey":"` + hostKey + `\n10.0.0.9 ` + hostKey + `"}`, "", 400},
+		{"host key of an unknown type refused", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true,"hostKey":"ssh-dss ` + strings.Fields(hostKey)[1] + `"}`, "", 400},
+		{"host key not base64 refused", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true,"hostKey":"ssh-ed25519 AAAA$$"}`, "", 400},
+		{"host key too long refused", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true,"hostKey":"ssh-rsa ` + strings.Repeat("A", 5000) + `"}`, "", 400},
+		{"done recorded", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"reboot","done":true,"hostKey":"` + hostKey + `"}`, "", 204},
 		{"token invalid after done", "/machine/v1/progress?mac=" + m1, tok, `{"generation":1,"phase":"again"}`, "", 403},
 	}
 	for _, s := range steps {
@@ -175,7 +182,7 @@ func TestMachineEndpoints(t *testing.T) {
 			t.Errorf("%s: %d, want %d", s.name, code, s.code)
 		}
 	}
-	if x := mem.Machine(m1); x.State != "installed" || strings.Join(x.Phases, ",") != "disko,reboot" {
+	if x := mem.Machine(m1); x.State != "installed" || strings.Join(x.Phases, ",") != "disko,reboot" || x.HostKey != hostKey {
 		t.Errorf("machine after install: %+v", x)
 	}
 	if _, body := get(t, h, "/boot/ipxe?mac="+m1); !strings.Contains(body, "sanboot") {

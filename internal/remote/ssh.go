@@ -23,6 +23,10 @@ type SSH struct {
 	SSH, SCP string
 	// KnownHostsFile replaces the user's known_hosts (UserKnownHostsFile); empty keeps ssh's default.
 	KnownHostsFile string
+	// OnlyKnownHostsFile makes KnownHostsFile the only source of host keys: no global known_hosts, no
+	// KnownHostsCommand, and the host looked up under its address whatever its port or the ssh config's
+	// HostKeyAlias (a key pinned for one connection, such as the one an installer reported).
+	OnlyKnownHostsFile bool
 	// ConfigFile is passed as ssh -F; empty keeps ~/.ssh/config, "none" ignores every config file.
 	ConfigFile string
 	// ConnectTimeout bounds connecting; default DefaultConnectTimeout.
@@ -53,6 +57,10 @@ func (s *SSH) Options(host Host, batch bool) []string {
 	)
 	if s.KnownHostsFile != "" {
 		args = append(args, "-o", "UserKnownHostsFile="+s.KnownHostsFile)
+		if s.OnlyKnownHostsFile {
+			args = append(args, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "KnownHostsCommand=none",
+				"-o", "HostKeyAlias="+host.Addr, "-o", "UpdateHostKeys=no")
+		}
 	}
 	if host.KeyFile != "" {
 		args = append(args, "-o", "IdentitiesOnly=yes", "-i", host.KeyFile)

@@ -103,3 +103,26 @@ func TestQuote(t *testing.T) {
 		t.Errorf("QuoteArgs = %s", got)
 	}
 }
+
+// OnlyKnownHostsFile pins the host keys to KnownHostsFile: a key the ssh config's global known_hosts holds
+// is accepted without it and refused with it.
+func TestOnlyKnownHostsFile(t *testing.T) {
+	n := sshtest.Start(t, "a")
+	ctx := context.Background()
+	a := n.Host("a")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ssh_config")
+	os.WriteFile(cfg, []byte("GlobalKnownHostsFile "+n.KnownHostsFile+"\n"), 0o644)
+	empty := filepath.Join(dir, "known_hosts")
+	os.WriteFile(empty, nil, 0o644)
+	if _, err := (&remote.SSH{ConfigFile: cfg, KnownHostsFile: empty}).Run(ctx, a, "true"); err != nil {
+		t.Fatalf("the config's global known_hosts should let ssh in: %v", err)
+	}
+	_, err := (&remote.SSH{ConfigFile: cfg, KnownHostsFile: empty, OnlyKnownHostsFile: true}).Run(ctx, a, "true")
+	if err == nil || !strings.Contains(err.Error(), "Host key verification failed") {
+		t.Errorf("a key outside KnownHostsFile was accepted: %v", err)
+	}
+	if _, err := (&remote.SSH{ConfigFile: cfg, KnownHostsFile: n.KnownHostsFile, OnlyKnownHostsFile: true}).Run(ctx, a, "true"); err != nil {
+		t.Errorf("the pinned key: %v", err)
+	}
+}

@@ -20,6 +20,11 @@ import (
 // k3s (node side, on the nodes' PATH): exists only on installed nodes, its API refuses connections until the
 // node is registered; `k3s kubectl get --raw /readyz` answers ok on a Ready node only, `get node NAME -o json`
 // and `get nodes -o json` describe the registered nodes.
+//
+// systemctl (node side, on the nodes' PATH, before the host's own): the units are the files under the node's
+// /etc/systemd/system (write one with Node.WriteFile); `cat UNIT` prints one or fails like systemd when there
+// is none, `reset-failed` does nothing, `start`, `stop` and `restart` (with or without --no-block) log
+// `systemctl <node> <arguments>` and fail for a unit that does not exist.
 type StandIns struct {
 	// Dir is the stand-ins' state: log, sleep, fail, not-ready, nodes/.
 	Dir string
@@ -39,6 +44,7 @@ func (n *Net) StandIns(t testing.TB) *StandIns {
 	r := strings.NewReplacer("@STATE@", s.Dir, "@SSHOPTS@", n.SSHOptions())
 	write(t, filepath.Join(s.LocalBin, "nixos-anywhere"), r.Replace(nixosAnywhere))
 	write(t, filepath.Join(n.BinDir(), "k3s"), r.Replace(k3s))
+	write(t, filepath.Join(n.BinDir(), "systemctl"), r.Replace(systemctl))
 	return s
 }
 
@@ -159,5 +165,23 @@ case "$*" in
     for f in "$S"/nodes/*; do [ -e "$f" ] || continue; printf '%s' "$sep"; node_json "$(basename "$f")"; sep=,; done
     printf ']}' ;;
   *) echo "k3s stand-in: unsupported: kubectl $*" >&2; exit 2 ;;
+esac
+`
+
+const systemctl = `#!/bin/sh
+# Stand-in for systemctl on nix8s test nodes (see internal/sshtest/standins.go).
+S=@STATE@
+me=${NIX8S_TEST_NODE:-$(uname -n)}
+all="$*"
+[ "${1:-}" = --no-block ] && shift
+verb=${1:-} unit=${2:-}
+case "$verb" in
+  cat) [ -e "/etc/systemd/system/$unit" ] || { echo "No files found for $unit." >&2; exit 1; }
+       cat "/etc/systemd/system/$unit" ;;
+  reset-failed) ;;
+  start|stop|restart)
+    [ -e "/etc/systemd/system/$unit" ] || { echo "Failed to $verb $unit: Unit $unit not found." >&2; exit 5; }
+    echo "systemctl $me $all" >>"$S/log" ;;
+  *) echo "systemctl stand-in: unsupported: $all" >&2; exit 2 ;;
 esac
 `

@@ -74,6 +74,9 @@ type InstallReport struct {
 	Phase      string `json:"phase"`
 	Done       bool   `json:"done,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// HostKey is the installed system's public SSH host key of the done report (checked by the caller). It is
+	// public, so it is kept in the progress event's details, where the secrets delivery finds it again.
+	HostKey string `json:"hostKey,omitempty"`
 }
 
 // ReportInstall records a report of the armed install whose token hashes to hash, as a progress event. Done

@@ -70,8 +70,12 @@ type Adapter struct {
 	// turn in the join order). When false, only POST /v1/machines/{mac}/reinstall arms installs.
 	Arm bool
 	// OnArm, when set, runs after an install was armed by a boot (e.g. to forget the member's old node).
-	OnArm  func(ctx context.Context, m *store.Machine)
-	Logger *slog.Logger
+	OnArm func(ctx context.Context, m *store.Machine)
+	// OnInstalled, when set, runs after a done report (not an error) was recorded, with the host key the
+	// installer reported ("" when it sent none): the daemon queues the delivery of the member's token files
+	// over ssh (jobs.Runner.QueueDeliverSecrets), which the netboot installer does not carry.
+	OnInstalled func(ctx context.Context, mac string, hostKey string)
+	Logger      *slog.Logger
 
 	mu        sync.RWMutex
 	discovery *string // set by SetDiscoveryImage, overrides DiscoveryImage
@@ -288,13 +292,24 @@ func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts jso
 }
 
 // Progress implements pxe.Machines: recorded as a progress event when the token is the armed generation's.
+// A recorded done report (without an error) runs OnInstalled.
 func (a *Adapter) Progress(ctx context.Context, hw net.HardwareAddr, token string, p pxe.Progress) error {
-	err := a.Store.ReportInstall(ctx, "machine:"+hw.String(), hw.String(), sha256.Sum256([]byte(token)),
-		store.InstallReport{Generation: p.Generation, Phase: p.Phase, Done: p.Done, Error: p.Error})
+	if err := p.Check(); err != nil {
+		return err
+	}
+	mac := hw.String()
+	err := a.Store.ReportInstall(ctx, "machine:"+mac, mac, sha256.Sum256([]byte(token)),
+		store.InstallReport{Generation: p.Generation, Phase: p.Phase, Done: p.Done, Error: p.Error, HostKey: p.HostKey})
 	if errors.Is(err, store.ErrInstallToken) {
 		return pxe.ErrToken
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	if p.Done && p.Error == "" && a.OnInstalled != nil {
+		a.OnInstalled(ctx, mac, p.HostKey)
+	}
+	return nil
 }
 
 // Leases implements pxe.Leases on the store's dhcp_leases table.

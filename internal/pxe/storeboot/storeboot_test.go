@@ -345,3 +345,75 @@ func TestBuildsAsJobs(t *testing.T) {
 	}
 	bootOf(t, a, "52:54:00:ee:00:02", pxe.FirmwareIPXE, pxe.ActionLocal)
 }
+
+// A done report runs OnInstalled once with the reported host key, which the progress event keeps; a
+// failure report, a refused report and a report before done do not run it.
+func TestOnInstalled(t *testing.T) {
+	ctx := context.Background()
+	st, a := setup(t)
+	type call struct{ mac, key string }
+	var calls []call
+	a.OnInstalled = func(_ context.Context, mac, key string) { calls = append(calls, call{mac, key}) }
+	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOvD8Dx1Tm0iULqKVZ1m2ZfmoTqHcTdk3GJ0hZr9Z4Zb"
+	arm := func(mac string, member string) (net.HardwareAddr, string, int64) {
+		t.Helper()
+		if _, err := st.CreateMachine(ctx, "op", mac, nil, "test"); err != nil && !errors.Is(err, store.ErrConflict) {
+			t.Fatal(err)
+		}
+		m, _ := st.Machine(ctx, mac)
+		if m.Member == nil {
+			if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Assign: &[2]string{"dev", member}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m, err := st.ArmInstall(ctx, "op", mac, 0, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hw, _ := net.ParseMAC(mac)
+		tok, err := a.ClaimToken(ctx, hw, m.InstallGeneration)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hw, tok, m.InstallGeneration
+	}
+
+	hw, tok, gen := arm("52:54:00:ee:00:01", "s1")
+	if err := a.Progress(ctx, hw, tok, pxe.Progress{Generation: gen, Phase: "install"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Progress(ctx, hw, tok, pxe.Progress{Generation: gen, Phase: "install", HostKey: key}); err == nil {
+		t.Error("a host key before done was accepted")
+	}
+	if len(calls) != 0 {
+		t.Fatalf("OnInstalled before done: %v", calls)
+	}
+	if err := a.Progress(ctx, hw, tok, pxe.Progress{Generation: gen, Phase: "reboot", Done: true, HostKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Progress(ctx, hw, tok, pxe.Progress{Generation: gen, Phase: "reboot", Done: true, HostKey: key}); !errors.Is(err, pxe.ErrToken) {
+		t.Errorf("second done: %v, want ErrToken", err)
+	}
+	if len(calls) != 1 || calls[0] != (call{"52:54:00:ee:00:01", key}) {
+		t.Fatalf("OnInstalled calls after done: %v", calls)
+	}
+	evs, _ := st.Events(ctx, "52:54:00:ee:00:01", 0, 100)
+	var details string
+	for _, e := range evs {
+		if e.Kind == "progress" && strings.Contains(e.Reason, "reboot") {
+			details = string(e.Details)
+		}
+	}
+	if !strings.Contains(details, key) {
+		t.Errorf("done event's details do not keep the host key: %s", details)
+	}
+
+	// A failed install: no delivery.
+	hw, tok, gen = arm("52:54:00:ee:00:03", "a1")
+	if err := a.Progress(ctx, hw, tok, pxe.Progress{Generation: gen, Phase: "disko", Done: true, Error: "no disk"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 {
+		t.Errorf("OnInstalled ran for a failed install: %v", calls)
+	}
+}

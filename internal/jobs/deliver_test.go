@@ -1,0 +1,221 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/secrets"
+	"github.com/nix8s/nix8s/internal/sshtest"
+	"github.com/nix8s/nix8s/internal/store"
+)
+
+const (
+	tokenPath      = "/var/lib/nix8s/secrets/k3s-token"
+	agentTokenPath = "/var/lib/nix8s/secrets/k3s-agent-token"
+)
+
+// plan is a fixed plan of cluster "t" (server s1, agent a1) with managed token files, as the core makes it.
+type plan struct {
+	c core.Cluster
+	s remote.Settings
+}
+
+func (p plan) ClusterPlan(_ context.Context, name string) (core.Cluster, remote.Settings, error) {
+	return p.c, p.s, nil
+}
+
+func testPlan(n *sshtest.Net) plan {
+	atf := agentTokenPath
+	c := core.Cluster{Name: "t", FirstServer: "s1", Servers: []string{"s1"}, Agents: []string{"a1"},
+		Provision: [][]string{{"s1"}, {"a1"}}, Members: map[string]core.Member{
+			"s1": {Name: "s1", HostName: "t-s1", Role: "server", IP: n.Node("s1").IP,
+				K3s: core.K3s{Role: "server", ClusterInit: true, TokenFile: tokenPath, AgentTokenFile: &atf}},
+			"a1": {Name: "a1", HostName: "t-a1", Role: "agent", IP: n.Node("a1").IP,
+				K3s: core.K3s{Role: "agent", TokenFile: agentTokenPath}},
+		}}
+	return plan{c: c, s: remote.Settings{User: "root", KeyFile: n.KeyFile}}
+}
+
+// hostKey is the node's public host key as an installer reports it: `<type> <base64>`.
+func hostKey(t *testing.T, node *sshtest.Node) string {
+	t.Helper()
+	pub, err := os.ReadFile(filepath.Join(node.Dir, "ssh_host_ed25519_key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(pub))
+	return f[0] + " " + f[1]
+}
+
+// The deliver-secrets job on real sshd nodes (internal/sshtest) and a real PostgreSQL: the member's token
+// files and extra files land with mode 0600 in root-owned directories, k3s.service is restarted where it
+// exists; a wrong or missing host key sends nothing.
+func TestDeliverSecrets(t *testing.T) {
+	n := sshtest.Start(t, "s1", "a1")
+	si := n.StandIns(t)
+	st := newStore(t)
+	ctx := context.Background()
+
+	cfg := map[string]any{"clusters": map[string]any{"t": map[string]any{"members": map[string]any{
+		"s1": map[string]any{"role": "server", "ip": n.Node("s1").IP},
+		"a1": map[string]any{"role": "agent", "ip": n.Node("a1").IP},
+	}}}}
+	if _, err := st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return cfg, nil }); err != nil {
+		t.Fatal(err)
+	}
+	macs := map[string]string{"s1": "52:54:00:dd:00:01", "a1": "52:54:00:dd:00:02"}
+	for m, mac := range macs {
+		if _, err := st.CreateMachine(ctx, "test", mac, nil, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.UpdateMachine(ctx, "test", mac, store.MachineChange{Assign: &[2]string{"t", m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secretsDir := filepath.Join(t.TempDir(), "secrets")
+	if _, err := secrets.Generate(ctx, secrets.Options{Dir: secretsDir, Cluster: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := secrets.Load(ctx, secretsDir, "t", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	extraDir := t.TempDir()
+	os.MkdirAll(filepath.Join(extraDir, "t-s1", "etc", "nix8s-extra"), 0o755)
+	os.WriteFile(filepath.Join(extraDir, "t-s1", "etc", "nix8s-extra", "age.key"), []byte("AGE-SECRET-KEY-1TEST\n"), 0o600)
+
+	r := &Runner{Store: st, Planner: testPlan(n), Worker: "w", Poll: 50 * time.Millisecond, Config: Config{
+		SSHConfigFile: "none", ConnectTimeout: 2 * time.Second, SecretsDir: secretsDir, ExtraFiles: extraDir,
+		WaitTimeout: 2 * time.Second, WaitInterval: 50 * time.Millisecond,
+	}}
+	start(t, r)
+	run := func(member, key string) *store.Job {
+		t.Helper()
+		j, err := r.QueueDeliverSecrets(ctx, "t", member, macs[member], key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j = waitJob(t, st, j.ID)
+		for _, secret := range []string{tokens.Token, tokens.AgentToken, "AGE-SECRET-KEY"} {
+			if strings.Contains(j.Log, secret) || (j.Error != nil && strings.Contains(*j.Error, secret)) {
+				t.Errorf("job %d logged a secret:\n%s", j.ID, j.Log)
+			}
+		}
+		return j
+	}
+	absent := func(node *sshtest.Node, paths ...string) {
+		t.Helper()
+		for _, p := range paths {
+			if out := node.Exec(t, "ls -A "+filepath.Dir(p)+" 2>/dev/null || true"); strings.TrimSpace(out) != "" {
+				t.Errorf("node %s: %s holds %q although nothing may be sent", node.Name, filepath.Dir(p), out)
+			}
+		}
+	}
+	s1, a1 := n.Node("s1"), n.Node("a1")
+	s1.WriteFile(t, "/etc/systemd/system/k3s.service", "[Service]\nRestart=always\n", 0o644)
+
+	// A wrong host key: ssh refuses the node, nothing is sent.
+	other := filepath.Join(t.TempDir(), "other")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", other).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	pub, _ := os.ReadFile(other + ".pub")
+	f := strings.Fields(string(pub))
+	j := run("s1", f[0]+" "+f[1])
+	if j.Status != "failed" || j.Error == nil || !strings.Contains(*j.Error, "another host key than its installer reported") ||
+		!strings.Contains(*j.Error, "nothing delivered") {
+		t.Errorf("wrong host key: %s %v\n%s", j.Status, j.Error, j.Log)
+	}
+	absent(s1, tokenPath, "/etc/nix8s-extra/age.key")
+
+	// No host key: a clear error, nothing sent.
+	j = run("a1", "")
+	if j.Status != "failed" || j.Error == nil || !strings.Contains(*j.Error, "the installer reported no ssh host key") ||
+		!strings.Contains(j.Log, "nix8s: hint: deliver "+agentTokenPath+" by hand") {
+		t.Errorf("no host key: %s %v\n%s", j.Status, j.Error, j.Log)
+	}
+	absent(a1, agentTokenPath)
+
+	// The server: both tokens and its extra file, k3s restarted.
+	j = run("s1", hostKey(t, s1))
+	if j.Status != "succeeded" {
+		t.Fatalf("delivery to s1: %s %v\n%s", j.Status, j.Error, j.Log)
+	}
+	for p, want := range map[string]string{tokenPath: tokens.Token, agentTokenPath: tokens.AgentToken, "/etc/nix8s-extra/age.key": "AGE-SECRET-KEY-1TEST\n"} {
+		if got := s1.Exec(t, "cat "+p); got != want {
+			t.Errorf("s1:%s holds %q, want %q", p, got, want)
+		}
+		if got := s1.Exec(t, "stat -c '%a %u %g' "+p); got != "600 0 0\n" {
+			t.Errorf("s1:%s mode and owner %q, want 600 0 0", p, got)
+		}
+	}
+	for p, want := range map[string]string{"/var/lib/nix8s/secrets": "700 0", "/var/lib/nix8s": "755 0", "/etc/nix8s-extra": "700 0"} {
+		if got := strings.TrimSpace(s1.Exec(t, "stat -c '%a %u' "+p)); got != want {
+			t.Errorf("s1:%s is %q, want %q", p, got, want)
+		}
+	}
+	if left := s1.Exec(t, "ls -A /var/lib/nix8s/secrets"); left != "k3s-agent-token\nk3s-token\n" {
+		t.Errorf("s1:/var/lib/nix8s/secrets holds %q (temporary files left?)", left)
+	}
+	if log := strings.Join(si.Log(t), "\n"); !strings.Contains(log, "systemctl s1 --no-block restart k3s.service") {
+		t.Errorf("k3s.service of s1 not restarted; stand-ins' log:\n%s", log)
+	}
+	var res DeliverResult
+	data, _ := st.JobResult(ctx, j.ID)
+	json.Unmarshal(data, &res)
+	if !res.K3sRestarted || len(res.Files) != 3 || bytes.Contains(data, []byte(tokens.Token)) {
+		t.Errorf("result: %s", data)
+	}
+	for _, want := range []string{"waiting for ssh on " + s1.IP + " with the host key the installer reported (ssh-ed25519 SHA256:",
+		"delivered " + tokenPath + " (token) with mode 0600", "k3s.service restarted"} {
+		if !strings.Contains(j.Log, want) {
+			t.Errorf("log lacks %q:\n%s", want, j.Log)
+		}
+	}
+
+	// The agent: only the agent token; no k3s.service there, so nothing is restarted.
+	j = run("a1", hostKey(t, a1))
+	if j.Status != "succeeded" || !strings.Contains(j.Log, "no k3s.service on the node; nothing restarted") {
+		t.Fatalf("delivery to a1: %s %v\n%s", j.Status, j.Error, j.Log)
+	}
+	if got := a1.Exec(t, "cat "+agentTokenPath+"; stat -c ' %a %u' "+agentTokenPath+"; ls -A /var/lib/nix8s/secrets"); got != tokens.AgentToken+" 600 0\nk3s-agent-token\n" {
+		t.Errorf("a1: %q", got)
+	}
+	if log := strings.Join(si.Log(t), "\n"); strings.Contains(log, "systemctl a1") {
+		t.Errorf("a1 has no k3s.service, yet systemctl was asked to restart one:\n%s", log)
+	}
+	absent(a1, "/etc/nix8s-extra/age.key")
+
+	// A delivery for a machine that moved to another member sends nothing.
+	if _, err := st.UpdateMachine(ctx, "test", macs["a1"], store.MachineChange{Unassign: true}); err != nil {
+		t.Fatal(err)
+	}
+	j = run("a1", hostKey(t, a1))
+	if j.Status != "failed" || j.Error == nil || !strings.Contains(*j.Error, "no longer assigned to t.a1") {
+		t.Errorf("unassigned machine: %s %v", j.Status, j.Error)
+	}
+}
+
+// Without a secrets directory and extra files there is nothing to deliver: the job says so and succeeds,
+// without a host key and without reaching the node.
+func TestDeliverNothing(t *testing.T) {
+	st := newStore(t)
+	c := core.Cluster{Name: "t", Members: map[string]core.Member{"s1": {Name: "s1", HostName: "t-s1", Role: "server",
+		IP: "192.0.2.1", K3s: core.K3s{Role: "server", TokenFile: tokenPath}}}}
+	r := &Runner{Store: st, Planner: plan{c: c}}
+	cluster, member := "t", "s1"
+	var log bytes.Buffer
+	res, err := r.deliverSecrets(context.Background(), &store.Job{Cluster: &cluster, Member: &member, Params: json.RawMessage(`{}`)}, &log)
+	if err != nil || !strings.Contains(log.String(), "nothing to deliver") || res.(*DeliverResult).K3sRestarted {
+		t.Errorf("%v %v\n%s", res, err, log.String())
+	}
+}
