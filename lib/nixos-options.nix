@@ -1,5 +1,6 @@
-# Every NixOS option path the core's data (lib/nixos.nix) or the glue (modules/nixos) may set, with the file that
-# declares it and its type, read from nixpkgs master (disko: module.nix): tests/core_test.go fails on any other path.
+# Every NixOS option path the core's data (lib/nixos.nix) or the glue (modules/nixos, the netboot installer and
+# discovery systems included) may set, with the file that declares it and its type, read from nixpkgs master
+# (disko: module.nix): tests/core_test.go fails on any other path.
 # `<name>` stands for any attribute name (attrsOf submodule). Findings and caveats: docs/nixos-options-research.md.
 let
   net = "nixos/modules/tasks/network-interfaces.nix";
@@ -147,3 +148,15 @@ o net [
   [ "nixpkgs.hostPlatform" "platform (string such as \"x86_64-linux\" or attrs); nixosSystem needs it or `system`" ]
 ]
 ++ o "nixos/modules/system/boot/systemd.nix" [ [ "systemd.services.<name>.path" "list of package or string" ] ]
+# The installer and discovery services (modules/nixos/installer.nix, discovery.nix). systemd.nix declares
+# systemd.services with the unit options written in this file.
+++ o "nixos/lib/systemd-unit-options.nix" [
+  [ "systemd.services.<name>.description" "single-line string" ]
+  [ "systemd.services.<name>.wantedBy" "list of unit name" ]
+  [ "systemd.services.<name>.wants" "list of unit name" ]
+  [ "systemd.services.<name>.after" "list of unit name" ]
+  [ "systemd.services.<name>.serviceConfig" "attrs of systemd option (Type and Restart checked against systemd's values)" ]
+]
+++ o "nixos/modules/system/build.nix" [
+  [ "system.build.nix8sNetboot" "system.build is a submodule with freeformType lazyAttrsOf (uniq unspecified): any new key, evaluated lazily" ]
+]

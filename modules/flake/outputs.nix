@@ -1,5 +1,6 @@
 # nixosConfigurations.<cluster>-<member> for every member of every cluster: the core's plan and NixOS data,
-# our NixOS modules, disko, the user's nixosModules and what extensions put in nixosModulesFor.
+# our NixOS modules, disko, the user's nixosModules and what extensions put in nixosModulesFor; and the
+# network-boot images: each member's installer (system.build.nix8sNetboot) and the discovery image.
 { lib, config, inputs, ... }:
 let
   cfg = config.nix8s;
@@ -32,6 +33,8 @@ let
       modules = [
         disko.nixosModules.disko
         ../nixos
+        # config.system.build.nix8sNetboot, the member's network installer (nix8sd builds and serves it).
+        ../nixos/installer.nix
       ]
       ++ userModules c m
       ++ (cfg.nixosModulesFor.${host} or [ ]);
@@ -48,4 +51,15 @@ in
   config.flake.nixosConfigurations = lib.mkMerge (lib.mapAttrsToList
     (c: cp: lib.mapAttrs' (m: _: lib.nameValuePair "${c}-${m}" (system c m)) cp.members)
     plan.clusters);
+
+  # The discovery image nix8sd boots unknown machines into (`nix build .#nix8s-discovery-netboot`,
+  # internal/pxe/images.go: DiscoveryInstallable). For x86-64 whatever the building system, like the iPXE
+  # binaries of pxe.nix: those are the only machines nix8sd boots; elsewhere it needs an x86_64-linux builder.
+  config.perSystem = { system, ... }: {
+    packages = lib.mkIf (lib.hasSuffix "-linux" system) {
+      nix8s-discovery-netboot = (nixpkgs.lib.nixosSystem {
+        modules = [ ../nixos/discovery.nix { nixpkgs.hostPlatform = "x86_64-linux"; } ];
+      }).config.system.build.nix8sNetboot;
+    };
+  };
 }

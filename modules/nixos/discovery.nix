@@ -1,0 +1,108 @@
+# The discovery image, so a machine nix8sd does not know shows up with its hardware: a netboot NixOS (nixpkgs'
+# netboot-minimal) whose `nix8s-discover` service posts the machine's facts to nix8sd until they are taken, then
+# powers off. It never touches a disk. config.system.build.nix8sNetboot is a directory with bzImage, initrd and
+# cmdline, exposed as packages.<system>.nix8s-discovery-netboot (modules/flake/outputs.nix; docs/pxe.md).
+#
+# Nothing here could be evaluated or built (no nixpkgs on this project's machines); every option and attribute
+# is checked against the nixpkgs file named next to it (docs/nixos-options-research.md).
+{ config, lib, pkgs, modulesPath, ... }:
+let
+  # pkgs/by-name: jq/jq, ut/util-linux (lsblk), ip/iproute2 (ip); curl and coreutils (nproc, cat) in
+  # pkgs/top-level/all-packages.nix. writeShellApplication: pkgs/build-support/trivial-builders/default.nix
+  # (name, runtimeInputs, text; shellcheck at build time).
+  discover = pkgs.writeShellApplication {
+    name = "nix8s-discover";
+    runtimeInputs = [ pkgs.curl pkgs.jq pkgs.util-linux pkgs.iproute2 pkgs.coreutils config.systemd.package ];
+    text = ''
+      say() { echo "nix8s: $*"; }
+
+      # nix8sd's iPXE script appends nix8s.server and nix8s.mac (the boot interface's MAC; internal/pxe/http.go).
+      read -r -a words < /proc/cmdline
+      arg() {
+        local w
+        for w in "''${words[@]}"; do
+          if [[ $w == "nix8s.$1="* ]]; then printf '%s' "''${w#*=}"; return; fi
+        done
+      }
+      server=$(arg server) mac=$(arg mac)
+      if [[ ! $server =~ ^https?:// || -z $mac ]]; then
+        say "error: no nix8s.server or nix8s.mac on the kernel command line; this image is booted by nix8sd"
+        exit 1
+      fi
+
+      cpu_model=""
+      while IFS=: read -r key value; do
+        if [[ $key == "model name"* ]]; then cpu_model=''${value# }; break; fi
+      done < /proc/cpuinfo
+      mem_kib=0
+      while read -r key value _; do
+        if [[ $key == MemTotal: ]]; then mem_kib=$value; break; fi
+      done < /proc/meminfo
+      dmi() { cat "/sys/class/dmi/id/$1" 2>/dev/null || true; }
+
+      # Whole disks only (--nodeps; type disk and not empty: no loop devices, CD drives or unused zram) and
+      # Ethernet links only. nix8sd takes any JSON object below 64 KiB whose "mac" is the query's
+      # (internal/pxe/http.go).
+      facts=$(jq -cn \
+        --arg mac "$mac" \
+        --arg cpuModel "$cpu_model" \
+        --argjson cpus "$(nproc --all)" \
+        --argjson memoryBytes "$((mem_kib * 1024))" \
+        --arg vendor "$(dmi sys_vendor)" --arg product "$(dmi product_name)" --arg serial "$(dmi product_serial)" \
+        --argjson disks "$(lsblk --json --bytes --nodeps -o NAME,SIZE,TYPE,MODEL,SERIAL,ROTA)" \
+        --argjson links "$(ip -j link show)" \
+        '{mac: $mac, cpuModel: $cpuModel, cpus: $cpus, memoryBytes: $memoryBytes,
+          system: {vendor: $vendor, product: $product, serial: $serial},
+          disks: [$disks.blockdevices[] | select(.type == "disk" and .size > 0)],
+          nics: [$links[] | select(.link_type == "ether") | {name: .ifname, mac: .address, state: .operstate}]}')
+      say "facts: $facts"
+
+      until curl --fail --silent --show-error --max-time 30 -H 'Content-Type: application/json' \
+        --data-binary "$facts" "$server/machine/v1/discover?mac=$mac"; do
+        say "$server did not take the facts; trying again in 10 s"
+        sleep 10
+      done
+      say "facts reported; assign $mac to a member on nix8sd, and it installs on its next network boot. Powering off."
+      systemctl poweroff
+    '';
+  };
+in
+{
+  imports = [ (modulesPath + "/installer/netboot/netboot-minimal.nix") ];
+
+  # nixos/lib/systemd-unit-options.nix: description, wants, after, wantedBy, serviceConfig.
+  systemd.services.nix8s-discover = {
+    description = "nix8s: report this machine's hardware to nix8sd";
+    wantedBy = [ "multi-user.target" ];
+    wants = [ "network-online.target" ];
+    after = [ "network-online.target" ];
+    serviceConfig = {
+      Type = "oneshot";
+      ExecStart = "${discover}/bin/nix8s-discover";
+      StandardOutput = "journal+console";
+      StandardError = "journal+console";
+    };
+  };
+
+  # nixos/modules/misc/version.nix; netboot.nix no longer sets it. Nothing here keeps state.
+  system.stateVersion = lib.mkDefault lib.trivial.release;
+
+  # nixos/modules/system/build.nix: a freeform lazyAttrsOf, new keys allowed. The layout nix8sd serves
+  # (internal/pxe/images.go), built like the member installers' (installer.nix: netbootTree): netboot.nix's
+  # system.build.netbootRamdisk/initrd, kernel.nix's system.build.kernel, top-level.nix's
+  # system.boot.loader.kernelFile, and netboot.nix's own `init=${toplevel}/init ${toString boot.kernelParams}`.
+  system.build.nix8sNetboot =
+    let
+      args = [ "init=${config.system.build.toplevel}/init" ] ++ config.boot.kernelParams;
+      bad = lib.filter (a: builtins.match "[a-zA-Z0-9_.-]+(=[a-zA-Z0-9_.,:/@+-]*)?" a == null) args;
+    in
+    if bad != [ ] then
+      throw "nix8s: the discovery image's kernel arguments ${builtins.toJSON bad} have characters nix8sd refuses (allowed: letters, digits, _.- and =value of _.,:/@+-)"
+    else
+      pkgs.runCommand "nix8s-discovery-netboot" { } ''
+        mkdir $out
+        ln -s ${config.system.build.kernel}/${config.system.boot.loader.kernelFile} $out/bzImage
+        ln -s ${config.system.build.netbootRamdisk}/initrd $out/initrd
+        echo ${lib.escapeShellArg (toString args)} > $out/cmdline
+      '';
+}

@@ -1,0 +1,181 @@
+# A member's network installer, so nix8sd can install a machine that has no OS: a netboot NixOS (nixpkgs'
+# netboot-minimal) whose `nix8s-install` service partitions the disks with the member's disko script, installs
+# the member's system, reports each phase to nix8sd and reboots. Exposed as the member's
+# config.system.build.nix8sNetboot: a directory with bzImage, initrd and cmdline (docs/pxe.md).
+#
+# Nothing here could be evaluated or built (no nixpkgs on this project's machines); every option and attribute
+# is checked against the nixpkgs/disko file named next to it (docs/nixos-options-research.md).
+{ config, lib, pkgs, noUserModules, modulesPath, ... }:
+let
+  member = config;
+  memberPkgs = pkgs;
+
+  # Kernel arguments nix8sd accepts from an image's cmdline file (internal/pxe/booter.go, cmdlineArgRe).
+  plainArg = a: builtins.match "[a-zA-Z0-9_.-]+(=[a-zA-Z0-9_.,:/@+-]*)?" a != null;
+
+  # bzImage, initrd and cmdline of a system that imports netboot.nix: the layout nix8sd's DirImages/NixBuild
+  # serve (internal/pxe/images.go). The same three lines are in discovery.nix.
+  # nixos/modules/installer/netboot/netboot.nix: system.build.netbootRamdisk (its `initrd` file holds the
+  # squashfs store), system.build.kernel (kernel.nix), system.boot.loader.kernelFile (top-level.nix: bzImage
+  # on x86), and its own iPXE script boots `init=${toplevel}/init ${toString boot.kernelParams}`.
+  netbootTree = name: pkgs: sys:
+    let
+      args = [ "init=${sys.system.build.toplevel}/init" ] ++ sys.boot.kernelParams;
+      bad = lib.filter (a: !plainArg a) args;
+    in
+    if bad != [ ] then
+      throw "nix8s: the netboot image's kernel arguments ${builtins.toJSON bad} have characters nix8sd refuses (allowed: letters, digits, _.- and =value of _.,:/@+-)"
+    else
+      pkgs.runCommand name { } ''
+        mkdir $out
+        ln -s ${sys.system.build.kernel}/${sys.system.boot.loader.kernelFile} $out/bzImage
+        ln -s ${sys.system.build.netbootRamdisk}/initrd $out/initrd
+        echo ${lib.escapeShellArg (toString args)} > $out/cmdline
+      '';
+
+  # The installer is a separate NixOS system from the same nixpkgs and specialArgs, without the member's
+  # modules (its file systems, k3s and services do not belong in an installer): noUserModules is set by
+  # nixos/lib/eval-config.nix for exactly this, and nixos/modules/system/activation/specialisation.nix uses
+  # noUserModules.extendModules the same way. It refers to the member's toplevel and disko script; the member
+  # refers to it only through system.build.nix8sNetboot, which its toplevel never reads (system.build is a
+  # lazyAttrsOf, nixos/modules/system/build.nix), so there is no evaluation cycle.
+  installer = noUserModules.extendModules {
+    modules = [
+      (modulesPath + "/installer/netboot/netboot-minimal.nix")
+      installerModule
+    ];
+  };
+
+  installerModule = { config, pkgs, ... }:
+    let
+      # disko's module.nix sets system.build from `devices._scripts` (lib/default.nix): `diskoScript` is the
+      # executable itself (a legacy name, not $out/bin), unmounts, wipes (`_legacyDestroy`, asks nothing),
+      # creates and mounts under disko.rootMountPoint (module.nix, default /mnt), with its tools on PATH.
+      disko = member.system.build.diskoScript;
+      root = member.disko.rootMountPoint;
+      # nixos/modules/services/networking/ssh/sshd.nix: services.openssh.hostKeys (list of attrs, default an rsa
+      # and an ed25519 key under /etc/ssh); sshd's key generation makes only the keys that are missing, so the
+      # key made here is the one the member serves. Its public half goes into the done report (`hostKey`,
+      # internal/pxe/booter.go: Progress): nix8sd pins it when it delivers the token files over SSH.
+      hostKey = lib.findFirst (k: (k.type or "") == "ed25519") null member.services.openssh.hostKeys;
+      # The member's toplevel and disko script are named in the script, so the string context puts their
+      # closures into this system's closure, hence into netboot.nix's squashfs store (netboot.storeContents =
+      # [ toplevel ]); nixos-install copies from there to the disk, no binary cache needed.
+      install = pkgs.writeShellApplication {
+        name = "nix8s-install";
+        # writeShellApplication: pkgs/build-support/trivial-builders/default.nix (runtimeInputs go first on
+        # PATH; shellcheck at build time). pkgs/by-name: jq/jq, ut/util-linux; curl, coreutils and openssh
+        # (ssh-keygen) in pkgs/top-level/all-packages.nix. config.system.build.nixos-install:
+        # nixos/modules/installer/tools/tools.nix (pkgs/by-name/ni/nixos-install); its script runs nix-env and
+        # nix from PATH, hence config.nix.package; systemctl from config.systemd.package.
+        runtimeInputs = [
+          pkgs.curl pkgs.jq pkgs.coreutils pkgs.util-linux pkgs.openssh
+          config.system.build.nixos-install config.nix.package config.systemd.package
+        ];
+        text = ''
+          log=/run/nix8s-install.log
+          say() { echo "nix8s: $*"; }
+
+          # nix8sd's iPXE script appends nix8s.server, nix8s.mac, nix8s.generation and, in the first script of
+          # an install generation only, nix8s.token (internal/pxe/http.go).
+          read -r -a words < /proc/cmdline
+          arg() {
+            local w
+            for w in "''${words[@]}"; do
+              if [[ $w == "nix8s.$1="* ]]; then printf '%s' "''${w#*=}"; return; fi
+            done
+          }
+          server=$(arg server) mac=$(arg mac) generation=$(arg generation) token=$(arg token)
+
+          if [[ ! $server =~ ^https?:// || -z $mac || ! $generation =~ ^[0-9]+$ ]]; then
+            say "error: no nix8s.server, nix8s.mac or nix8s.generation on the kernel command line; this installer is booted by nix8sd. The disks were not touched."
+            exit 1
+          fi
+          if [[ -z $token ]]; then
+            say "install generation $generation of $mac was already started once and its one-time token is spent, so the disks are left alone."
+            say "to install again: POST /v1/machines/$mac/reinstall on nix8sd, then reboot this machine."
+            exit 0
+          fi
+
+          post() {
+            curl --fail --silent --show-error --max-time 30 --retry 10 --retry-delay 3 --retry-all-errors \
+              -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+              --data-binary "$1" "$server/machine/v1/progress?mac=$mac"
+          }
+          phase() { post "$(jq -cn --argjson g "$generation" --arg p "$1" '{generation: $g, phase: $p}')"; }
+          fail() {
+            say "error: $1: $2. The installer stays up for debugging: journalctl -u nix8s-install, $log"
+            post "$(jq -cn --argjson g "$generation" --arg p "$1" --arg e "$2: $(tail -c 2000 "$log")" \
+              '{generation: $g, phase: $p, error: $e}')" || say "could not report the error to $server"
+            exit 1
+          }
+
+          # The disks are touched only once nix8sd has taken the token for this generation.
+          if ! phase disko; then
+            say "error: $server did not accept the first report of generation $generation (token spent, install not armed, or unreachable). The disks were not touched."
+            exit 1
+          fi
+          say "partitioning and mounting under ${root} with the member's disko script"
+          ${disko} 2>&1 | tee -a "$log" || fail disko "disko failed"
+
+          phase install || say "warning: could not report phase install; installing anyway"
+          # Flags from pkgs/by-name/ni/nixos-install/nixos-install.sh: --system takes a built toplevel (no
+          # evaluation, no flake), --no-root-passwd skips the password prompt, --no-channel-copy skips the
+          # installer's nixpkgs channel.
+          nixos-install --system ${member.system.build.toplevel} --root ${root} --no-root-passwd --no-channel-copy 2>&1 \
+            | tee -a "$log" || fail install "nixos-install failed"
+
+          host_key=""
+          ${lib.optionalString (hostKey != null) ''
+            key=${lib.escapeShellArg (root + hostKey.path)}
+            mkdir -p "$(dirname "$key")"
+            rm -f "$key" "$key.pub"
+            ssh-keygen -q -t ed25519 -N "" -C "" -f "$key" || fail install "generating the SSH host key failed"
+            host_key=$(cut -d ' ' -f 1,2 < "$key.pub")
+          ''}
+          report=$(jq -cn --argjson g "$generation" --arg k "$host_key" \
+            '{generation: $g, phase: "done", done: true} + (if $k == "" then {} else {hostKey: $k} end)')
+          if ! post "$report"; then
+            say "error: installed, but $server did not take the done report; not rebooting (it would send this machine back here)."
+            exit 1
+          fi
+          say "installed; rebooting into ${member.system.name}"
+          systemctl reboot
+        '';
+      };
+    in
+    {
+      # nixos/lib/systemd-unit-options.nix: description, wants, after, wantedBy, serviceConfig.
+      systemd.services.nix8s-install = {
+        description = "nix8s: install this machine's cluster member";
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        after = [ "network-online.target" ];
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = "${install}/bin/nix8s-install";
+          StandardOutput = "journal+console";
+          StandardError = "journal+console";
+        };
+      };
+
+      # nixos/modules/misc/nixpkgs.nix: the member's platform, as a system string (the member's pkgs: this
+      # system's own pkgs depend on this option).
+      nixpkgs.hostPlatform = memberPkgs.stdenv.hostPlatform.system;
+      # nixos/modules/profiles/base.nix (imported by netboot-base.nix) already supports ZFS (`zfs = mkDefault
+      # true` where available) with `networking.hostId = mkDefault "8425e349"`; a pool disko creates here must
+      # carry the member's hostId (tasks/network-interfaces.nix), or the member refuses to import it as last used
+      # by another system.
+      networking.hostId = lib.mkIf (member.networking.hostId != null) member.networking.hostId;
+      # The member's public keys, for debugging a failed install over SSH: installation-device.nix (imported by
+      # netboot-base.nix) runs sshd with empty passwords that sshd refuses. No secret enters this image.
+      users.users.root.openssh.authorizedKeys.keys = member.users.users.root.openssh.authorizedKeys.keys;
+      # nixos/modules/misc/version.nix; netboot.nix no longer sets it.
+      system.stateVersion = member.system.stateVersion;
+      # nixos/modules/system/build.nix: a freeform lazyAttrsOf, new keys allowed.
+      system.build.nix8sNetboot = netbootTree "nix8s-installer-${member.system.name}" pkgs config;
+    };
+in
+{
+  config.system.build.nix8sNetboot = installer.config.system.build.nix8sNetboot;
+}
