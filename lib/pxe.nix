@@ -61,9 +61,12 @@ let
         "${show m.mac} is also the MAC of ${first.hostName}; the PXE server boots machines by MAC and cannot tell them apart: give each member its own network.mac")
       (tail g)) (filter (k: length groups.${k} > 1) (attrNames groups));
 
+  # Not an error by itself: nix8sd can boot such a member once an operator assigns a discovered machine to it
+  # (POST /v1/machines/{mac}/assign). Where the config is all there is (the pxe-server-<c> app), nix8sd treats
+  # these as errors.
   missingMAC = concatMap (m: opt (m.mac == null)
     (problem [ "clusters" m.cluster "members" m.name "network" "mac" ]
-      "is missing; the PXE server boots members by MAC: set ${u.showPath [ "clusters" m.cluster "members" m.name "network" "mac" ]} (or network.mac on its node template), or install it with nixos-anywhere (nix8s install) instead"))
+      "is missing; the PXE server boots members by MAC: set ${u.showPath [ "clusters" m.cluster "members" m.name "network" "mac" ]} (or network.mac on its node template), assign a discovered machine to it (POST /v1/machines/{mac}/assign), or install it with nixos-anywhere (nix8s install) instead"))
     members;
 
   ipOutside = if subnet == null then [ ] else concatMap (m: opt (u.isIPv4 m.ip && !(u.cidrContains subnet m.ip))
@@ -78,7 +81,7 @@ let
       (problem (base ++ [ "ip" ]) "${show ip} is outside dhcp.subnet ${show subnetStr}; the server must be on the network it boots: set ip to its address there, or fix the subnet"))
   ];
 
-  pxeErrors = clusterErrors ++ serverErrors ++ macErrors ++ missingMAC ++ ipOutside;
+  pxeErrors = clusterErrors ++ serverErrors ++ macErrors ++ ipOutside;
   errors = report.errors ++ pxeErrors;
 
   # A MAC validate only warns about is an error here; it is reported once, as the error.
@@ -99,6 +102,8 @@ let
     }) (filter (n: cp.members.${n}.mac != null) (attrNames cp.members));
 in {
   inherit errors server;
+  # Served members without a MAC, as problems: no machine boots as them until one is assigned.
+  unmatched = missingMAC;
   warnings = filter (w: !(promoted ? ${w.path})) report.warnings;
   # Only a config without errors is planned: an invalid one boots nothing.
   machines = if errors != [ ] then [ ] else sort (a: b: a.mac < b.mac) (concatMap machinesOf served);

@@ -292,7 +292,7 @@ in [
       { s = n.dev-server.settings.services.prometheus.exporters.node.enable; a = n.dev-agent.settings.services ? prometheus; }))
   # ---- PXE view ----------------------------------------------------------------------------------------------------------
   (case "pxe: machines by MAC with their member, role, plan ip and provision wave; proxy mode by default"
-    { errors = [ ]; warnings = [ ];
+    { errors = [ ]; warnings = [ ]; unmatched = [ ];
       server = { ip = "10.1.0.1"; interface = null; mode = "proxy"; subnet = "10.1.0.0/24"; rangeStart = null; rangeEnd = null; gateway = null; };
       machines = [
         { mac = "aa:00:00:00:00:01"; cluster = "prod"; member = "s1"; hostName = "prod-s1"; role = "server"; ip = "10.1.0.11"; wave = 0; }
@@ -324,9 +324,9 @@ in [
     { errors = [ ]; warnings = [ "clusters.other.members.server.network.mac" ]; }
     (let r = core.pxe (withCluster pxeBase "other" (_: { members.server = { node = "std"; role = "server"; ip = "10.0.0.30"; }; })) [ "dev" ]; in
       { errors = catAttrs "path" r.errors; warnings = catAttrs "path" r.warnings; }))
-  (case "pxe: a served member without a MAC names the field and the alternative"
-    [ { path = "clusters.dev.members.server.network.mac"; message = "is missing; the PXE server boots members by MAC: set clusters.dev.members.server.network.mac (or network.mac on its node template), or install it with nixos-anywhere (nix8s install) instead"; } ]
-    (core.pxe (pxeBase // { nodes.std = removeAttrs base.nodes.std [ "network" ]; }) null).errors)
+  (case "pxe: a served member without a MAC is unmatched (not an error: a discovered machine may be assigned to it), naming the field and the alternatives"
+    [ [ { path = "clusters.dev.members.server.network.mac"; message = "is missing; the PXE server boots members by MAC: set clusters.dev.members.server.network.mac (or network.mac on its node template), assign a discovered machine to it (POST /v1/machines/{mac}/assign), or install it with nixos-anywhere (nix8s install) instead"; } ] [ ] ]
+    (let r = core.pxe (pxeBase // { nodes.std = removeAttrs base.nodes.std [ "network" ]; }) null; in [ r.unmatched r.errors ]))
   (case "pxe: members of clusters that are not served need no MAC" [ ]
     (pxeErrors (withCluster pxeBase "other" (_: { members.s = { node = { install.disk = "/dev/sda"; }; role = "server"; ip = "10.0.0.30"; }; })) [ "dev" ]))
   (case "pxe: a member's plan ip outside dhcp.subnet"

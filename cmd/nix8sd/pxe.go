@@ -71,6 +71,39 @@ func (p *pxeOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
 
 func (p *pxeOptions) enabled() bool { return p.enable || len(p.clusters) > 0 || p.iface != "" }
 
+// overlay is cfg with the flags' settings in provisioning.pxe.server (cfg is not changed), so the core checks
+// the settings that will be served: the members' addresses against the subnet, the server address, the mode.
+func (p *pxeOptions) overlay(cfg map[string]any) map[string]any {
+	if p.ip == "" && p.iface == "" && p.mode == "" {
+		return cfg
+	}
+	child := func(m map[string]any, k string) map[string]any {
+		c := map[string]any{}
+		if old, ok := m[k].(map[string]any); ok {
+			for k, v := range old {
+				c[k] = v
+			}
+		}
+		m[k] = c
+		return c
+	}
+	out := map[string]any{}
+	for k, v := range cfg {
+		out[k] = v
+	}
+	server := child(child(child(out, "provisioning"), "pxe"), "server")
+	if p.ip != "" {
+		server["ip"] = p.ip
+	}
+	if p.iface != "" {
+		server["interface"] = p.iface
+	}
+	if p.mode != "" {
+		child(server, "dhcp")["mode"] = p.mode
+	}
+	return out
+}
+
 // reportError is a config the core refused: every problem with its path, then what to do.
 type reportError struct {
 	what   string
@@ -100,18 +133,31 @@ type pxeServices struct {
 // setupPXE checks everything network boot needs before anything is stored or served: the core's PXE view of
 // the config (shared MACs, members without a MAC, plan IPs outside the subnet, ...), the interface and its
 // address, the iPXE files, and the sockets (a port in use is an error here).
-func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.Store, cfg map[string]any, listen string,
-	flake string, reg prometheus.Registerer, log *slog.Logger) (*pxeServices, error) {
-	view, err := ev.PXE(ctx, cfg, p.clusters)
+//
+// fromFile says the config file is all there is (serve --config, the pxe-server-<c> app): then a served member
+// without a MAC is an error, since no machine can ever be matched to it; otherwise an operator may still assign
+// a discovered machine to it over REST.
+func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.Store, cfg map[string]any, fromFile bool,
+	listen string, flake string, reg prometheus.Registerer, log *slog.Logger) (*pxeServices, error) {
+	view, err := ev.PXE(ctx, p.overlay(cfg), p.clusters)
 	if err != nil {
 		var inv *core.InvalidError
 		if errors.As(err, &inv) {
+			if fromFile && view != nil {
+				inv.Report.Errors = append(inv.Report.Errors, view.Unmatched...)
+			}
 			return nil, &reportError{what: "network boot", report: inv.Report}
 		}
 		return nil, err
 	}
+	if fromFile && len(view.Unmatched) > 0 {
+		return nil, &reportError{what: "network boot", report: core.Report{Errors: view.Unmatched}}
+	}
 	for _, w := range view.Warnings {
 		log.Warn("config", "path", w.Path, "warning", w.Message)
+	}
+	for _, w := range view.Unmatched {
+		log.Warn("pxe: a served member no machine boots as yet; assign a discovered machine to it", "path", w.Path, "warning", w.Message)
 	}
 	srv := view.Server
 	var errs []error

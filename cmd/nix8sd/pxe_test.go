@@ -369,3 +369,83 @@ func TestServeNetworkBootRefusesToStart(t *testing.T) {
 		})
 	}
 }
+
+// The daemon's own workflow, without a config file: it starts with network boot on an empty inventory
+// (settings from the flags), the config comes over REST with a member that has no MAC, a machine appears
+// through the discovery endpoint, an operator assigns it over REST, and its next boot script installs it.
+func TestServeNetworkBootDiscoverAssignInstall(t *testing.T) {
+	if os.Geteuid() != 0 {
+		pxetest.Unavailable(t, "binding DHCP to an interface needs root (SO_BINDTODEVICE)")
+	}
+	if _, err := os.Stat("/usr/lib/ipxe/undionly.kpxe"); err != nil {
+		pxetest.Unavailable(t, "the ipxe package (/usr/lib/ipxe): %v", err)
+	}
+	dir := t.TempDir()
+	images := filepath.Join(dir, "images")
+	for _, id := range []string{"lab-w1", "discovery"} {
+		os.MkdirAll(filepath.Join(images, id), 0o755)
+		os.WriteFile(filepath.Join(images, id, "bzImage"), []byte("k"), 0o644)
+		os.WriteFile(filepath.Join(images, id, "initrd"), []byte("i"), 0o644)
+	}
+	tok, _ := store.NewToken()
+	tokFile := filepath.Join(dir, "token")
+	os.WriteFile(tokFile, []byte(tok), 0o600)
+	port := func() string {
+		c, _ := net.ListenPacket("udp4", "127.0.0.1:0")
+		defer c.Close()
+		return fmt.Sprint(c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	url, stop := serve(t, map[string]string{"DATABASE_URL": pgtest.Database(t)}, "--state-dir", dir, "--admin-token-file", tokFile,
+		"--pxe-interface", "lo", "--pxe-ip", "127.0.0.1", "--pxe-images", images, "--dhcp-port", port(), "--tftp-port", port())
+	defer func() {
+		if code, stderr := stop(); code != 0 || t.Failed() {
+			t.Logf("nix8sd exited %d:\n%s", code, tail(stderr, 8000))
+		}
+	}()
+	cfg := `{"nodes": {"vm": {"install": {"disk": "/dev/vda"}}}, "clusters": {"lab": {"members": {
+		"w1": {"node": "vm", "role": "server", "ip": "127.0.0.31"}}}}, "provisioning": {"pxe": {"server": {"ip": "127.0.0.1"}}}}`
+	if code := put(t, url+"/v1/config", tok, "application/json", []byte(cfg)); code != 200 {
+		t.Fatalf("PUT /v1/config: %d", code)
+	}
+	post := func(path, token, body string) int {
+		req, _ := http.NewRequest("POST", url+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	script := func(mac string) string {
+		res, err := http.Get(url + "/boot/ipxe?mac=" + mac)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return string(b)
+	}
+	const mac = "52:54:00:ab:01:01"
+	if s := script(mac); !strings.Contains(s, "images/discovery/bzImage") {
+		t.Fatalf("unknown machine's script:\n%s", s)
+	}
+	if code := post("/machine/v1/discover?mac="+mac, "", `{"mac": "`+mac+`", "cpus": 4}`); code != 204 {
+		t.Fatalf("discover: %d", code)
+	}
+	if code := post("/v1/machines/"+mac+"/assign", tok, `{"cluster": "lab", "member": "w1"}`); code != 200 {
+		t.Fatalf("assign: %d", code)
+	}
+	s := script(mac)
+	if !strings.Contains(s, "images/lab-w1/bzImage") || !strings.Contains(s, "nix8s.generation=1") || !strings.Contains(s, "nix8s.token=") {
+		t.Fatalf("assigned machine's script:\n%s", s)
+	}
+	var m map[string]any
+	getJSON(t, url+"/v1/machines/"+mac, tok, &m)
+	if m["state"] != "installing" || m["installArmed"] != true || m["facts"].(map[string]any)["cpus"] != float64(4) {
+		t.Fatalf("machine: %v", m)
+	}
+}

@@ -160,7 +160,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 			}
 			cfg = snap.Config
 		}
-		if boot, err = setupPXE(ctx, &o.pxe, ev, st, cfg, ln.Addr().String(), flakeDir, reg, log); err != nil {
+		if boot, err = setupPXE(ctx, &o.pxe, ev, st, cfg, fileCfg != nil, ln.Addr().String(), flakeDir, reg, log); err != nil {
 			return err
 		}
 	}

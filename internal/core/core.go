@@ -205,7 +205,7 @@ func (e *Evaluator) Plan(ctx context.Context, cfg any) (*Planned, error) {
 
 // PXE is the core's PXE view of cfg for the clusters named (all of them when clusters is empty): the machines
 // a PXE server boots, by MAC, and its settings, from one evaluation. When the config or network boot has
-// errors the result is an *InvalidError carrying every problem.
+// errors the error is an *InvalidError carrying every problem (the view is returned too, without machines).
 func (e *Evaluator) PXE(ctx context.Context, cfg any, clusters []string) (*PXEPlan, error) {
 	var served any // null: every cluster
 	if len(clusters) > 0 {
@@ -224,12 +224,16 @@ func (e *Evaluator) PXE(ctx context.Context, cfg any, clusters []string) (*PXEPl
 		return nil, fmt.Errorf("decoding the core's PXE view: %w", err)
 	}
 	report := Report{Errors: p.Errors, Warnings: p.Warnings}.normalised()
-	if !report.OK() {
-		return nil, &InvalidError{Report: report}
-	}
 	p.Errors, p.Warnings = report.Errors, report.Warnings
 	if p.Machines == nil {
 		p.Machines = []PXEMachine{}
+	}
+	if p.Unmatched == nil {
+		p.Unmatched = []Problem{}
+	}
+	if !report.OK() {
+		// The view comes along (its Unmatched, for a caller that counts them as errors too).
+		return &p, &InvalidError{Report: report}
 	}
 	return &p, nil
 }

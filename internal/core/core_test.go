@@ -185,7 +185,6 @@ func TestPXEInvalid(t *testing.T) {
 		clusters  []string
 		wantPaths []string // in the core's order
 	}{
-		{"every cluster: lab's member has no MAC", nil, []string{"clusters.lab.members.s.network.mac"}},
 		{"a cluster that does not exist, named with characters Nix strings escape", []string{"dev", `x"${y}\`},
 			[]string{`clusters."x\"${y}\\"`}},
 	}
@@ -204,6 +203,19 @@ func TestPXEInvalid(t *testing.T) {
 				t.Errorf("error paths = %q, want %q (report %+v)", got, tt.wantPaths, inv.Report)
 			}
 		})
+	}
+}
+
+// A served member without a MAC is not an error (a discovered machine may be assigned to it) but comes back
+// as unmatched, with its path.
+func TestPXEUnmatched(t *testing.T) {
+	e := newEvaluator(t)
+	p, err := e.PXE(context.Background(), json.RawMessage(pxeConfig), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Unmatched) != 1 || p.Unmatched[0].Path != "clusters.lab.members.s.network.mac" || !strings.Contains(p.Unmatched[0].Message, "assign a discovered machine") {
+		t.Fatalf("unmatched: %+v", p.Unmatched)
 	}
 }
 

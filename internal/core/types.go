@@ -103,12 +103,15 @@ type K3s struct {
 // PXEPlan is the core's PXE view (docs/core.md): what a PXE server serving some clusters boots, and every
 // problem of the config and of network boot itself.
 type PXEPlan struct {
-	// Errors are validate's errors followed by the PXE server's own (members sharing a MAC or without one,
-	// addresses outside dhcp.subnet, a missing server ip, an unknown cluster). PXE returns an *InvalidError
-	// instead of a plan that has any.
+	// Errors are validate's errors followed by the PXE server's own (members sharing a MAC, addresses outside
+	// dhcp.subnet, a missing server ip, an unknown cluster). PXE returns an *InvalidError instead of a plan
+	// that has any.
 	Errors []Problem `json:"errors"`
 	// Warnings are validate's warnings, less those the PXE view turned into errors.
 	Warnings []Problem `json:"warnings"`
+	// Unmatched are the served members without a MAC: no machine boots as them until one is assigned to them
+	// over REST. Where the config is all there is (nix8sd serve --config), they are errors.
+	Unmatched []Problem `json:"unmatched"`
 	// Server is provisioning.pxe.server.
 	Server PXEServer `json:"server"`
 	// Machines are the served members that have a MAC, sorted by MAC.
