@@ -199,15 +199,7 @@ func TestServeNetworkBootEndToEnd(t *testing.T) {
 	}
 
 	// Installed: its disk on every network boot, until an operator arms a reinstall.
-	script := func(mac string) string {
-		res, err := http.Get(url + "/boot/ipxe?mac=" + mac)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return string(b)
-	}
+	script := func(mac string) string { return bootScript(t, url, mac) }
 	if s := script(s1); !strings.Contains(s, "sanboot") {
 		t.Fatalf("installed server's script:\n%s", s)
 	}
@@ -247,6 +239,18 @@ func TestServeNetworkBootEndToEnd(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Errorf("events of the server:\n got %s\nwant %s", strings.Join(got, " "), want)
 	}
+}
+
+// bootScript is the iPXE script nix8sd answers for mac.
+func bootScript(t *testing.T, url, mac string) string {
+	t.Helper()
+	res, err := http.Get(url + "/boot/ipxe?mac=" + mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }
 
 // metric reads one sample of the daemon's /metrics (0 when absent).
@@ -420,15 +424,7 @@ func TestServeNetworkBootDiscoverAssignInstall(t *testing.T) {
 		res.Body.Close()
 		return res.StatusCode
 	}
-	script := func(mac string) string {
-		res, err := http.Get(url + "/boot/ipxe?mac=" + mac)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return string(b)
-	}
+	script := func(mac string) string { return bootScript(t, url, mac) }
 	const mac = "52:54:00:ab:01:01"
 	if s := script(mac); !strings.Contains(s, "images/discovery/bzImage") {
 		t.Fatalf("unknown machine's script:\n%s", s)

@@ -23,16 +23,9 @@ func (s *Store) ArmInstall(ctx context.Context, actor, mac string, version int64
 	var m *Machine
 	var from string
 	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
-		var cur int64
-		err := tx.QueryRow(ctx, "SELECT version, state FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &from)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
-		}
-		if err != nil {
+		var err error
+		if from, _, err = lockMachine(ctx, tx, mac, version); err != nil {
 			return err
-		}
-		if version != 0 && version != cur {
-			return &ConflictError{Msg: fmt.Sprintf("machine %s is at version %d, not %d; read it again", mac, cur, version)}
 		}
 		if from == "installing" {
 			return &ConflictError{Msg: fmt.Sprintf("machine %s is already installing; wait for it to finish or fail (or pass its deadline) before arming another install", mac)}

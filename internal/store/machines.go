@@ -146,22 +146,32 @@ type MachineChange struct {
 	Reason   string
 }
 
+// lockMachine locks the machine's row for the transaction and checks version (when non-zero); it returns the
+// machine's state and since when it is in it.
+func lockMachine(ctx context.Context, tx pgx.Tx, mac string, version int64) (state string, since time.Time, err error) {
+	var cur int64
+	err = tx.QueryRow(ctx, "SELECT version, state, state_changed_at FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &state, &since)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", since, fmt.Errorf("machine %s: %w", mac, ErrNotFound)
+	}
+	if err != nil {
+		return "", since, err
+	}
+	if version != 0 && version != cur {
+		return "", since, &ConflictError{Msg: fmt.Sprintf("machine %s is at version %d, not %d; read it again", mac, cur, version)}
+	}
+	return state, since, nil
+}
+
 // UpdateMachine applies c in one statement; the database refuses illegal changes (ErrConflict with its reason).
 func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineChange) (*Machine, error) {
 	var m *Machine
 	var from string
 	var since time.Time
 	err := s.tx(ctx, actor, c.Reason, func(tx pgx.Tx) error {
-		var cur int64
-		err := tx.QueryRow(ctx, "SELECT version, state, state_changed_at FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &from, &since)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
-		}
-		if err != nil {
+		var err error
+		if from, since, err = lockMachine(ctx, tx, mac, c.Version); err != nil {
 			return err
-		}
-		if c.Version != 0 && c.Version != cur {
-			return &ConflictError{Msg: fmt.Sprintf("machine %s is at version %d, not %d; read it again", mac, cur, c.Version)}
 		}
 		var cluster, member *string
 		if c.Assign != nil {
@@ -198,18 +208,10 @@ func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineC
 // ForgetMachine deletes a machine (its events stay). The database refuses locked and busy machines.
 func (s *Store) ForgetMachine(ctx context.Context, actor, mac string, version int64, reason string) error {
 	return s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
-		var cur int64
-		err := tx.QueryRow(ctx, "SELECT version FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("machine %s: %w", mac, ErrNotFound)
-		}
-		if err != nil {
+		if _, _, err := lockMachine(ctx, tx, mac, version); err != nil {
 			return err
 		}
-		if version != 0 && version != cur {
-			return &ConflictError{Msg: fmt.Sprintf("machine %s is at version %d, not %d; read it again", mac, cur, version)}
-		}
-		_, err = tx.Exec(ctx, "DELETE FROM machines WHERE mac = $1::macaddr", mac)
+		_, err := tx.Exec(ctx, "DELETE FROM machines WHERE mac = $1::macaddr", mac)
 		return err
 	})
 }

@@ -5,7 +5,7 @@
 #
 # Nothing here could be evaluated or built (no nixpkgs on this project's machines); every option and attribute
 # is checked against the nixpkgs file named next to it (docs/nixos-options-research.md).
-{ config, lib, pkgs, modulesPath, ... }:
+{ config, lib, pkgs, ... }:
 let
   # pkgs/by-name: jq/jq, ut/util-linux (lsblk), ip/iproute2 (ip); curl and coreutils (nproc, cat) in
   # pkgs/top-level/all-packages.nix. writeShellApplication: pkgs/build-support/trivial-builders/default.nix
@@ -68,41 +68,15 @@ let
   };
 in
 {
-  imports = [ (modulesPath + "/installer/netboot/netboot-minimal.nix") ];
+  imports = [ ./netboot-image.nix ];
 
-  # nixos/lib/systemd-unit-options.nix: description, wants, after, wantedBy, serviceConfig.
-  systemd.services.nix8s-discover = {
+  nix8s.netboot = {
+    name = "nix8s-discovery-netboot";
+    service = "nix8s-discover";
     description = "nix8s: report this machine's hardware to nix8sd";
-    wantedBy = [ "multi-user.target" ];
-    wants = [ "network-online.target" ];
-    after = [ "network-online.target" ];
-    serviceConfig = {
-      Type = "oneshot";
-      ExecStart = "${discover}/bin/nix8s-discover";
-      StandardOutput = "journal+console";
-      StandardError = "journal+console";
-    };
+    program = discover;
   };
 
   # nixos/modules/misc/version.nix; netboot.nix no longer sets it. Nothing here keeps state.
   system.stateVersion = lib.mkDefault lib.trivial.release;
-
-  # nixos/modules/system/build.nix: a freeform lazyAttrsOf, new keys allowed. The layout nix8sd serves
-  # (internal/pxe/images.go), built like the member installers' (installer.nix: netbootTree): netboot.nix's
-  # system.build.netbootRamdisk/initrd, kernel.nix's system.build.kernel, top-level.nix's
-  # system.boot.loader.kernelFile, and netboot.nix's own `init=${toplevel}/init ${toString boot.kernelParams}`.
-  system.build.nix8sNetboot =
-    let
-      args = [ "init=${config.system.build.toplevel}/init" ] ++ config.boot.kernelParams;
-      bad = lib.filter (a: builtins.match "[a-zA-Z0-9_.-]+(=[a-zA-Z0-9_.,:/@+-]*)?" a == null) args;
-    in
-    if bad != [ ] then
-      throw "nix8s: the discovery image's kernel arguments ${builtins.toJSON bad} have characters nix8sd refuses (allowed: letters, digits, _.- and =value of _.,:/@+-)"
-    else
-      pkgs.runCommand "nix8s-discovery-netboot" { } ''
-        mkdir $out
-        ln -s ${config.system.build.kernel}/${config.system.boot.loader.kernelFile} $out/bzImage
-        ln -s ${config.system.build.netbootRamdisk}/initrd $out/initrd
-        echo ${lib.escapeShellArg (toString args)} > $out/cmdline
-      '';
 }

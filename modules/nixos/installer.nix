@@ -5,33 +5,10 @@
 #
 # Nothing here could be evaluated or built (no nixpkgs on this project's machines); every option and attribute
 # is checked against the nixpkgs/disko file named next to it (docs/nixos-options-research.md).
-{ config, lib, pkgs, noUserModules, modulesPath, ... }:
+{ config, lib, pkgs, noUserModules, ... }:
 let
   member = config;
   memberPkgs = pkgs;
-
-  # Kernel arguments nix8sd accepts from an image's cmdline file (internal/pxe/booter.go, cmdlineArgRe).
-  plainArg = a: builtins.match "[a-zA-Z0-9_.-]+(=[a-zA-Z0-9_.,:/@+-]*)?" a != null;
-
-  # bzImage, initrd and cmdline of a system that imports netboot.nix: the layout nix8sd's DirImages/NixBuild
-  # serve (internal/pxe/images.go). The same three lines are in discovery.nix.
-  # nixos/modules/installer/netboot/netboot.nix: system.build.netbootRamdisk (its `initrd` file holds the
-  # squashfs store), system.build.kernel (kernel.nix), system.boot.loader.kernelFile (top-level.nix: bzImage
-  # on x86), and its own iPXE script boots `init=${toplevel}/init ${toString boot.kernelParams}`.
-  netbootTree = name: pkgs: sys:
-    let
-      args = [ "init=${sys.system.build.toplevel}/init" ] ++ sys.boot.kernelParams;
-      bad = lib.filter (a: !plainArg a) args;
-    in
-    if bad != [ ] then
-      throw "nix8s: the netboot image's kernel arguments ${builtins.toJSON bad} have characters nix8sd refuses (allowed: letters, digits, _.- and =value of _.,:/@+-)"
-    else
-      pkgs.runCommand name { } ''
-        mkdir $out
-        ln -s ${sys.system.build.kernel}/${sys.system.boot.loader.kernelFile} $out/bzImage
-        ln -s ${sys.system.build.netbootRamdisk}/initrd $out/initrd
-        echo ${lib.escapeShellArg (toString args)} > $out/cmdline
-      '';
 
   # The installer is a separate NixOS system from the same nixpkgs and specialArgs, without the member's
   # modules (its file systems, k3s and services do not belong in an installer): noUserModules is set by
@@ -40,10 +17,7 @@ let
   # refers to it only through system.build.nix8sNetboot, which its toplevel never reads (system.build is a
   # lazyAttrsOf, nixos/modules/system/build.nix), so there is no evaluation cycle.
   installer = noUserModules.extendModules {
-    modules = [
-      (modulesPath + "/installer/netboot/netboot-minimal.nix")
-      installerModule
-    ];
+    modules = [ ./netboot-image.nix installerModule ];
   };
 
   installerModule = { config, pkgs, ... }:
@@ -145,18 +119,11 @@ let
       };
     in
     {
-      # nixos/lib/systemd-unit-options.nix: description, wants, after, wantedBy, serviceConfig.
-      systemd.services.nix8s-install = {
+      nix8s.netboot = {
+        name = "nix8s-installer-${member.system.name}";
+        service = "nix8s-install";
         description = "nix8s: install this machine's cluster member";
-        wantedBy = [ "multi-user.target" ];
-        wants = [ "network-online.target" ];
-        after = [ "network-online.target" ];
-        serviceConfig = {
-          Type = "oneshot";
-          ExecStart = "${install}/bin/nix8s-install";
-          StandardOutput = "journal+console";
-          StandardError = "journal+console";
-        };
+        program = install;
       };
 
       # nixos/modules/misc/nixpkgs.nix: the member's platform, as a system string (the member's pkgs: this
@@ -172,8 +139,6 @@ let
       users.users.root.openssh.authorizedKeys.keys = member.users.users.root.openssh.authorizedKeys.keys;
       # nixos/modules/misc/version.nix; netboot.nix no longer sets it.
       system.stateVersion = member.system.stateVersion;
-      # nixos/modules/system/build.nix: a freeform lazyAttrsOf, new keys allowed.
-      system.build.nix8sNetboot = netbootTree "nix8s-installer-${member.system.name}" pkgs config;
     };
 in
 {
