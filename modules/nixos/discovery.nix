@@ -13,17 +13,7 @@ let
   discover = pkgs.writeShellApplication {
     name = "nix8s-discover";
     runtimeInputs = [ pkgs.curl pkgs.jq pkgs.util-linux pkgs.iproute2 pkgs.coreutils config.systemd.package ];
-    text = ''
-      say() { echo "nix8s: $*"; }
-
-      # nix8sd's iPXE script appends nix8s.server and nix8s.mac (the boot interface's MAC; internal/pxe/http.go).
-      read -r -a words < /proc/cmdline
-      arg() {
-        local w
-        for w in "''${words[@]}"; do
-          if [[ $w == "nix8s.$1="* ]]; then printf '%s' "''${w#*=}"; return; fi
-        done
-      }
+    text = config.nix8s.netboot.prelude + ''
       server=$(arg server) mac=$(arg mac)
       if [[ ! $server =~ ^https?:// || -z $mac ]]; then
         say "error: no nix8s.server or nix8s.mac on the kernel command line; this image is booted by nix8sd"

@@ -46,19 +46,8 @@ let
           pkgs.curl pkgs.jq pkgs.coreutils pkgs.util-linux pkgs.openssh
           config.system.build.nixos-install config.nix.package config.systemd.package
         ];
-        text = ''
+        text = config.nix8s.netboot.prelude + ''
           log=/run/nix8s-install.log
-          say() { echo "nix8s: $*"; }
-
-          # nix8sd's iPXE script appends nix8s.server, nix8s.mac, nix8s.generation and, in the first script of
-          # an install generation only, nix8s.token (internal/pxe/http.go).
-          read -r -a words < /proc/cmdline
-          arg() {
-            local w
-            for w in "''${words[@]}"; do
-              if [[ $w == "nix8s.$1="* ]]; then printf '%s' "''${w#*=}"; return; fi
-            done
-          }
           server=$(arg server) mac=$(arg mac) generation=$(arg generation) token=$(arg token)
 
           if [[ ! $server =~ ^https?:// || -z $mac || ! $generation =~ ^[0-9]+$ ]]; then
