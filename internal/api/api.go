@@ -78,6 +78,7 @@ func New(o Options) *Server {
 	s.m = newMetrics(s.reg, s.st)
 	s.st.Hooks.Transition = s.m.transition
 	s.st.Hooks.Left = s.m.left
+	s.st.Hooks.Failed = s.m.failed
 	s.st.Hooks.JobFinished = s.m.jobFinished
 	s.handler = s.routes()
 	return s

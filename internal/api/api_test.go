@@ -707,6 +707,7 @@ func TestMetricsAfterActivity(t *testing.T) {
 	for _, want := range []string{
 		`nix8s_machines{cluster="dev",state="install_failed"} 1`,
 		`nix8s_machine_state_duration_seconds_count{state="installing",to="install_failed"} 1`,
+		`nix8s_machine_failures_total{cause="operator",state="install_failed"} 1`,
 		`nix8s_machine_state_duration_seconds_count{state="discovered",to="installing"} 1`,
 		`nix8s_machine_transitions_total{from="discovered",to="installing"} 1`,
 		`nix8s_api_requests_total{code="200",method="PUT",route="/v1/config"} 1`,

@@ -22,6 +22,7 @@ type metrics struct {
 	jobDuration *prometheus.HistogramVec
 	jobFailures *prometheus.CounterVec
 	stateTime   *prometheus.HistogramVec
+	failures    *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
@@ -48,13 +49,19 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 			Help:    "How long machines stayed in a state before leaving it, by state and next state (state=\"installing\": install durations; to=\"install_failed\": failed installs).",
 			Buckets: prometheus.ExponentialBuckets(10, 2, 12),
 		}, []string{"state", "to"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nix8s_machine_failures_total",
+			Help: "Machines moved to a failed state by this daemon, by state and cause (installer, deadline, job, operator, daemon).",
+		}, []string{"state", "cause"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.transitions, m.jobDuration, m.jobFailures, m.stateTime,
+	reg.MustRegister(m.requests, m.duration, m.transitions, m.jobDuration, m.jobFailures, m.stateTime, m.failures,
 		&dbCollector{st: st}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 func (m *metrics) transition(from, to string) { m.transitions.WithLabelValues(from, to).Inc() }
+
+func (m *metrics) failed(state, cause string) { m.failures.WithLabelValues(state, cause).Inc() }
 
 func (m *metrics) left(state, to string, seconds float64) {
 	m.stateTime.WithLabelValues(state, to).Observe(seconds)

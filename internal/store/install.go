@@ -111,8 +111,11 @@ func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]b
 		}
 		return err
 	})
-	if err == nil && failed && s.Hooks.Transition != nil {
-		s.Hooks.Transition("installing", "install_failed")
+	if err == nil && failed {
+		if s.Hooks.Transition != nil {
+			s.Hooks.Transition("installing", "install_failed")
+		}
+		s.failed("install_failed", "installer")
 	}
 	return err
 }

@@ -20,6 +20,8 @@ func TestArmClaimReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	mac := "aa:bb:cc:dd:ee:01"
+	var failures []string
+	s.Hooks.Failed = func(state, cause string) { failures = append(failures, state+"/"+cause) }
 	if _, err := s.CreateMachine(ctx, "pxe", mac, nil, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +109,9 @@ func TestArmClaimReport(t *testing.T) {
 	}
 	if m, _ = s.Machine(ctx, mac); m.State != "install_failed" || m.InstallArmed {
 		t.Fatalf("after an error: %+v", m)
+	}
+	if got := strings.Join(failures, " "); got != "install_failed/daemon install_failed/installer" {
+		t.Fatalf("failures counted: %s", got)
 	}
 	if _, err := s.pool.Exec(ctx, `UPDATE machines SET install_generation = 1 WHERE mac = $1::macaddr`, mac); err == nil || !strings.Contains(err.Error(), "only grows") {
 		t.Fatalf("lowering the generation by SQL: %v", err)

@@ -198,6 +198,7 @@ func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineC
 		if s.Hooks.Transition != nil {
 			s.Hooks.Transition(from, *c.State)
 		}
+		s.failed(*c.State, causeOf(actor))
 		if s.Hooks.Left != nil {
 			s.Hooks.Left(from, *c.State, m.StateChangedAt.Sub(since).Seconds())
 		}
@@ -263,6 +264,9 @@ func (s *Store) ExpireDeadlines(ctx context.Context, actor string) (int, error) 
 		for _, m := range all {
 			s.Hooks.Transition(m.from, m.to)
 		}
+	}
+	for _, m := range all {
+		s.failed(m.to, "deadline")
 	}
 	return len(all), nil
 }

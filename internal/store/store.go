@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -62,6 +63,32 @@ type Hooks struct {
 	JobFinished func(kind, status string, seconds float64)
 	// Left reports how long a machine stayed in state before moving to to (UpdateMachine's changes).
 	Left func(state, to string, seconds float64)
+	// Failed reports a move into a failed state with its cause: installer (the machine reported an error),
+	// deadline, job (an operation), operator (the API), or daemon (another part of nix8sd).
+	Failed func(state, cause string)
+}
+
+// failedStates are the states of kind failed (migration 00002).
+var failedStates = map[string]bool{"install_failed": true, "join_failed": true, "rebuild_failed": true, "deprovision_failed": true}
+
+// causeOf names who failed a machine, from the actor recorded in its event log.
+func causeOf(actor string) string {
+	switch {
+	case strings.HasPrefix(actor, "machine:"):
+		return "installer"
+	case strings.HasPrefix(actor, "job:"):
+		return "job"
+	case strings.HasPrefix(actor, "api:"):
+		return "operator"
+	default:
+		return "daemon"
+	}
+}
+
+func (s *Store) failed(state, cause string) {
+	if s.Hooks.Failed != nil && failedStates[state] {
+		s.Hooks.Failed(state, cause)
+	}
 }
 
 // Open connects to the database at url. It does not migrate; see Migrate.

@@ -378,8 +378,13 @@ func TestDeadlinesMoveToFailedStates(t *testing.T) {
 	if _, err := s.pool.Exec(ctx, "UPDATE machines SET state_deadline = now() - interval '1 second' WHERE mac = $1", mac); err != nil {
 		t.Fatal(err)
 	}
+	var failures []string
+	s.Hooks.Failed = func(state, cause string) { failures = append(failures, state+"/"+cause) }
 	if n, err := s.ExpireDeadlines(ctx, "daemon"); err != nil || n != 1 {
 		t.Fatalf("expired %d, %v", n, err)
+	}
+	if len(failures) != 1 || failures[0] != "install_failed/deadline" {
+		t.Errorf("failures counted: %v", failures)
 	}
 	m, _ = s.Machine(ctx, mac)
 	if m.State != "install_failed" || m.StateDeadline != nil {
