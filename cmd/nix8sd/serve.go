@@ -164,6 +164,13 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 			return err
 		}
 	}
+	// Until Run owns the PXE sockets, a failed start closes them.
+	pxeRunning := false
+	defer func() {
+		if boot != nil && !pxeRunning {
+			boot.server.Close()
+		}
+	}()
 	if fileCfg != nil {
 		if err := storeConfig(ctx, srv, o.config, fileCfg, actor, log); err != nil {
 			return err
@@ -238,6 +245,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	go watcher.Run(ctx)
 	pxeDone := make(chan error, 1)
 	if boot != nil {
+		pxeRunning = true
 		go func() { pxeDone <- boot.server.Run(ctx) }()
 		if o.pxe.discovery && o.pxe.images == "" {
 			go boot.buildDiscovery(ctx)

@@ -137,6 +137,13 @@ func (d *DHCP) Listen() error {
 	return nil
 }
 
+func (d *DHCP) close() {
+	for _, c := range d.conns {
+		c.Close()
+	}
+	d.conns = nil
+}
+
 // Serve answers DHCP until ctx ends.
 func (d *DHCP) Serve(ctx context.Context) error {
 	if err := d.Listen(); err != nil {

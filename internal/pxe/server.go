@@ -66,6 +66,14 @@ func (s *Server) close() {
 	s.hl, s.tc = nil, nil
 }
 
+// Close closes the sockets Listen opened, for a server that will not Run after all.
+func (s *Server) Close() {
+	s.close()
+	if s.DHCP != nil {
+		s.DHCP.close()
+	}
+}
+
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	if s.Logger == nil {
