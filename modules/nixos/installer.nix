@@ -46,65 +46,14 @@ let
           pkgs.curl pkgs.jq pkgs.coreutils pkgs.util-linux pkgs.openssh
           config.system.build.nixos-install config.nix.package config.systemd.package
         ];
-        text = config.nix8s.netboot.prelude + ''
-          log=/run/nix8s-install.log
-          server=$(arg server) mac=$(arg mac) generation=$(arg generation) token=$(arg token)
-
-          if [[ ! $server =~ ^https?:// || -z $mac || ! $generation =~ ^[0-9]+$ ]]; then
-            say "error: no nix8s.server, nix8s.mac or nix8s.generation on the kernel command line; this installer is booted by nix8sd. The disks were not touched."
-            exit 1
-          fi
-          if [[ -z $token ]]; then
-            say "install generation $generation of $mac was already started once and its one-time token is spent, so the disks are left alone."
-            say "to install again: POST /v1/machines/$mac/reinstall on nix8sd, then reboot this machine."
-            exit 0
-          fi
-
-          post() {
-            curl --fail --silent --show-error --max-time 30 --retry 10 --retry-delay 3 --retry-all-errors \
-              -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-              --data-binary "$1" "$server/machine/v1/progress?mac=$mac"
-          }
-          phase() { post "$(jq -cn --argjson g "$generation" --arg p "$1" '{generation: $g, phase: $p}')"; }
-          fail() {
-            say "error: $1: $2. The installer stays up for debugging: journalctl -u nix8s-install, $log"
-            post "$(jq -cn --argjson g "$generation" --arg p "$1" --arg e "$2: $(tail -c 2000 "$log")" \
-              '{generation: $g, phase: $p, error: $e}')" || say "could not report the error to $server"
-            exit 1
-          }
-
-          # The disks are touched only once nix8sd has taken the token for this generation.
-          if ! phase disko; then
-            say "error: $server did not accept the first report of generation $generation (token spent, install not armed, or unreachable). The disks were not touched."
-            exit 1
-          fi
-          say "partitioning and mounting under ${root} with the member's disko script"
-          ${disko} 2>&1 | tee -a "$log" || fail disko "disko failed"
-
-          phase install || say "warning: could not report phase install; installing anyway"
-          # Flags from pkgs/by-name/ni/nixos-install/nixos-install.sh: --system takes a built toplevel (no
-          # evaluation, no flake), --no-root-passwd skips the password prompt, --no-channel-copy skips the
-          # installer's nixpkgs channel.
-          nixos-install --system ${member.system.build.toplevel} --root ${root} --no-root-passwd --no-channel-copy 2>&1 \
-            | tee -a "$log" || fail install "nixos-install failed"
-
-          host_key=""
-          ${lib.optionalString (hostKey != null) ''
-            key=${lib.escapeShellArg (root + hostKey.path)}
-            mkdir -p "$(dirname "$key")"
-            rm -f "$key" "$key.pub"
-            ssh-keygen -q -t ed25519 -N "" -C "" -f "$key" || fail install "generating the SSH host key failed"
-            host_key=$(cut -d ' ' -f 1,2 < "$key.pub")
-          ''}
-          report=$(jq -cn --argjson g "$generation" --arg k "$host_key" \
-            '{generation: $g, phase: "done", done: true} + (if $k == "" then {} else {hostKey: $k} end)')
-          if ! post "$report"; then
-            say "error: installed, but $server did not take the done report; not rebooting (it would send this machine back here)."
-            exit 1
-          fi
-          say "installed; rebooting into ${member.system.name}"
-          systemctl reboot
-        '';
+        # The program is a file of its own (nix8s-install.sh) so the tests run it against the daemon.
+        text = ''
+          NIX8S_DISKO=${disko}
+          NIX8S_SYSTEM=${member.system.build.toplevel}
+          NIX8S_SYSTEM_NAME=${lib.escapeShellArg member.system.name}
+          NIX8S_ROOT=${lib.escapeShellArg root}
+          NIX8S_HOST_KEY=${lib.escapeShellArg (if hostKey == null then "" else hostKey.path)}
+        '' + config.nix8s.netboot.prelude + builtins.readFile ./nix8s-install.sh;
       };
     in
     {
