@@ -159,6 +159,11 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 			d.IP, d.Member = b.IP, b.Member
 			return d, nil
 		}
+		if m.Locked {
+			// Locked refuses every destructive move: it waits until an operator unlocks it.
+			b.Action, b.Message = pxe.ActionWait, "locked: unlock it (POST /v1/machines/"+mac+"/unlock) to install it"
+			return b, nil
+		}
 		if wait, err := a.waitingFor(ctx, plan, *m.Member); err != nil || wait != "" {
 			b.Action, b.Message = pxe.ActionWait, wait
 			return b, err

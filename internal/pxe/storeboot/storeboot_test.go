@@ -417,3 +417,26 @@ func TestOnInstalled(t *testing.T) {
 		t.Errorf("OnInstalled ran for a failed install: %v", calls)
 	}
 }
+
+// A locked machine is never armed: it waits, saying how to unlock it, and installs once unlocked.
+func TestLockedMachineWaits(t *testing.T) {
+	ctx := context.Background()
+	st, a := setup(t)
+	mac := "52:54:00:ee:00:01"
+	st.CreateMachine(ctx, "op", mac, nil, "")
+	locked, unlocked := true, false
+	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Assign: &[2]string{"dev", "s1"}, Locked: &locked}); err != nil {
+		t.Fatal(err)
+	}
+	b := bootOf(t, a, mac, pxe.FirmwareIPXE, pxe.ActionWait)
+	if !strings.Contains(b.Message, "locked: unlock it") || !pxe.ValidMessage(b.Message) {
+		t.Fatalf("locked: %q", b.Message)
+	}
+	if m, _ := st.Machine(ctx, mac); m.State != "discovered" || m.InstallGeneration != 0 {
+		t.Fatalf("a locked machine was armed: %+v", m)
+	}
+	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Locked: &unlocked}); err != nil {
+		t.Fatal(err)
+	}
+	bootOf(t, a, mac, pxe.FirmwareIPXE, pxe.ActionInstall)
+}
