@@ -136,7 +136,9 @@ fi
 ssh=(ssh @SSHOPTS@ -p "$port")
 [ -z "$key" ] || ssh+=(-i "$key")
 if [ -n "$extra" ]; then
-  tar -C "$extra" -cf - . | "${ssh[@]}" "$target" 'tar -C / --no-same-owner --no-overwrite-dir -xf -'
+  # Only the top-level directories (etc, var, run: the node's private overlays), never "." itself: the node's
+  # / is the test machine's own, whose mode and times an extracted "." would take.
+  (cd "$extra" && tar -cf - -- *) | "${ssh[@]}" "$target" 'tar -C / --no-same-owner --no-overwrite-dir -xf -'
 fi
 "${ssh[@]}" "$target" "touch /etc/NIXOS && hostname $host && ln -sfn /nix/store/0000000000000000000000000000000$(echo "$host" | md5sum | cut -c1)-nixos-system-$host /run/current-system"
 if grep -qx "$host" "$S/not-ready" 2>/dev/null; then echo False >"$S/nodes/$host"; else echo True >"$S/nodes/$host"; fi
