@@ -20,6 +20,7 @@ import (
 	"github.com/nix8s/nix8s/internal/nixgen"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/store"
+	"github.com/nix8s/nix8s/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -67,19 +68,13 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	ws := filepath.Join(t.TempDir(), "flake")
 	srv := New(Options{Store: st, Core: theCore(t), Workspace: &nixgen.Workspace{Dir: ws}})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	e := &env{t: t, url: hs.URL, st: st, srv: srv, ws: ws}
+	var err error
 	if e.admin, err = st.CreateToken(ctx, "admin", store.ScopeAdmin); err != nil {
 		t.Fatal(err)
 	}

@@ -198,31 +198,22 @@ func (r *Runner) checkMachine(ctx context.Context, mac, cluster, member string) 
 
 // waitSSH waits until `true` runs on host over ssh, within timeout.
 func waitSSH(ctx context.Context, ssh *remote.SSH, host remote.Host, timeout, interval time.Duration) error {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last error
-	for {
-		_, err := ssh.Run(wctx, host, "true")
-		if err == nil {
-			return nil
-		}
-		if wctx.Err() == nil || last == nil {
-			last = err
-		}
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return fmt.Errorf("%s: waiting for ssh: %w", host, ctx.Err())
-			}
-			var hint string
-			if strings.Contains(last.Error(), "Host key verification failed") || strings.Contains(last.Error(), "IDENTIFICATION HAS CHANGED") {
-				hint = "; the machine answers with another host key than its installer reported: if it still runs the installer, it did not reboot; otherwise it is not the machine that was installed"
-			}
-			return fmt.Errorf("%s: timed out after %s waiting for ssh with the reported host key; last answer: %v%s; nothing delivered",
-				host, timeout, last, hint)
-		case <-time.After(interval):
-		}
+	last, err := provision.Poll(ctx, timeout, interval, func(ctx context.Context) error {
+		_, err := ssh.Run(ctx, host, "true")
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: waiting for ssh: %w", host, ctx.Err())
 	}
+	var hint string
+	if strings.Contains(last.Error(), "Host key verification failed") || strings.Contains(last.Error(), "IDENTIFICATION HAS CHANGED") {
+		hint = "; the machine answers with another host key than its installer reported: if it still runs the installer, it did not reboot; otherwise it is not the machine that was installed"
+	}
+	return fmt.Errorf("%s: timed out after %s waiting for ssh with the reported host key; last answer: %v%s; nothing delivered",
+		host, timeout, last, hint)
 }
 
 // writeFile writes f on host as the install path does: missing directories leading to it 0755, its own

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/store"
+	"github.com/nix8s/nix8s/internal/store/storetest"
 )
 
 // The operations' handlers are tested through the API (internal/api/ops_test.go) on real sshd nodes; here
@@ -23,19 +24,7 @@ func TestMain(m *testing.M) {
 	pgtest.Main(m)
 }
 
-func newStore(t *testing.T) *store.Store {
-	t.Helper()
-	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
+func newStore(t *testing.T) *store.Store { return storetest.Open(t) }
 
 // start runs r until the test ends; stop ends it early and waits.
 func start(t *testing.T, r *Runner) (stop func()) {

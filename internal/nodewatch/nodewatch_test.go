@@ -30,6 +30,7 @@ import (
 	"github.com/nix8s/nix8s/internal/k8stest"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/store"
+	"github.com/nix8s/nix8s/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -77,14 +78,7 @@ func setup(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	env := apiServer(t)
-	st, err := store.Open(ctx, pgtest.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	ms := map[string]any{}
 	for m, mac := range members {
 		role := "agent"

@@ -375,24 +375,35 @@ func (in *install) installMember(ctx context.Context, m string) error {
 
 // wait probes until probe succeeds; running out of time is an error that carries the last probe's answer.
 func (in *install) wait(ctx context.Context, host, what string, probe func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, in.o.WaitTimeout)
+	last, err := Poll(ctx, in.o.WaitTimeout, in.o.WaitInterval, probe)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: timed out after %s waiting for %s; last answer: %v", host, in.o.WaitTimeout, what, last)
+	default:
+		return fmt.Errorf("%s: waiting for %s: %w", host, what, err)
+	}
+}
+
+// Poll runs probe every interval until it succeeds or timeout passes. It returns nil on success; otherwise the
+// error of the last probe that finished in time, and why it stopped (context.DeadlineExceeded for the timeout,
+// or ctx's own error).
+func Poll(ctx context.Context, timeout, interval time.Duration, probe func(context.Context) error) (last, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var last error // the last probe that finished in time
 	for {
 		err := probe(ctx)
 		if err == nil {
-			return nil
+			return nil, nil
 		}
 		if ctx.Err() == nil || last == nil {
 			last = err
 		}
 		select {
 		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%s: timed out after %s waiting for %s; last answer: %v", host, in.o.WaitTimeout, what, last)
-			}
-			return fmt.Errorf("%s: waiting for %s: %w", host, what, ctx.Err())
-		case <-time.After(in.o.WaitInterval):
+			return last, ctx.Err()
+		case <-time.After(interval):
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/pxe"
 	"github.com/nix8s/nix8s/internal/store"
+	"github.com/nix8s/nix8s/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -59,14 +60,7 @@ const cfg = `{"nodes": {"vm": {"install": {"disk": "/dev/vda"}}}, "clusters": {"
 func setup(t *testing.T) (*store.Store, *Adapter) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.Database(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t)
 	var c map[string]any
 	json.Unmarshal([]byte(cfg), &c)
 	if _, err := st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return c, nil }); err != nil {
