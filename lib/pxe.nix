@@ -5,8 +5,7 @@ let
   u = import ./util.nix;
   inherit (u) problem show quoteList;
   inherit (builtins)
-    attrNames concatLists concatMap elem elemAt filter genList groupBy head isList isString length
-    listToAttrs match sort tail;
+    attrNames concatLists concatMap elem elemAt filter genList isList isString length listToAttrs match sort;
 
   opt = cond: p: if cond then [ p ] else [ ];
   str = v: if isString v then v else null;
@@ -51,15 +50,7 @@ let
   # Well-formed members only: validate already reports the malformed ones.
   members = concatMap (c: let cl = model.clusters.${c}; in
     filter (m: m.isAttrs) (map (n: cl.members.${n}) cl.names)) served;
-  withMAC = filter (m: u.isMAC m.mac) members;
-  lowerMAC = m: u.toLower m.mac;
-
-  macErrors =
-    let groups = groupBy lowerMAC withMAC; in
-    concatMap (k: let g = groups.${k}; first = head g; in map (m:
-      problem [ "clusters" m.cluster "members" m.name "network" "mac" ]
-        "${show m.mac} is also the MAC of ${first.hostName}; the PXE server boots machines by MAC and cannot tell them apart: give each member its own network.mac")
-      (tail g)) (filter (k: length groups.${k} > 1) (attrNames groups));
+  # A MAC shared by two members is validate's error (report.errors), whether their clusters are served or not.
 
   # Not an error by itself: nix8sd can boot such a member once an operator assigns a discovered machine to it
   # (POST /v1/machines/{mac}/assign). Where the config is all there is (the pxe-server-<c> app), nix8sd treats
@@ -81,11 +72,8 @@ let
       (problem (base ++ [ "ip" ]) "${show ip} is outside dhcp.subnet ${show subnetStr}; the server must be on the network it boots: set ip to its address there, or fix the subnet"))
   ];
 
-  pxeErrors = clusterErrors ++ serverErrors ++ macErrors ++ ipOutside;
+  pxeErrors = clusterErrors ++ serverErrors ++ ipOutside;
   errors = report.errors ++ pxeErrors;
-
-  # A MAC validate only warns about is an error here; it is reported once, as the error.
-  promoted = listToAttrs (map (e: { name = e.path; value = true; }) macErrors);
 
   plan = planModel model;
   machinesOf = c:
@@ -104,7 +92,7 @@ in {
   inherit errors server;
   # Served members without a MAC, as problems: no machine boots as them until one is assigned.
   unmatched = missingMAC;
-  warnings = filter (w: !(promoted ? ${w.path})) report.warnings;
+  inherit (report) warnings;
   # Only a config without errors is planned: an invalid one boots nothing.
   machines = if errors != [ ] then [ ] else sort (a: b: a.mac < b.mac) (concatMap machinesOf served);
 }

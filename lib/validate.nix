@@ -209,8 +209,15 @@ let
       (if range == null then [ ]
        else if rangeParts == null || !(all u.isIPv4 rangeParts) then
          [ (problem (base ++ [ "dhcp" "range" ]) "${show range} is not an address range; write it as \"<first>-<last>\", such as \"192.168.1.100-192.168.1.200\"") ]
-       else opt (subnet != null && !(all (u.cidrContains subnet) rangeParts))
-         (problem (base ++ [ "dhcp" "range" ]) "${show range} is not inside dhcp.subnet ${show dhcp.subnet}"))
+       else
+         let first = builtins.elemAt rangeParts 0; last = builtins.elemAt rangeParts 1; in
+         if u.ipToInt (u.parseIPv4 first) > u.ipToInt (u.parseIPv4 last) then
+           [ (problem (base ++ [ "dhcp" "range" ]) "${show range} starts after it ends; write the lower address first: \"${last}-${first}\"") ]
+         else opt (subnet != null && !(all (u.cidrContains subnet) rangeParts))
+           (problem (base ++ [ "dhcp" "range" ]) "${show range} is not inside dhcp.subnet ${show dhcp.subnet}"))
+      (let g = dhcp.gateway or null; in
+        opt (subnet != null && u.isIPv4 g && !(u.cidrContains subnet g))
+          (problem (base ++ [ "dhcp" "gateway" ]) "${show g} is outside dhcp.subnet ${show dhcp.subnet}; DHCP clients can only reach a router on their own network: set gateway to the router's address in the subnet, or fix the subnet"))
       (opt (port != null && !(isInt port && port >= 1 && port <= 65535))
         (problem [ "provisioning" "nixos-anywhere" "ssh" "port" ] "must be a port number from 1 to 65535, got ${show port}"))
       (checkStringList [ "provisioning" "ssh" "authorizedKeys" ] keys)
@@ -224,7 +231,30 @@ let
   cp = map (c: clusterProblems model c) (attrValues model.clusters);
   allMembers = concatMap (c: map (n: c.members.${n}) c.names) (attrValues model.clusters);
   raw = model.raw;
-  topLevel = concatMap (k: checkAttrs [ k ] (raw.${k} or null)) [ "nodes" "clusters" "provisioning" ];
+  sections = [ "nodes" "clusters" "provisioning" ];
+  topLevel = concatMap (k: checkAttrs [ k ] (raw.${k} or null)) sections
+    # The flake module hands the core only these three (its own options, nixosModulesFor and the like, stay
+    # there), so anything else is a typo or a section from elsewhere, which would otherwise be ignored.
+    ++ (if !model.isAttrs then [ ] else concatMap (k: opt (!(elem k sections))
+      (problem [ k ] "unknown top-level key; a config has only nodes, clusters and provisioning: move it under one of them, or remove it"))
+      (attrNames raw));
+
+  # Where a member's MAC is written: its own override, its named node template, or its inline node.
+  macSource = m:
+    if (m.overrides.network.mac or null) != null then [ "clusters" m.cluster "members" m.name "network" "mac" ]
+    else if m.nodeName != null then [ "nodes" m.nodeName "network" "mac" ]
+    else [ "clusters" m.cluster "members" m.name "node" "network" "mac" ];
+
+  # A MAC names one machine (the PXE server and nix8sd's machine records go by it), so a MAC shared by two
+  # members is an error wherever it comes from. The usual cause is a node template with network.mac used by
+  # several members; the fix is then a MAC per member.
+  sharedMAC = m: first:
+    let mine = macSource m; theirs = macSource first; other = u.showPath [ "clusters" first.cluster "members" first.name ]; in
+    problem [ "clusters" m.cluster "members" m.name "network" "mac" ] (
+      if mine == theirs then
+        "${show m.mac} is also the MAC of ${other}: both take it from ${u.showPath mine}, but a MAC names one machine (the PXE server boots machines by it); set network.mac on each member to its own machine's MAC and remove it from ${u.showPath mine}"
+      else
+        "${show m.mac} (set at ${u.showPath mine}) is also the MAC of ${other} (set at ${u.showPath theirs}), but a MAC names one machine (the PXE server boots machines by it); give each member its own network.mac");
 in {
   errors = concatLists [
     (opt (!model.isAttrs) (problem [ ] "the config must be an attribute set (a mapping) with nodes, clusters and provisioning, got ${show model.input}"))
@@ -233,13 +263,11 @@ in {
     (concatMap (x: x.errors) cp)
     (duplicates (filter (m: u.isLabel m.name) allMembers) (m: m.hostName) (m: first:
       problem [ "clusters" m.cluster "members" m.name ] "host name ${show m.hostName} is also the host name of clusters.${first.cluster}.members.${first.name}; rename one of them"))
+    (duplicates (filter (m: m.isAttrs && u.isMAC m.mac) allMembers) (m: u.toLower m.mac) sharedMAC)
     (provisioningProblems model.provisioning)
   ];
   warnings = concatLists [
     (concatMap (x: x.warnings) np)
     (concatMap (x: x.warnings) cp)
-    (duplicates (filter (m: u.isMAC m.mac) allMembers) (m: u.toLower m.mac) (m: first:
-      problem [ "clusters" m.cluster "members" m.name "network" "mac" ]
-        "${show m.mac} is also the MAC of ${first.hostName}; PXE cannot tell them apart, give each member its own network.mac"))
   ];
 }

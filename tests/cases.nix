@@ -76,7 +76,8 @@ in [
     [ "clusters.dev.members.server.ip" "\"10.0.0.20\" is also the ip of member \"agent\"; every member needs its own address" ]
     (let c = withMember base "dev" "server" (m: m // { ip = "10.0.0.20"; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.members.server.ip") ]))
   (case "the same IP in two clusters is fine" [ ]
-    (errorPaths (withCluster base "other" (_: base.clusters.dev))))
+    (errorPaths (withCluster base "other" (_: base.clusters.dev // {
+      members = builtins.mapAttrs (_: m: m // { network.mac = null; }) base.clusters.dev.members; }))))
   (case "a cluster without a server" [ "clusters.dev.members" ]
     (errorPaths (withMember base "dev" "server" (m: m // { role = "agent"; }))))
   (case "a cluster without members" [ "clusters.dev.members" ]
@@ -106,16 +107,16 @@ in [
   (case "member names must be host names"
     [ "clusters.dev.members.\"-agent\"" "clusters.dev.members.Agent_1" ]
     (errorPaths (withCluster base "dev" (c: c // { members = c.members // {
-      Agent_1 = { node = "std"; role = "agent"; ip = "10.0.0.21"; };
-      "-agent" = { node = "std"; role = "agent"; ip = "10.0.0.22"; }; }; }))))
+      Agent_1 = { node = "std"; role = "agent"; ip = "10.0.0.21"; network.mac = "aa:bb:cc:dd:ee:21"; };
+      "-agent" = { node = "std"; role = "agent"; ip = "10.0.0.22"; network.mac = "aa:bb:cc:dd:ee:22"; }; }; }))))
   (case "<cluster>-<member> longer than 63 characters"
     [ "clusters.dev.members.a123456789012345678901234567890123456789012345678901234567890" ]
-    (errorPaths (withMember base "dev" "a123456789012345678901234567890123456789012345678901234567890" (_: { node = "std"; role = "agent"; ip = "10.0.0.30"; }))))
+    (errorPaths (withMember base "dev" "a123456789012345678901234567890123456789012345678901234567890" (_: { node = "std"; role = "agent"; ip = "10.0.0.30"; network.mac = "aa:bb:cc:dd:ee:30"; }))))
   (case "two clusters whose members end up with one host name"
     [ "clusters.dev-a.members.b" ]
     (errorPaths (base // { clusters = base.clusters // {
-      dev-a = { members.b = { node = "std"; role = "server"; ip = "10.0.0.1"; }; };
-      dev = base.clusters.dev // { members = base.clusters.dev.members // { a-b = { node = "std"; role = "agent"; ip = "10.0.0.2"; }; }; }; }; })))
+      dev-a = { members.b = { node = "std"; role = "server"; ip = "10.0.0.1"; network.mac = "aa:bb:cc:dd:ee:31"; }; };
+      dev = base.clusters.dev // { members = base.clusters.dev.members // { a-b = { node = "std"; role = "agent"; ip = "10.0.0.2"; network.mac = "aa:bb:cc:dd:ee:32"; }; }; }; }; })))
   (case "malformed CIDRs and host bits set"
     [ "clusters.dev.k3s.network.clusterCidr" "clusters.dev.k3s.network.serviceCidr" ]
     (errorPaths (withCluster base "dev" (c: c // { k3s = c.k3s // { network = { clusterCidr = "10.42.0.0"; serviceCidr = "10.43.1.0/16"; }; }; }))))
@@ -151,13 +152,44 @@ in [
     (let r = core.validate (withCluster base "dev" (c: c // { secrets.token = "s3cret"; })); in { errors = r.errors; warnings = catAttrs "path" r.warnings; }))
 
   # ---- validation: warnings ------------------------------------------------------------------------------------------
-  (case "members that share a MAC are a warning (PXE cannot tell them apart)"
-    { errors = [ ]; warnings = [ "clusters.dev.members.server.network.mac" ]; }
-    (let c = withMember base "dev" "agent" (m: removeAttrs m [ "network" ]); in { errors = errorPaths c; warnings = warningPaths c; }))
-  (case "MACs are compared without regard to case" [ "clusters.dev.members.server.network.mac" ]
-    (warningPaths (withMember base "dev" "agent" (m: m // { network.mac = "AA:BB:CC:DD:EE:01"; }))))
   (case "several servers without HA warn about the single point of failure" [ "clusters.prod.ha.enable" ]
     (warningPaths (withCluster ha "prod" (c: c // { ha = { }; }))))
+
+  # ---- rules the core owns rather than nix8sd (issue 9): top-level keys, DHCP range and gateway, shared MACs ---------------
+  (case "an unknown top-level key is an error at its own path, with the three sections named"
+    [ { path = "cluster"; message = "unknown top-level key; a config has only nodes, clusters and provisioning: move it under one of them, or remove it"; } ]
+    (core.validate (base // { cluster = { }; })).errors)
+  (case "unknown top-level keys that are not identifiers are quoted, each reported" [ "\"$schema\"" "extra" ]
+    (errorPaths (base // { "$schema" = "x"; extra = 1; })))
+  (case "an unknown top-level key fails the plan and the PXE view too" [ true [ "extra" ] ]
+    [ (failsToPlan (base // { extra = 1; })) (pxeErrors (pxeBase // { extra = 1; }) null) ])
+  (case "a DHCP range that starts after it ends names the range and the fix"
+    [ { path = "provisioning.pxe.server.dhcp.range"; message = "\"10.0.0.200-10.0.0.100\" starts after it ends; write the lower address first: \"10.0.0.100-10.0.0.200\""; } ]
+    (core.validate (withPxe { ip = "10.0.0.1"; dhcp = { mode = "full"; subnet = "10.0.0.0/24"; range = "10.0.0.200-10.0.0.100"; }; })).errors)
+  (case "a one-address DHCP range is fine; ranges compare as numbers, not text" [ [ ] [ ] ]
+    (map (range: errorPaths (withPxe { ip = "10.0.0.1"; dhcp = { mode = "full"; subnet = "10.0.0.0/24"; inherit range; }; }))
+      [ "10.0.0.100-10.0.0.100" "10.0.0.9-10.0.0.10" ]))
+  (case "a DHCP gateway outside dhcp.subnet names the gateway and the fix"
+    [ { path = "provisioning.pxe.server.dhcp.gateway"; message = "\"10.0.1.1\" is outside dhcp.subnet \"10.0.0.0/24\"; DHCP clients can only reach a router on their own network: set gateway to the router's address in the subnet, or fix the subnet"; } ]
+    (core.validate (withPxe { ip = "10.0.0.1"; dhcp = { mode = "full"; subnet = "10.0.0.0/24"; range = "10.0.0.100-10.0.0.200"; gateway = "10.0.1.1"; }; })).errors)
+  (case "a gateway inside the subnet, or without a subnet to check against, is fine" [ [ ] [ ] ]
+    [ (errorPaths (withPxe { ip = "10.0.0.1"; dhcp = { subnet = "10.0.0.0/24"; gateway = "10.0.0.254"; }; }))
+      (errorPaths (withPxe { ip = "10.0.0.1"; dhcp.gateway = "10.9.0.1"; })) ])
+  (case "members sharing their node template's MAC: an error naming both members, the template and the fix"
+    { warnings = [ ]; errors = [ { path = "clusters.dev.members.server.network.mac";
+        message = "\"aa:bb:cc:dd:ee:01\" is also the MAC of clusters.dev.members.agent: both take it from nodes.std.network.mac, but a MAC names one machine (the PXE server boots machines by it); set network.mac on each member to its own machine's MAC and remove it from nodes.std.network.mac"; } ]; }
+    (let r = core.validate (withMember base "dev" "agent" (m: removeAttrs m [ "network" ])); in { inherit (r) errors; warnings = catAttrs "path" r.warnings; }))
+  (case "a member override with the template's MAC of another member, compared without regard to case, names where each is set"
+    [ { path = "clusters.dev.members.server.network.mac";
+        message = "\"aa:bb:cc:dd:ee:01\" (set at nodes.std.network.mac) is also the MAC of clusters.dev.members.agent (set at clusters.dev.members.agent.network.mac), but a MAC names one machine (the PXE server boots machines by it); give each member its own network.mac"; } ]
+    (core.validate (withMember base "dev" "agent" (m: m // { network.mac = "AA:BB:CC:DD:EE:01"; }))).errors)
+  (case "three members on one template with a MAC: every member after the first is named" [ "clusters.dev.members.b.network.mac" "clusters.dev.members.server.network.mac" ]
+    (errorPaths (withMember (withMember base "dev" "agent" (m: removeAttrs m [ "network" ])) "dev" "b" (_: { node = "std"; role = "agent"; ip = "10.0.0.21"; }))))
+  (case "a MAC shared across clusters and through an inline node names the inline node's path"
+    [ "\"aa:bb:cc:dd:ee:01\" (set at nodes.std.network.mac) is also the MAC of clusters.aaa.members.s (set at clusters.aaa.members.s.node.network.mac), but a MAC names one machine (the PXE server boots machines by it); give each member its own network.mac" ]
+    (messages (withCluster base "aaa" (_: { members.s = { node = { network.mac = "aa:bb:cc:dd:ee:01"; install.disk = "/dev/sda"; }; role = "server"; ip = "10.0.0.1"; }; }))))
+  (case "a member can drop its template's MAC with null: no shared MAC" [ ]
+    (errorPaths (withMember base "dev" "agent" (m: m // { network.mac = null; }))))
 
   # ---- plan -------------------------------------------------------------------------------------------------------------
   (case "plan refuses an invalid config with every error in one message" true
@@ -184,11 +216,13 @@ in [
   (case "version upgrades roll servers first, agents after" [ "s2" "s3" "s1" "a1" "a2" ] (plan ha).clusters.prod.upgradeRollout)
   (case "server flags: node-ip, own bind address under keepalived, VIP as TLS SAN, networks, extra args"
     [ "--node-ip=10.1.0.12" "--bind-address=10.1.0.12" "--advertise-address=10.1.0.12" "--tls-san=10.1.0.100"
-      "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--cluster-dns=10.43.0.10" "--disable=traefik" ]
+      "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--cluster-dns=10.43.0.10"
+      "--kube-apiserver-arg=authentication-config=/etc/nix8s/kube-apiserver-authentication.json" "--disable=traefik" ]
     (plan ha).clusters.prod.members.s2.k3s.flags)
   (case "agent flags: node-ip and agent extra args only" [ "--node-ip=10.1.0.21" "--node-label=tier=worker" ]
     (plan ha).clusters.prod.members.a1.k3s.flags)
-  (case "an external load balancer keeps k3s on all addresses" [ "--node-ip=10.1.0.11" "--tls-san=10.1.0.100" "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--cluster-dns=10.43.0.10" "--disable=traefik" ]
+  (case "an external load balancer keeps k3s on all addresses" [ "--node-ip=10.1.0.11" "--tls-san=10.1.0.100" "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--cluster-dns=10.43.0.10"
+      "--kube-apiserver-arg=authentication-config=/etc/nix8s/kube-apiserver-authentication.json" "--disable=traefik" ]
     (plan (withCluster ha "prod" (c: c // { ha = c.ha // { loadBalancer = "external"; }; }))).clusters.prod.members.s1.k3s.flags)
   (case "without HA no tls-san and no bind address" [ "--node-ip=10.0.0.10" ] (plan base).clusters.dev.members.server.k3s.flags)
   (case "member mac: the override wins over the template, else the template, else null"
@@ -262,7 +296,7 @@ in [
       agent = { allowedTCPPorts = [ 10250 ]; allowedUDPPorts = [ 8472 ]; }; }
     (let n = core.nixos base; in { server = n.dev-server.settings.networking.firewall; agent = n.dev-agent.settings.networking.firewall; }))
   (case "HA: haproxy and keepalived on servers only, backends are all server IPs"
-    { s1 = true; a1 = false; backends = [ "  server s1 10.1.0.11:6443 check" "  server s2 10.1.0.12:6443 check" "  server s3 10.1.0.13:6443 check" ];
+    { s1 = true; a1 = false; backends = [ "  server s1 10.1.0.11:6443" "  server s2 10.1.0.12:6443" "  server s3 10.1.0.13:6443" ];
       bind = [ "  bind 10.1.0.100:6443" ]; nonlocal = 1; }
     (let n = core.nixos ha; lines = filter builtins.isString (builtins.split "\n" n.prod-s2.settings.services.haproxy.config); in {
       s1 = n.prod-s1.settings.services.haproxy.enable && n.prod-s1.settings.services.keepalived.enable;
@@ -290,6 +324,48 @@ in [
     { s = true; a = false; }
     (let n = core.nixos (withMember base "dev" "server" (m: m // { extensions.monitoring.enable = true; })); in
       { s = n.dev-server.settings.services.prometheus.exporters.node.enable; a = n.dev-agent.settings.services ? prometheus; }))
+  # ---- HA and networking on the nodes (issue 9): health checks, keepalived script security, flannel ports -----------
+  (case "haproxy puts a server in the pool only once GET /readyz answers 200 over TLS, checked every 2 s"
+    [ "  option httpchk" "  http-check send meth GET uri /readyz" "  http-check expect status 200"
+      "  default-server check check-ssl verify none inter 2s fall 3 rise 2" ]
+    (let lines = filter builtins.isString (builtins.split "\n" (core.nixos ha).prod-s1.settings.services.haproxy.config); in
+      filter (l: builtins.match "  (option httpchk|http-check|default-server).*" l != null) lines))
+  (case "HA servers answer /readyz, /livez and /healthz anonymously through an authentication config, nothing else"
+    { flag = true; file = "nix8s/kube-apiserver-authentication.json"; agentHasFile = false;
+      config = { apiVersion = "apiserver.config.k8s.io/v1beta1"; kind = "AuthenticationConfiguration";
+        anonymous = { enabled = true; conditions = [ { path = "/readyz"; } { path = "/livez"; } { path = "/healthz"; } ]; }; }; }
+    (let n = core.nixos ha; etc = n.prod-s2.settings.environment.etc; in {
+      flag = builtins.elem "--kube-apiserver-arg=authentication-config=/etc/${head (attrNames etc)}" (plan ha).clusters.prod.members.s2.k3s.flags;
+      file = head (attrNames etc); config = builtins.fromJSON etc.${head (attrNames etc)}.text;
+      agentHasFile = n.prod-a1.settings ? environment; }))
+  (case "an external load balancer gets the anonymous health endpoints too; a single server without a VIP does not"
+    { external = true; single = false; singleFlags = [ "--node-ip=10.0.0.10" ]; }
+    { external = (plan (withCluster ha "prod" (c: c // { ha = c.ha // { loadBalancer = "external"; }; }))).clusters.prod.apiServerAuthentication != null;
+      single = (plan base).clusters.dev.apiServerAuthentication != null;
+      singleFlags = (plan base).clusters.dev.members.server.k3s.flags; })
+  (case "a user's own authentication config or --anonymous-auth replaces nix8s' (their settings must allow the check)"
+    [ [ "--kube-apiserver-arg=authentication-config=/etc/mine.yaml" ] [ "--kube-apiserver-arg" "anonymous-auth=true" ] ]
+    (map (args: let p = (plan (withCluster ha "prod" (c: c // { k3s = c.k3s // { extraArgs.server = args; }; }))).clusters.prod; in
+      assert p.apiServerAuthentication == null; filter (f: builtins.match ".*(authentication-config|anonymous-auth).*" f != null || f == "--kube-apiserver-arg") p.members.s1.k3s.flags)
+      [ [ "--kube-apiserver-arg=authentication-config=/etc/mine.yaml" ] [ "--kube-apiserver-arg" "anonymous-auth=true" ] ]))
+  (case "keepalived: script security on, the haproxy track script in the instance's extraConfig (not trackScripts)"
+    { security = true; extra = "track_script {\n  nix8s-haproxy\n}\n"; trackScripts = false; }
+    (let k = (core.nixos ha).prod-s3.settings.services.keepalived; i = k.vrrpInstances.k3s-prod; in
+      { security = k.enableScriptSecurity; extra = i.extraConfig; trackScripts = i ? trackScripts; }))
+  (case "the flannel backend is decided per cluster from the servers' flags (the last one wins, both flag forms)"
+    [ "vxlan" "wireguard-native" "host-gw" "wireguard-native" ]
+    (map (args: (plan (withCluster ha "prod" (c: c // { k3s = c.k3s // { extraArgs.server = args; }; }))).clusters.prod.flannelBackend)
+      [ [ ] [ "--flannel-backend=wireguard-native" ] [ "--flannel-backend" "host-gw" ] [ "--flannel-backend=host-gw" "--flannel-backend=wireguard-native" ] ]))
+  (case "wireguard-native: agents open UDP 51820/51821 like the servers, and no VXLAN port"
+    { s1 = [ 51820 51821 ]; a1 = [ 51820 51821 ]; a2 = [ 51820 51821 ]; }
+    (let n = core.nixos (withCluster ha "prod" (c: c // { k3s = c.k3s // { extraArgs.server = [ "--flannel-backend=wireguard-native" ]; }; })); in
+      { s1 = n.prod-s1.settings.networking.firewall.allowedUDPPorts; a1 = n.prod-a1.settings.networking.firewall.allowedUDPPorts;
+        a2 = n.prod-a2.settings.networking.firewall.allowedUDPPorts; }))
+  (case "host-gw and none open no flannel port; vxlan opens UDP 8472 on every member"
+    { hostgw = [ [ ] [ ] ]; none = [ [ ] [ ] ]; vxlan = [ [ 8472 ] [ 8472 ] ]; }
+    (let ports = args: let n = core.nixos (withCluster base "dev" (c: c // { k3s = c.k3s // { extraArgs.server = args; }; })); in
+      map (m: n.${m}.settings.networking.firewall.allowedUDPPorts) [ "dev-server" "dev-agent" ]; in
+      { hostgw = ports [ "--flannel-backend=host-gw" ]; none = ports [ "--flannel-backend=none" ]; vxlan = ports [ ]; }))
   # ---- PXE view ----------------------------------------------------------------------------------------------------------
   (case "pxe: machines by MAC with their member, role, plan ip and provision wave; proxy mode by default"
     { errors = [ ]; warnings = [ ]; unmatched = [ ];
@@ -314,16 +390,13 @@ in [
     (core.pxe (withPxe { ip = "10.0.0.1"; interface = "eth0"; dhcp = { mode = "full"; subnet = "10.0.0.0/24"; range = "10.0.0.100-10.0.0.200"; gateway = "10.0.0.254"; }; }) null).server)
   (case "pxe: the base config serves both members" [ [ ] [ "aa:bb:cc:dd:ee:01" "aa:bb:cc:dd:ee:02" ] ]
     (let r = core.pxe pxeBase [ "dev" ]; in [ r.errors (catAttrs "mac" r.machines) ]))
-  (case "pxe: members sharing a MAC are an error (validate only warns), reported once"
-    { errors = [ "clusters.dev.members.server.network.mac" ]; warnings = [ ]; machines = [ ];
-      message = "\"aa:bb:cc:dd:ee:01\" is also the MAC of dev-agent; the PXE server boots machines by MAC and cannot tell them apart: give each member its own network.mac"; }
-    (let c = withMember pxeBase "dev" "agent" (m: m // { network.mac = "AA:BB:CC:DD:EE:01"; }); r = core.pxe c null; in
-      { errors = catAttrs "path" r.errors; warnings = catAttrs "path" r.warnings; inherit (r) machines;
-        message = pxeMessageOf c "clusters.dev.members.server.network.mac"; }))
-  (case "pxe: a MAC shared with a cluster that is not served stays a warning"
-    { errors = [ ]; warnings = [ "clusters.other.members.server.network.mac" ]; }
-    (let r = core.pxe (withCluster pxeBase "other" (_: { members.server = { node = "std"; role = "server"; ip = "10.0.0.30"; }; })) [ "dev" ]; in
-      { errors = catAttrs "path" r.errors; warnings = catAttrs "path" r.warnings; }))
+  (case "pxe: members sharing a MAC are validate's error, reported once, and nothing is served"
+    { errors = [ "clusters.dev.members.server.network.mac" ]; warnings = [ ]; machines = [ ]; }
+    (let r = core.pxe (withMember pxeBase "dev" "agent" (m: m // { network.mac = "AA:BB:CC:DD:EE:01"; })) null; in
+      { errors = catAttrs "path" r.errors; warnings = catAttrs "path" r.warnings; inherit (r) machines; }))
+  (case "pxe: a MAC shared with a cluster that is not served is an error too (a MAC names one machine)"
+    [ "clusters.other.members.server.network.mac" ]
+    (pxeErrors (withCluster pxeBase "other" (_: { members.server = { node = "std"; role = "server"; ip = "10.0.0.30"; }; })) [ "dev" ]))
   (case "pxe: a served member without a MAC is unmatched (not an error: a discovered machine may be assigned to it), naming the field and the alternatives"
     [ [ { path = "clusters.dev.members.server.network.mac"; message = "is missing; the PXE server boots members by MAC: set clusters.dev.members.server.network.mac (or network.mac on its node template), assign a discovered machine to it (POST /v1/machines/{mac}/assign), or install it with nixos-anywhere (nix8s install) instead"; } ] [ ] ]
     (let r = core.pxe (pxeBase // { nodes.std = removeAttrs base.nodes.std [ "network" ]; }) null; in [ r.unmatched r.errors ]))

@@ -6,6 +6,7 @@ package nixexpr
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -71,16 +72,33 @@ func Quote(s string) string {
 // int, int64, float64, []any and map[string]any, nested freely. Attribute names are sorted, nested
 // attribute sets with a single attribute are written as a dotted path (`network.mac = "...";`), and a list
 // of scalars that fits on one line stays on one line.
+//
+// A value Nix cannot hold, or not give back unchanged, is an error naming its path rather than an expression
+// that fails to evaluate or evaluates to something else: a string or name with a NUL character, an integer
+// beyond Nix's 64 bits or without a literal (the smallest one), a float too small or too large for Nix's float
+// literals, or one with more significant digits than Nix prints (6).
+//
+// Every such value is reported, one per line of the error, each with its path.
 func Format(v any) ([]byte, error) {
 	var w writer
-	if err := w.value(v, 0, nil); err != nil {
-		return nil, err
+	w.value(v, 0, nil)
+	if len(w.errs) > 0 {
+		return nil, errors.Join(w.errs...)
 	}
 	w.buf.WriteByte('\n')
 	return w.buf.Bytes(), nil
 }
 
-type writer struct{ buf bytes.Buffer }
+// writer renders into buf; a value it cannot render is added to errs (and written as null) so that every
+// problem is found in one pass.
+type writer struct {
+	buf  bytes.Buffer
+	errs []error
+}
+
+func (w *writer) fail(path []string, format string, err error) {
+	w.errs = append(w.errs, fmt.Errorf("%s: "+format, showPath(path), err))
+}
 
 func (w *writer) indent(depth int) {
 	for i := 0; i < depth; i++ {
@@ -90,32 +108,35 @@ func (w *writer) indent(depth int) {
 
 // value writes v starting at the current position; depth is the indentation of the line v starts on, and
 // path names v in errors.
-func (w *writer) value(v any, depth int, path []string) error {
+func (w *writer) value(v any, depth int, path []string) {
 	switch x := v.(type) {
 	case map[string]any:
-		return w.attrs(x, depth, path)
+		w.attrs(x, depth, path)
 	case []any:
-		return w.list(x, depth, path)
+		w.list(x, depth, path)
 	default:
 		s, err := scalar(v)
 		if err != nil {
-			return fmt.Errorf("%s: %w", showPath(path), err)
+			w.fail(path, "%w", err)
+			s = "null"
 		}
 		w.buf.WriteString(s)
-		return nil
 	}
 }
 
-func (w *writer) attrs(m map[string]any, depth int, path []string) error {
+func (w *writer) attrs(m map[string]any, depth int, path []string) {
 	if len(m) == 0 {
 		w.buf.WriteString("{ }")
-		return nil
+		return
 	}
 	w.buf.WriteString("{\n")
 	for _, k := range sortedKeys(m) {
 		// Follow single-attribute sets down so that `a = { b = x; };` reads `a.b = x;`.
 		names := []string{AttrName(k)}
 		sub := append(path[:len(path):len(path)], k)
+		if err := checkString(k); err != nil {
+			w.fail(sub, "attribute name: %w", err)
+		}
 		v := m[k]
 		for {
 			inner, ok := v.(map[string]any)
@@ -127,28 +148,28 @@ func (w *writer) attrs(m map[string]any, depth int, path []string) error {
 				sub = append(sub, ik)
 				v = iv
 			}
+			if err := checkString(sub[len(sub)-1]); err != nil {
+				w.fail(sub, "attribute name: %w", err)
+			}
 		}
 		w.indent(depth + 1)
 		w.buf.WriteString(strings.Join(names, "."))
 		w.buf.WriteString(" = ")
-		if err := w.value(v, depth+1, sub); err != nil {
-			return err
-		}
+		w.value(v, depth+1, sub)
 		w.buf.WriteString(";\n")
 	}
 	w.indent(depth)
 	w.buf.WriteByte('}')
-	return nil
 }
 
-func (w *writer) list(l []any, depth int, path []string) error {
+func (w *writer) list(l []any, depth int, path []string) {
 	if len(l) == 0 {
 		w.buf.WriteString("[ ]")
-		return nil
+		return
 	}
 	if inline, ok := inlineList(l); ok {
 		w.buf.WriteString(inline)
-		return nil
+		return
 	}
 	w.buf.WriteString("[\n")
 	for i, e := range l {
@@ -156,13 +177,12 @@ func (w *writer) list(l []any, depth int, path []string) error {
 		sub := append(path[:len(path):len(path)], strconv.Itoa(i))
 		switch e.(type) {
 		case map[string]any, []any:
-			if err := w.value(e, depth+1, sub); err != nil {
-				return err
-			}
+			w.value(e, depth+1, sub)
 		default:
 			s, err := listScalar(e)
 			if err != nil {
-				return fmt.Errorf("%s: %w", showPath(sub), err)
+				w.fail(sub, "%w", err)
+				s = "null"
 			}
 			w.buf.WriteString(s)
 		}
@@ -170,7 +190,6 @@ func (w *writer) list(l []any, depth int, path []string) error {
 	}
 	w.indent(depth)
 	w.buf.WriteByte(']')
-	return nil
 }
 
 // inlineList renders a list of scalars as `[ a b c ]` when that is short enough.
@@ -208,11 +227,14 @@ func scalar(v any) (string, error) {
 	case bool:
 		return strconv.FormatBool(x), nil
 	case string:
+		if err := checkString(x); err != nil {
+			return "", err
+		}
 		return Quote(x), nil
 	case int:
-		return strconv.Itoa(x), nil
+		return integer(int64(x))
 	case int64:
-		return strconv.FormatInt(x, 10), nil
+		return integer(x)
 	case float64:
 		return float(x)
 	case json.Number:
@@ -228,17 +250,31 @@ func scalar(v any) (string, error) {
 func number(n json.Number) (string, error) {
 	s := n.String()
 	if !strings.ContainsAny(s, ".eE") {
-		if _, err := strconv.ParseInt(s, 10, 64); err == nil {
-			return s, nil
+		i, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return "", fmt.Errorf("integer %s does not fit in a Nix integer (64 bits, %d to %d); quote it to make it a string", s, math.MinInt64+1, math.MaxInt64)
 		}
-		return "", fmt.Errorf("integer %s does not fit in a Nix integer (64 bits)", s)
+		return integer(i)
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil {
-		return "", fmt.Errorf("number %s: %w", s, err)
+		return "", fmt.Errorf("number %s is beyond the largest float Nix holds (about 1.8e308); quote it to make it a string", s)
 	}
 	return float(f)
 }
+
+// integer writes i. Nix has no literal for the smallest int64: `-9223372036854775808` is the negation of
+// 9223372036854775808, which Nix refuses as too large.
+func integer(i int64) (string, error) {
+	if i == math.MinInt64 {
+		return "", fmt.Errorf("integer %d has no Nix literal (Nix reads it as the negation of %d, which does not fit in 64 bits); quote it to make it a string", i, uint64(math.MaxInt64)+1)
+	}
+	return strconv.FormatInt(i, 10), nil
+}
+
+// nixFloatDigits is how many significant digits Nix prints of a float (C++'s default stream precision): in
+// `nix-instantiate --json`, builtins.toJSON and toString alike, so more digits would not come back from the core.
+const nixFloatDigits = 6
 
 // float writes f in a form Nix reads as a float: Nix float literals need a digit and a dot before any
 // exponent (`1.0e+21`, not `1e+21`).
@@ -247,6 +283,13 @@ func float(f float64) (string, error) {
 		return "", fmt.Errorf("%v has no Nix (or JSON) representation", f)
 	}
 	s := strconv.FormatFloat(f, 'g', -1, 64)
+	// Nix parses float literals with strtod and refuses any that underflow: subnormal numbers.
+	if f != 0 && math.Abs(f) < 0x1p-1022 {
+		return "", fmt.Errorf("float %s is too small for Nix, whose float literals stop at 2.2250738585072014e-308; write 0, or quote it to make it a string", s)
+	}
+	if short := strconv.FormatFloat(f, 'g', nixFloatDigits, 64); mustParseFloat(short) != f {
+		return "", fmt.Errorf("float %s has more significant digits than Nix keeps when it prints a float (%d: it would come back as %s); round it, or quote it to make it a string", s, nixFloatDigits, short)
+	}
 	mant, exp, hasExp := strings.Cut(s, "e")
 	if !strings.Contains(mant, ".") {
 		mant += ".0"
@@ -255,6 +298,23 @@ func float(f float64) (string, error) {
 		return mant + "e" + exp, nil
 	}
 	return mant, nil
+}
+
+func mustParseFloat(s string) float64 {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		panic(fmt.Sprintf("nixexpr: FormatFloat wrote %q, which does not parse: %v", s, err))
+	}
+	return f
+}
+
+// checkString refuses what a Nix string cannot hold: Nix's strings end at a NUL character, so the text after it
+// would be silently lost.
+func checkString(s string) error {
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return fmt.Errorf("%s contains a NUL character (at byte %d), which Nix strings cannot hold: Nix would cut it there; remove it", strconv.QuoteToASCII(s), i)
+	}
+	return nil
 }
 
 func sortedKeys(m map[string]any) []string {

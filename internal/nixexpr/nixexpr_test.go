@@ -120,6 +120,23 @@ func TestFormatErrors(t *testing.T) {
 	}{
 		{"NaN", map[string]any{"a": []any{math.NaN()}}, `a."0": NaN has no Nix (or JSON) representation`},
 		{"huge integer", map[string]any{"n": json.Number("99999999999999999999")}, "n: integer 99999999999999999999 does not fit"},
+		{"one past the largest integer", map[string]any{"n": json.Number("9223372036854775808")}, "n: integer 9223372036854775808 does not fit in a Nix integer (64 bits, -9223372036854775807 to 9223372036854775807)"},
+		{"the smallest integer has no literal", map[string]any{"a": map[string]any{"b": []any{json.Number("-9223372036854775808")}}},
+			`a.b."0": integer -9223372036854775808 has no Nix literal (Nix reads it as the negation of 9223372036854775808, which does not fit in 64 bits); quote it to make it a string`},
+		{"the smallest integer as a Go int64", map[string]any{"n": int64(math.MinInt64)}, "n: integer -9223372036854775808 has no Nix literal"},
+		{"a subnormal float", map[string]any{"n": json.Number("5e-324")},
+			"n: float 5e-324 is too small for Nix, whose float literals stop at 2.2250738585072014e-308; write 0, or quote it to make it a string"},
+		{"the largest subnormal float", map[string]any{"n": json.Number("2.225073858507201e-308")}, "n: float 2.225073858507201e-308 is too small for Nix"},
+		{"a float beyond the largest", map[string]any{"n": json.Number("1e309")},
+			"n: number 1e309 is beyond the largest float Nix holds (about 1.8e308); quote it to make it a string"},
+		{"a float with more digits than Nix prints", map[string]any{"x": map[string]any{"ratio": json.Number("0.1234567")}},
+			"x.ratio: float 0.1234567 has more significant digits than Nix keeps when it prints a float (6: it would come back as 0.123457); round it, or quote it to make it a string"},
+		{"an integral float with more digits than Nix prints", map[string]any{"n": []any{json.Number("1234567.0")}}, `n."0": float 1.234567e+06 has more significant digits`},
+		{"a string with a NUL", map[string]any{"nodes": map[string]any{"a": map[string]any{"install": map[string]any{"disk": "/dev/sda\x00b", "swapSize": "1G"}}}},
+			`nodes.a.install.disk: "/dev/sda\x00b" contains a NUL character (at byte 8), which Nix strings cannot hold: Nix would cut it there; remove it`},
+		{"a list element with a NUL", map[string]any{"l": []any{strings.Repeat("x", 80), "\x00"}}, `l."1": "\x00" contains a NUL character`},
+		{"an attribute name with a NUL", map[string]any{"nodes": map[string]any{"a\x00b": map[string]any{}, "c": 1}}, `nodes."a\u0000b": attribute name: "a\x00b" contains a NUL character`},
+		{"a NUL name inside a dotted path", map[string]any{"a": map[string]any{"b\x00": 1}}, `a."b\u0000": attribute name:`},
 		{"unsupported type", map[string]any{"x y": map[string]any{"z": struct{}{}}}, `"x y".z: cannot represent a value of Go type struct {}`},
 	}
 	for _, tt := range tests {
@@ -129,6 +146,23 @@ func TestFormatErrors(t *testing.T) {
 				t.Errorf("Format error = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestFormatReportsEveryValue(t *testing.T) {
+	_, err := Format(map[string]any{"a": "x\x00", "b": []any{json.Number("5e-324"), json.Number("-9223372036854775808")}, "c": 1})
+	if err == nil {
+		t.Fatal("Format accepted three values Nix cannot hold")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{`a: "x\x00" contains`, `b."0": float 5e-324`, `b."1": integer -9223372036854775808`}
+	if len(lines) != len(want) {
+		t.Fatalf("Format error has %d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to start with %q", i, lines[i], w)
+		}
 	}
 }
 
@@ -146,6 +180,7 @@ func TestFormatEvaluates(t *testing.T) {
 	  "com.sun:auto-snapshot": "false",
 	  "nixos-anywhere": {"ssh": {"user": "root", "port": 22}},
 	  "numbers": [0, -1, 1.5, -0.25, 1e21, 123456789012, 1.0, -7],
+	  "limits": [9223372036854775807, -9223372036854775807, 1.79769e308, -1.79769e308, 2.22508e-308, 123457.0, 0.123457, 1e-300],
 	  "nested": [[1, [2, []]], {}, [{"a": null}], [true, false]],
 	  "unicode": "größe ✓ 日本",
 	  "long": ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", -3]
@@ -180,6 +215,47 @@ func TestFormatEvaluates(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("evaluated expression differs from the input\n got: %s\nwant: %s\nexpression:\n%s", out, input, expr)
+	}
+}
+
+// TestRefusedValuesDoNotSurviveNix shows, with the real nix-instantiate, why Format refuses what it refuses:
+// written naively, each value fails to evaluate or comes back changed.
+func TestRefusedValuesDoNotSurviveNix(t *testing.T) {
+	nix := requireNix(t)
+	tests := []struct {
+		name    string
+		value   any    // what Format must refuse
+		literal string // the Nix a formatter without the rule would write
+		back    string // what Nix gives back ("" when it fails to evaluate)
+	}{
+		{"the smallest integer", json.Number("-9223372036854775808"), "-9223372036854775808", ""},
+		{"a subnormal float", json.Number("5e-324"), "5.0e-324", ""},
+		{"the largest subnormal float", json.Number("2.225073858507201e-308"), "2.225073858507201e-308", ""},
+		{"seven significant digits", json.Number("0.1234567"), "0.1234567", "0.123457"},
+		{"a string with a NUL", "a\x00b", "\"a\x00b\"", `"a"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if out, err := Format(tt.value); err == nil {
+				t.Fatalf("Format accepted it: %s", out)
+			}
+			file := filepath.Join(t.TempDir(), "x.nix")
+			if err := os.WriteFile(file, []byte(tt.literal+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(nix, "--eval", "--strict", "--json", "--store", "dummy://", file)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			switch {
+			case tt.back == "" && err == nil:
+				t.Errorf("Nix evaluated %s to %s; the rule refuses something Nix can hold", tt.literal, out)
+			case tt.back != "" && err != nil:
+				t.Errorf("nix-instantiate: %v\n%s", err, stderr.Bytes())
+			case tt.back != "" && string(bytes.TrimSpace(out)) != tt.back:
+				t.Errorf("Nix gave back %s, want %s (the change the rule guards against)", out, tt.back)
+			}
+		})
 	}
 }
 
