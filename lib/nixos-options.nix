@@ -106,7 +106,8 @@ o net [
 ]
 ++ o keepalived [
   [ "services.keepalived.enable" "boolean" ]
-  [ "services.keepalived.openFirewall" "boolean (VRRP and AH via iptables extraCommands)" ]
+  [ "services.keepalived.openFirewall" "boolean (VRRP and AH: iptables extraCommands, or nftables extraInputRules in newer revisions)" ]
+  [ "services.keepalived.enableScriptSecurity" "boolean (enable_script_security in global_defs)" ]
 ]
 ++ o vrrp (map (e: [ "services.keepalived.vrrpInstances.<name>.${builtins.elemAt e 0}" (builtins.elemAt e 1) ]) [
   [ "interface" "string" ]
@@ -116,7 +117,7 @@ o net [
   [ "virtualIps" "list of submodule { addr (\"ip[/prefix]\"); brd; dev; scope; label; }" ]
   [ "unicastSrcIp" "null or string" ]
   [ "unicastPeers" "list of string" ]
-  [ "trackScripts" "list of string (names in services.keepalived.vrrpScripts)" ]
+  [ "extraConfig" "lines (appended inside the vrrp_instance block; carries nix8s' track_script)" ]
 ])
 ++ o vrrpScript (map (e: [ "services.keepalived.vrrpScripts.<name>.${builtins.elemAt e 0}" (builtins.elemAt e 1) ]) [
   [ "script" "string" ]
@@ -147,6 +148,7 @@ o net [
   [ "nixpkgs.config" "nixpkgs config (allowUnfreePredicate for the NVIDIA driver)" ]
   [ "nixpkgs.hostPlatform" "platform (string such as \"x86_64-linux\" or attrs); nixosSystem needs it or `system`" ]
 ]
+++ o "nixos/modules/system/etc/etc.nix" [ [ "environment.etc.<name>.text" "null or lines (the file goes to the store, linked at /etc/<name>)" ] ]
 ++ o "nixos/modules/system/boot/systemd.nix" [ [ "systemd.services.<name>.path" "list of package or string" ] ]
 # The installer and discovery services (modules/nixos/installer.nix, discovery.nix). systemd.nix declares
 # systemd.services with the unit options written in this file.

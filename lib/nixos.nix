@@ -35,6 +35,14 @@ let
     };
   };
 
+  # haproxy on <vip>:6443, TCP pass-through to every server. A server is in the pool only while its API server
+  # answers GET /readyz with 200 (etcd, informers, post-start hooks), not merely once k3s listens: a joining
+  # server's port opens long before its API is ready. /readyz answers anonymously through the authentication config
+  # the plan gives the servers (apiServerAuthentication). The check speaks TLS (check-ssl) with `verify none`: it
+  # sends no credentials and reads only the status code, and the cluster CA it would verify against is created by
+  # k3s on its first start (after haproxy) in a directory haproxy cannot read; API clients still verify the
+  # servers themselves through the pass-through. inter/fall/rise: out after 3 failed checks 2 s apart, back in after
+  # 2 good ones.
   haproxyConfig = vip: servers: ''
     global
       maxconn 4096
@@ -52,8 +60,17 @@ let
 
     backend k3s-servers
       balance roundrobin
-      option tcp-check
-  '' + concatStringsSep "" (map (s: "  server ${s.name} ${s.ip}:6443 check\n") servers);
+      option httpchk
+      http-check send meth GET uri /readyz
+      http-check expect status 200
+      default-server check check-ssl verify none inter 2s fall 3 rise 2
+  '' + concatStringsSep "" (map (s: "  server ${s.name} ${s.ip}:6443\n") servers);
+
+  # The keepalived track script modules/nixos/ha.nix defines (its command needs a store path).
+  haproxyTrackScript = "nix8s-haproxy";
+
+  # UDP ports flannel needs on every member, by backend (k3s' networking requirements); none for host-gw and none.
+  flannelUDPPorts = { vxlan = [ 8472 ]; wireguard-native = [ 51820 51821 ]; };
 in
 model: plan:
 let
@@ -73,7 +90,6 @@ let
       vendor = (cfg.hardware.cpu.vendor or null);
       microcode = (cfg.hardware.cpu.updateMicrocode or true);
       k = mp.k3s;
-      wireguard = any (f: builtins.match "--flannel-backend=wireguard.*" f != null) k.flags;
       secrets = c.secrets;
       plainToken = if isServer || !(secrets ? agentToken) then secrets.token or null else secrets.agentToken;
       servers = map (n: c.members.${n}) c.servers;
@@ -87,7 +103,7 @@ let
           networking.interfaces.${ifaceName}.ipv4.addresses = [ { address = m.ip; prefixLength = c.network.prefixLength; } ];
           networking.firewall = {
             allowedTCPPorts = if isServer then [ 6443 10250 ] else [ 10250 ];
-            allowedUDPPorts = [ 8472 ] ++ optionals wireguard [ 51820 51821 ];
+            allowedUDPPorts = flannelUDPPorts.${cp.flannelBackend} or [ ];
           } // optionalAttrs isServer {
             # embedded etcd: client and peer ports
             allowedTCPPortRanges = [ { from = 2379; to = 2380; } ];
@@ -118,6 +134,8 @@ let
           services.keepalived = {
             enable = true;
             openFirewall = true;
+            # The track script runs as root; without script security keepalived warns at every start.
+            enableScriptSecurity = true;
             vrrpInstances."k3s-${c.name}" = {
               interface = c.ha.interface or ifaceName;
               state = if m.name == c.firstServer then "MASTER" else "BACKUP";
@@ -127,8 +145,17 @@ let
               # unicast works on networks that drop VRRP multicast
               unicastSrcIp = m.ip;
               unicastPeers = map (s: s.ip) (filter (s: s.name != m.name) servers);
+              # In extraConfig, not trackScripts: a stored nixpkgs revision of keepalived/default.nix builds its
+              # assertions with `concatMap (vrrpScriptAssertion i.name) i.trackScripts`, which fails evaluation
+              # ("value is a set while a list was expected") whenever trackScripts is set. keepalived reads the same
+              # block either way (docs/nixos-options-research.md).
+              extraConfig = "track_script {\n  ${haproxyTrackScript}\n}\n";
             };
           };
+        })
+        (optionalAttrs (isServer && cp.apiServerAuthentication != null) {
+          environment.etc.${let p = cp.apiServerAuthentication.path; in builtins.substring 5 (builtins.stringLength p - 5) p}.text =
+            builtins.toJSON cp.apiServerAuthentication.content + "\n";
         })
         (optionalAttrs (enabled "zfs") {
           boot.supportedFilesystems = [ "zfs" ];

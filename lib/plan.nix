@@ -2,13 +2,38 @@
 # settings. It is the contract the CLI, the daemon and the NixOS glue read; every field is JSON data.
 let
   u = import ./util.nix;
-  inherit (builtins) any attrNames concatLists filter isString length listToAttrs map match mapAttrs;
+  inherit (builtins) any attrNames concatLists elemAt filter genList head isString length listToAttrs map match mapAttrs;
 
   defaultTokenFile = "/var/lib/nix8s/secrets/k3s-token";
   defaultAgentTokenFile = "/var/lib/nix8s/secrets/k3s-agent-token";
 
   optionals = cond: xs: if cond then xs else [ ];
   flag = name: value: "--${name}=${value}";
+
+  # The values a flag is given in a k3s argument list, in order: `--name=value` or `--name value`.
+  flagValues = name: args:
+    concatLists (genList (i:
+      let a = elemAt args i; m = match "--${name}=(.*)" a; in
+      if m != null then [ (head m) ]
+      else if a == "--${name}" && i + 1 < length args then [ (elemAt args (i + 1)) ]
+      else [ ]) (length args));
+  # k3s keeps the last value of a flag given twice.
+  lastFlag = name: default: args: let vs = flagValues name args; in if vs == [ ] then default else elemAt vs (length vs - 1);
+
+  # An API server argument the user passes through --kube-apiserver-arg=<name>=...
+  hasApiServerArg = name: args: any (v: match "${name}=.*" v != null) (flagValues "kube-apiserver-arg" args);
+
+  # Lets anonymous requests reach the health endpoints and nothing else (Kubernetes' AnonymousAuthConfigurableEndpoints,
+  # beta and on by default since 1.32, GA in 1.34): k3s runs its API server with --anonymous-auth=false, which makes an
+  # anonymous GET /readyz answer 401, so a load balancer could not check readiness. k3s leaves --anonymous-auth out
+  # when --authentication-config is given (k3s-io/k3s#12245, since v1.30.13/v1.31.9/v1.32.5/v1.33.1). RBAC's default
+  # system:public-info-viewer role already lets anonymous users GET these paths. v1beta1 is the version 1.33 reads.
+  healthAuthenticationPath = "/etc/nix8s/kube-apiserver-authentication.json";
+  healthAuthentication = {
+    apiVersion = "apiserver.config.k8s.io/v1beta1";
+    kind = "AuthenticationConfiguration";
+    anonymous = { enabled = true; conditions = map (path: { inherit path; }) [ "/readyz" "/livez" "/healthz" ]; };
+  };
 in
 model:
 let
@@ -28,6 +53,14 @@ let
       # haproxy listens on <vip>:6443 on every server (ip_nonlocal_bind), so k3s must leave *:6443 to it and
       # bind its own address only; k3s then also uses that address for its in-node loopback clients.
       bindOwnAddress = c.loadBalancer == "keepalived";
+      serverArgs = extra.server or [ ];
+      # A server flag the agents learn from the servers: one backend per cluster, so every member opens its ports.
+      flannelBackend = lastFlag "flannel-backend" "vxlan" serverArgs;
+      # Behind a load balancer (haproxy on the VIP, or an external one) the servers answer /readyz anonymously, so
+      # the balancer can check readiness. A user's own authentication config or --anonymous-auth wins: then their
+      # settings must allow the check (docs/nixos-options-research.md).
+      healthEndpoints = c.loadBalancer != null
+        && !(hasApiServerArg "authentication-config" serverArgs) && !(hasApiServerArg "anonymous-auth" serverArgs);
 
       memberPlan = m:
         let
@@ -41,7 +74,8 @@ let
               (optionals (net ? clusterCidr) [ (flag "cluster-cidr" net.clusterCidr) ])
               (optionals (net ? serviceCidr) [ (flag "service-cidr" net.serviceCidr) ])
               (optionals (net ? clusterDns) [ (flag "cluster-dns" net.clusterDns) ])
-              (extra.server or [ ])
+              (optionals healthEndpoints [ (flag "kube-apiserver-arg" "authentication-config=${healthAuthenticationPath}") ])
+              serverArgs
             ])
             ++ optionals (!isServer) (extra.agent or [ ]);
         in {
@@ -62,6 +96,10 @@ let
       inherit apiEndpoint;
       k3sVersion = k3s.version or null;
       ha = { enable = c.haEnable; inherit (c) vip loadBalancer; };
+      inherit flannelBackend;
+      # The API server authentication config the servers' --authentication-config points at (null: none).
+      apiServerAuthentication =
+        if healthEndpoints then { path = healthAuthenticationPath; content = healthAuthentication; } else null;
       # First server alone, then every other server alone (concurrent etcd joins fail, k3s-io/k3s#4335),
       # then all agents together.
       provision = [ [ c.firstServer ] ] ++ map (s: [ s ]) c.otherServers ++ optionals (c.agents != [ ]) [ c.agents ];

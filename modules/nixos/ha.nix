@@ -13,7 +13,8 @@ in
       # keepalived's default script user (keepalived_script) does not exist on NixOS.
       user = "root";
     };
-    # The instance the core names in lib/nixos.nix.
-    services.keepalived.vrrpInstances."k3s-${cluster.name}".trackScripts = [ "nix8s-haproxy" ];
+    # lib/nixos.nix tracks this script by name in the instance's extraConfig (not trackScripts: see there) and
+    # turns on script security, which accepts this root script because no part of its store path is writable by
+    # anyone but root (/nix/store is sticky).
   };
 }
