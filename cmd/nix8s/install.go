@@ -26,7 +26,7 @@ type clusterOptions struct {
 
 func (a *app) clusterFlags(fs *flag.FlagSet, o *clusterOptions) {
 	fs.StringVar(&o.config, "config", "", "the cluster config `FILE` (YAML or JSON; default $NIX8S_CONFIG)")
-	fs.StringVar(&o.knownHosts, "known-hosts", "", "check host keys against `FILE` instead of ~/.ssh/known_hosts")
+	fs.StringVar(&o.knownHosts, "known-hosts", "", "check host keys against `FILE` instead of ~/.ssh/known_hosts (install records the new systems' keys there)")
 	fs.StringVar(&o.sshConfig, "ssh-config", "", "pass `FILE` to ssh -F instead of ~/.ssh/config (\"none\": no config)")
 	fs.DurationVar(&o.connect, "connect-timeout", remote.DefaultConnectTimeout, "give up connecting over ssh after `DURATION`")
 	a.evalFlags(fs)
@@ -149,6 +149,8 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 		tokens = &provision.Tokens{Token: "(token)", AgentToken: "(agentToken)"}
 	}
 	ssh := o.cluster.ssh()
+	// The token files follow the install over ssh that accepts the installed system's new host key alone.
+	deliverer := &provision.Pinned{SSH: ssh, WaitTimeout: o.waitTimeout, KeyFrom: provision.InstalledKeyFrom, Record: true, Log: a.stderr}
 	report, err := provision.Install(ctx, c, provision.Options{
 		Flake:       o.flake,
 		Members:     args[1:],
@@ -160,8 +162,9 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 		SSH:         settings,
 		WaitTimeout: o.waitTimeout,
 		Runner:      ssh,
-		Installer:   &provision.NixosAnywhere{Program: o.nixosAnywhere, Output: a.stderr, Timeout: o.installTime},
+		Installer:   &provision.NixosAnywhere{Program: o.nixosAnywhere, SSH: ssh, Output: a.stderr, Timeout: o.installTime},
 		Readiness:   provision.SSHReadiness{Runner: ssh},
+		Deliverer:   deliverer,
 		Progress:    a.stderr,
 	})
 	if report == nil {

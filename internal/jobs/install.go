@@ -159,6 +159,9 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		installTimeout = time.Hour
 	}
 	readiness := provision.SSHReadiness{Runner: ssh}
+	// The token files follow the install over ssh that accepts the installed system's new host key alone.
+	deliverer := &provision.Pinned{SSH: ssh, WaitTimeout: cfg.waitTimeout(), WaitInterval: cfg.waitInterval(),
+		KeyFrom: provision.InstalledKeyFrom, Record: true, Log: log}
 	report, err := provision.Install(ctx, c, provision.Options{
 		Flake:        cfg.Flake,
 		Members:      p.Members,
@@ -171,8 +174,9 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		WaitTimeout:  cfg.waitTimeout(),
 		WaitInterval: cfg.waitInterval(),
 		Runner:       ssh,
-		Installer:    &provision.NixosAnywhere{Program: cfg.NixosAnywhere, Output: log, Timeout: installTimeout},
+		Installer:    &provision.NixosAnywhere{Program: cfg.NixosAnywhere, SSH: ssh, Output: log, Timeout: installTimeout},
 		Readiness:    readiness,
+		Deliverer:    deliverer,
 		Progress:     log,
 		Observer:     obs,
 	})

@@ -2,6 +2,11 @@
 // the first server, then (once its API answers /readyz) each other server alone until it is a Ready node
 // (concurrent etcd joins fail), then the agents in parallel. Members that already run NixOS as themselves are
 // skipped, never wiped, unless Reinstall. The first failure stops the install.
+//
+// Host keys: the probe and nixos-anywhere's own connections must present a key the known_hosts files hold
+// (NixosAnywhere). The installed system gets an ed25519 host key chosen here (or the one in its extra files),
+// sent with the install; the token files follow after its first boot, over ssh that accepts that key alone
+// (Pinned), which is then recorded in the known_hosts file for later connections.
 package provision
 
 import (
@@ -50,8 +55,8 @@ type Options struct {
 	Reinstall bool
 	// DryRun reports the steps without touching any machine.
 	DryRun bool
-	// Tokens are delivered as the members' token files; nil delivers none (the files come some other way,
-	// such as sops-nix).
+	// Tokens are delivered as the members' token files, after the install, through Deliverer; nil delivers
+	// none (the files come some other way, such as sops-nix).
 	Tokens *Tokens
 	// ExtraFiles is a directory with one subdirectory per member host name (`<c>-<m>`) whose tree is
 	// delivered onto that member's / with the install, such as its age key; empty means none.
@@ -69,6 +74,10 @@ type Options struct {
 	Installer Installer
 	// Readiness probes the API and nodes (SSHReadiness).
 	Readiness Readiness
+	// Deliverer reaches each installed member with its new host key only, writes its token files and
+	// records the key (Pinned); nil means a Pinned over remote.SSH{} that records into the user's
+	// known_hosts.
+	Deliverer Deliverer
 	// Progress receives progress lines (stderr); nil discards them.
 	Progress io.Writer
 	// Observer, when set, hears of each member's progress (nix8sd moves the assigned machine through its
@@ -108,6 +117,9 @@ type MemberReport struct {
 	Status   Status  `json:"status"`
 	Error    string  `json:"error,omitempty"`
 	Seconds  float64 `json:"seconds"`
+	// HostKey is the installed system's public ssh host key (`<type> <base64>`), the one its token files were
+	// delivered to; empty for a member that was not installed.
+	HostKey string `json:"hostKey,omitempty"`
 	// Steps is what a dry run would do, in order.
 	Steps []string `json:"steps,omitempty"`
 }
@@ -144,14 +156,14 @@ func Install(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 			})
 		}
 	}
-	if err := in.checkFiles(); err != nil {
+	if err := in.checkFiles(ctx); err != nil {
 		return nil, err
 	}
 	if o.DryRun {
 		for i := range in.report.Members {
 			mr := &in.report.Members[i]
 			mr.Status = Planned
-			mr.Steps = in.steps(mr.Name)
+			mr.Steps = in.steps(ctx, mr.Name)
 		}
 		return in.report, nil
 	}
@@ -195,7 +207,18 @@ func (o *Options) defaults() {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
+	if o.Deliverer == nil {
+		o.Deliverer = &Pinned{WaitTimeout: o.WaitTimeout, WaitInterval: o.WaitInterval, KeyFrom: InstalledKeyFrom, Record: true, Log: o.Progress}
+	}
 }
+
+// InstalledKeyFrom names the host key of an install over ssh in messages (Pinned.KeyFrom).
+const InstalledKeyFrom = "its install was given"
+
+// HostKeyPath is where the installed system's ed25519 host key goes: NixOS's default
+// services.openssh.hostKeys path (nixos/modules/services/networking/ssh/sshd.nix), where sshd finds it and
+// makes no other.
+const HostKeyPath = "/etc/ssh/ssh_host_ed25519_key"
 
 // CheckMembers is nil when every name is a member of c, else an error that lists c's members.
 func CheckMembers(c core.Cluster, members []string) error {
@@ -267,39 +290,84 @@ func (in *install) host(m string) remote.Host {
 	return in.o.SSH.Host(mem.HostName, mem.IP)
 }
 
-// checkFiles refuses token files that could not be delivered before anything starts.
-func (in *install) checkFiles() error {
+// checkFiles refuses files that could not be delivered before anything starts.
+func (in *install) checkFiles(ctx context.Context) error {
 	var errs []error
 	for _, mr := range in.report.Members {
-		if _, err := in.files(mr.Name); err != nil {
+		if _, _, err := in.files(mr.Name); err != nil {
+			errs = append(errs, err)
+		} else if _, _, err := in.hostKey(ctx, mr.Name, true); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// files are what member m gets with its install: its token files and its extra files.
-func (in *install) files(m string) ([]File, error) {
-	var files []File
+// files are what member m gets: its token files (after the install) and its extra files (with it).
+func (in *install) files(m string) (tokens, extra []File, err error) {
 	if in.o.Tokens != nil {
-		t, err := TokenFiles(in.c, m, *in.o.Tokens)
-		if err != nil {
-			return nil, err
+		if tokens, err = TokenFiles(in.c, m, *in.o.Tokens); err != nil {
+			return nil, nil, err
 		}
-		files = t
 	}
-	extra, err := MemberExtraFiles(in.o.ExtraFiles, in.c.Members[m].HostName)
-	if err != nil {
-		return nil, err
+	host := in.c.Members[m].HostName
+	if extra, err = MemberExtraFiles(in.o.ExtraFiles, host); err != nil {
+		return nil, nil, err
 	}
 	for _, e := range extra {
-		for _, f := range files {
+		for _, f := range tokens {
 			if f.Path == e.Path {
-				return nil, fmt.Errorf("%s: extra file %s would replace the %s file", in.c.Members[m].HostName, e.Path, f.Name)
+				return nil, nil, fmt.Errorf("%s: extra file %s would replace the %s file", host, e.Path, f.Name)
 			}
 		}
 	}
-	return append(files, extra...), nil
+	return tokens, extra, nil
+}
+
+// hostKey is the installed system's host key for member m and the files its install carries: the key at
+// HostKeyPath among its extra files (the operator's own), else a new ed25519 key (none is generated when
+// check is set: only the extra files' key is checked).
+func (in *install) hostKey(ctx context.Context, m string, check bool) (string, []File, error) {
+	host := in.c.Members[m].HostName
+	_, extra, err := in.files(m)
+	if err != nil {
+		return "", nil, err
+	}
+	var priv, pub *File
+	for i, f := range extra {
+		switch f.Path {
+		case HostKeyPath:
+			priv = &extra[i]
+		case HostKeyPath + ".pub":
+			pub = &extra[i]
+		}
+	}
+	switch {
+	case priv != nil:
+		key, err := remote.PublicHostKey(ctx, priv.Value)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: extra file %s: %w", host, HostKeyPath, err)
+		}
+		if pub == nil {
+			extra = append(extra, File{Path: HostKeyPath + ".pub", Name: "hostKey.pub", Value: key + "\n", Mode: 0o644})
+		} else if f := strings.Fields(pub.Value); len(f) < 2 || f[0]+" "+f[1] != key {
+			return "", nil, fmt.Errorf("%s: extra file %s.pub is not the public half of %s", host, HostKeyPath, HostKeyPath)
+		}
+		return key, extra, nil
+	case pub != nil:
+		return "", nil, fmt.Errorf("%s: extra file %s.pub comes without its private key %s", host, HostKeyPath, HostKeyPath)
+	case check:
+		return "", extra, nil
+	}
+	k, err := remote.NewHostKey(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: generating its host key: %w", host, err)
+	}
+	files := []File{
+		{Path: HostKeyPath, Name: "hostKey", Value: k.Private},
+		{Path: HostKeyPath + ".pub", Name: "hostKey.pub", Value: k.Public + "\n", Mode: 0o644},
+	}
+	return k.Public, append(files, extra...), nil
 }
 
 // member installs one member and, for a server, waits until it is ready.
@@ -338,7 +406,11 @@ func (in *install) installMember(ctx context.Context, m string) error {
 		in.set(m, func(r *MemberReport) { r.Status = Skipped })
 		in.progress("%s: already runs NixOS as %s, skipped (--reinstall installs it anyway)", mem.HostName, mem.HostName)
 	} else {
-		files, _ := in.files(m) // checked by checkFiles
+		tokens, _, _ := in.files(m) // checked by checkFiles
+		key, files, err := in.hostKey(ctx, m, false)
+		if err != nil {
+			return err
+		}
 		in.progress("%s: installing %s#%s on %s", mem.HostName, in.o.Flake, mem.HostName, host.Target())
 		step := Step{Member: m, HostName: mem.HostName, Role: mem.Role, Host: host, Flake: in.o.Flake, Files: files}
 		if in.o.Observer != nil {
@@ -349,6 +421,11 @@ func (in *install) installMember(ctx context.Context, m string) error {
 		if err := in.o.Installer.Install(ctx, step); err != nil {
 			return fmt.Errorf("installing %s: %w", mem.HostName, err)
 		}
+		in.progress("%s: installed with the host key %s", mem.HostName, Fingerprint(key))
+		if _, err := in.o.Deliverer.Deliver(ctx, host, key, tokens); err != nil {
+			return err
+		}
+		in.set(m, func(r *MemberReport) { r.HostKey = key })
 		if in.o.Observer != nil {
 			in.o.Observer.Installed(m)
 		}
@@ -447,19 +524,40 @@ func (in *install) parallel(ctx context.Context, wave []string) error {
 }
 
 // steps is what a dry run reports for member m.
-func (in *install) steps(m string) []string {
+func (in *install) steps(ctx context.Context, m string) []string {
 	mem := in.c.Members[m]
 	host := in.host(m)
 	steps := []string{fmt.Sprintf("probe %s over ssh: skip when it already runs NixOS as %s", host.Target(), mem.HostName)}
 	if in.o.Reinstall {
 		steps[0] = fmt.Sprintf("install even when %s already runs NixOS as %s (--reinstall)", host.Target(), mem.HostName)
 	}
-	files, _ := in.files(m)
-	args := NixosAnywhereArgs(Step{HostName: mem.HostName, Host: host, Flake: in.o.Flake, Files: files}, "<extra-files>")
-	steps = append(steps, "nixos-anywhere "+remote.QuoteArgs(args...))
+	tokens, _, _ := in.files(m)
+	key, files, _ := in.hostKey(ctx, m, true)
+	if key == "" {
+		steps = append(steps, "generate an ed25519 host key for the installed system, "+HostKeyPath)
+		files = append([]File{{Path: HostKeyPath, Name: "hostKey"}, {Path: HostKeyPath + ".pub", Name: "hostKey.pub", Mode: 0o644}}, files...)
+	} else {
+		steps = append(steps, "the installed system's host key is "+HostKeyPath+" of the extra files ("+Fingerprint(key)+")")
+	}
+	ssh := &remote.SSH{}
+	if na, ok := in.o.Installer.(*NixosAnywhere); ok && na.SSH != nil {
+		ssh = na.SSH
+	}
+	known := ssh.KnownHostsFile
+	if known == "" {
+		known = "the user's known_hosts"
+	}
+	args := NixosAnywhereArgs(Step{HostName: mem.HostName, Host: host, Flake: in.o.Flake, Files: files}, "<extra-files>", ssh.HostKeyOptions(host, nil))
+	steps = append(steps, "nixos-anywhere "+remote.QuoteArgs(args...),
+		"  its ssh accepts only host keys in "+known+" (StrictHostKeyChecking=yes), before kexec and after")
 	for _, f := range files {
+		steps = append(steps, fmt.Sprintf("  copy %s (%s) with mode %04o", f.Path, f.Name, f.mode()))
+	}
+	steps = append(steps, "wait for ssh with the installed system's host key alone")
+	for _, f := range tokens {
 		steps = append(steps, fmt.Sprintf("  deliver %s (%s) with mode 0600", f.Path, f.Name))
 	}
+	steps = append(steps, "record the installed system's host key in "+known)
 	switch {
 	case mem.Role != "server":
 	case m == in.c.FirstServer:

@@ -66,9 +66,11 @@ func (e *env) options(progress *bytes.Buffer) Options {
 		WaitTimeout:  5 * time.Second,
 		WaitInterval: 50 * time.Millisecond,
 		Runner:       ssh,
-		Installer:    &NixosAnywhere{Program: filepath.Join(e.si.LocalBin, "nixos-anywhere"), Output: progress},
+		Installer:    &NixosAnywhere{Program: filepath.Join(e.si.LocalBin, "nixos-anywhere"), SSH: ssh, Output: progress, Timeout: time.Minute},
 		Readiness:    SSHReadiness{Runner: ssh},
-		Progress:     progress,
+		Deliverer: &Pinned{SSH: ssh, WaitTimeout: 5 * time.Second, WaitInterval: 50 * time.Millisecond,
+			KeyFrom: InstalledKeyFrom, Record: true, Log: progress},
+		Progress: progress,
 	}
 }
 
@@ -163,41 +165,69 @@ func TestInstallWavesAndTokens(t *testing.T) {
 	if got := maxConcurrent(agents); got != 2 {
 		t.Errorf("agents ran %d at a time, want 2 (--parallel 2)", got)
 	}
-	// Token files: servers get both tokens, agents only the agent token, all mode 0600; a1 also its extra file.
-	var files []string
+	// The install carries each member's new host key (private 0600, public 0644) and a1's extra file; never
+	// a token.
+	hostKeys := map[string]string{}
+	for _, m := range r.Members {
+		hostKeys["t-"+m.Name] = m.HostKey
+	}
+	var files, wantFiles []string
 	for _, l := range e.si.Log(t) {
 		if strings.HasPrefix(l, "file ") {
 			files = append(files, strings.TrimPrefix(l, "file "))
 		}
 	}
+	for _, h := range []string{"t-a1", "t-a2", "t-a3", "t-a4", "t-a5", "t-s1", "t-s2", "t-s3"} {
+		wantFiles = append(wantFiles, h+" /etc/ssh/ssh_host_ed25519_key 600 -----BEGIN OPENSSH PRIVATE KEY-----",
+			h+" /etc/ssh/ssh_host_ed25519_key.pub 644 "+hostKeys[h])
+		if h == "t-a1" {
+			wantFiles = append(wantFiles, "t-a1 /var/lib/sops-nix/key.txt 600 AGE-SECRET-KEY-1")
+		}
+	}
 	sort.Strings(files)
-	wantFiles := []string{
-		"t-a1 " + agentTokenPath + " 600 agent-secret", "t-a1 /var/lib/sops-nix/key.txt 600 AGE-SECRET-KEY-1",
-		"t-a2 " + agentTokenPath + " 600 agent-secret",
-		"t-a3 " + agentTokenPath + " 600 agent-secret", "t-a4 " + agentTokenPath + " 600 agent-secret",
-		"t-a5 " + agentTokenPath + " 600 agent-secret",
-		"t-s1 " + agentTokenPath + " 600 agent-secret", "t-s1 " + tokenPath + " 600 server-secret",
-		"t-s2 " + agentTokenPath + " 600 agent-secret", "t-s2 " + tokenPath + " 600 server-secret",
-		"t-s3 " + agentTokenPath + " 600 agent-secret", "t-s3 " + tokenPath + " 600 server-secret",
-	}
 	if strings.Join(files, "\n") != strings.Join(wantFiles, "\n") {
-		t.Errorf("delivered files:\n%s\nwant:\n%s", strings.Join(files, "\n"), strings.Join(wantFiles, "\n"))
+		t.Errorf("files of the installs:\n%s\nwant:\n%s", strings.Join(files, "\n"), strings.Join(wantFiles, "\n"))
 	}
-	// And they landed on the nodes themselves, with their modes; the server token never on an agent.
-	if got := e.net.Node("s2").Exec(t, "stat -c %a "+tokenPath+"; cat "+tokenPath+"; stat -c %a /var/lib/nix8s/secrets"); got != "600\nserver-secret700\n" {
-		t.Errorf("s2's token file: %q", got)
+	// Each node serves the key its install was given, and that key is now the node's in known_hosts.
+	known, _ := os.ReadFile(e.net.KnownHostsFile)
+	for _, m := range r.Members {
+		node := e.net.Node(m.Name)
+		if err := remote.CheckHostKey(m.HostKey); err != nil {
+			t.Errorf("%s: reported host key %q: %v", m.Name, m.HostKey, err)
+		}
+		if got := node.HostKey(t); got != m.HostKey {
+			t.Errorf("%s serves %s, the report says %s", m.Name, got, m.HostKey)
+		}
+		if !strings.Contains(string(known), node.IP+" "+m.HostKey+"\n") || strings.Count(string(known), node.IP+" ") != 1 {
+			t.Errorf("known_hosts does not hold %s's new key alone:\n%s", m.Name, known)
+		}
 	}
-	if got := e.net.Node("a1").Exec(t, "test -e "+tokenPath+" && echo present || echo absent; cat "+agentTokenPath); got != "absent\nagent-secret" {
-		t.Errorf("a1's token files: %q", got)
+	// The token files came after the install, over ssh pinned to that key: servers get both tokens, agents
+	// only the agent token, all mode 0600 in a 0700 directory.
+	for _, m := range r.Members {
+		node := e.net.Node(m.Name)
+		want := "600 server-secret\n600 agent-secret\n700\n"
+		if m.Role == "agent" {
+			want = "absent\n600 agent-secret\n700\n"
+		}
+		got := node.Exec(t, "if test -e "+tokenPath+"; then echo $(stat -c %a "+tokenPath+") $(cat "+tokenPath+"); else echo absent; fi; "+
+			"echo $(stat -c %a "+agentTokenPath+") $(cat "+agentTokenPath+"); stat -c %a /var/lib/nix8s/secrets")
+		if got != want {
+			t.Errorf("%s's token files: %q, want %q", m.Name, got, want)
+		}
 	}
-	if got := e.net.Node("a1").Exec(t, "stat -c %a /var /var/lib"); got != "755\n755\n" {
-		t.Errorf("install changed the modes of /var, /var/lib on the node: %q", got)
+	if !strings.Contains(progress.String(), "nix8s: t-s2: waiting for ssh on "+e.net.Node("s2").IP+" with the host key its install was given ("+Fingerprint(hostKeys["t-s2"])+")\n") {
+		t.Errorf("progress does not say which key the delivery waits for:\n%s", progress.String())
+	}
+	if got := e.net.Node("a1").Exec(t, "stat -c %a /var /var/lib /etc/ssh"); got != "755\n755\n755\n" {
+		t.Errorf("install changed the modes of /var, /var/lib, /etc/ssh on the node: %q", got)
 	}
 	if !strings.Contains(progress.String(), "[t-a3] installing t-a3\n") {
 		t.Errorf("nixos-anywhere's output is not on the progress stream with its host prefix:\n%s", progress.String())
 	}
 	if args := grep(e.si.Log(t), "args t-s1 "); len(args) != 1 || !strings.HasPrefix(args[0], "args t-s1 --flake /src/flake#t-s1 --extra-files ") ||
-		!strings.HasSuffix(args[0], " --target-host root@"+e.net.Node("s1").IP+" -i "+e.net.KeyFile) {
+		!strings.HasSuffix(args[0], " --target-host root@"+e.net.Node("s1").IP+" -i "+e.net.KeyFile+
+			" --ssh-option StrictHostKeyChecking=yes --ssh-option UserKnownHostsFile="+e.net.KnownHostsFile+" --ssh-option UpdateHostKeys=no") {
 		t.Errorf("nixos-anywhere arguments for s1: %q", args)
 	}
 
@@ -347,9 +377,16 @@ func TestDryRun(t *testing.T) {
 	ip := e.net.Node("s2").IP
 	want := []string{
 		"probe root@" + ip + " over ssh: skip when it already runs NixOS as t-s2",
-		"nixos-anywhere --flake /src/flake#t-s2 --extra-files '<extra-files>' --target-host root@" + ip + " -i " + e.net.KeyFile,
+		"generate an ed25519 host key for the installed system, /etc/ssh/ssh_host_ed25519_key",
+		"nixos-anywhere --flake /src/flake#t-s2 --extra-files '<extra-files>' --target-host root@" + ip + " -i " + e.net.KeyFile +
+			" --ssh-option StrictHostKeyChecking=yes --ssh-option UserKnownHostsFile=" + e.net.KnownHostsFile + " --ssh-option UpdateHostKeys=no",
+		"  its ssh accepts only host keys in " + e.net.KnownHostsFile + " (StrictHostKeyChecking=yes), before kexec and after",
+		"  copy /etc/ssh/ssh_host_ed25519_key (hostKey) with mode 0600",
+		"  copy /etc/ssh/ssh_host_ed25519_key.pub (hostKey.pub) with mode 0644",
+		"wait for ssh with the installed system's host key alone",
 		"  deliver " + tokenPath + " (token) with mode 0600",
 		"  deliver " + agentTokenPath + " (agentToken) with mode 0600",
+		"record the installed system's host key in " + e.net.KnownHostsFile,
 		"wait until t-s2 is a Ready node (at most 5s)",
 	}
 	if got := r.Members[1].Steps; strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -16,14 +16,26 @@ type Tokens struct {
 	AgentToken string
 }
 
-// File is one file delivered with the install (nixos-anywhere --extra-files), mode 0600.
+// File is one file written on a member: with the install (nixos-anywhere --extra-files: the host key, the
+// extra files) or over ssh after its first boot (the token files).
 type File struct {
 	// Path is where the file lands on the node (the plan's k3s.tokenFile or agentTokenFile).
 	Path string `json:"path"`
-	// Name is which secret it holds: "token" or "agentToken", or "extra" for a file of Options.ExtraFiles.
+	// Name is which secret it holds: "token" or "agentToken", "extra" for a file of Options.ExtraFiles,
+	// "hostKey" or "hostKey.pub" for the installed system's ssh host key.
 	Name string `json:"name"`
 	// Value is the content.
 	Value string `json:"-"`
+	// Mode is the file's mode; 0 means 0600.
+	Mode os.FileMode `json:"-"`
+}
+
+// mode is the file's mode, 0600 unless Mode says otherwise.
+func (f File) mode() os.FileMode {
+	if f.Mode == 0 {
+		return 0o600
+	}
+	return f.Mode
 }
 
 // TokenFiles are the token files member m gets. Servers get the cluster token at k3s.tokenFile and the agent

@@ -1,10 +1,18 @@
 package remote
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // MaxHostKey bounds a public host key line (a 16384-bit RSA key is about 2.8 KB of base64).
@@ -36,6 +44,121 @@ func CheckHostKey(key string) error {
 	n := binary.BigEndian.Uint32(blob)
 	if uint64(n) > uint64(len(blob)-4) || string(blob[4:4+n]) != typ {
 		return fmt.Errorf("host key of type %s: the base64 does not hold an %s key", typ, typ)
+	}
+	return nil
+}
+
+// HostKeyPair is an ed25519 host key: the private key in OpenSSH's format, the public one as `<type> <base64>`.
+type HostKeyPair struct {
+	Private string
+	Public  string
+}
+
+// NewHostKey generates an ed25519 host key with ssh-keygen.
+func NewHostKey(ctx context.Context) (HostKeyPair, error) {
+	dir, err := os.MkdirTemp("", "nix8s-hostkey-*")
+	if err != nil {
+		return HostKeyPair{}, err
+	}
+	defer os.RemoveAll(dir)
+	f := filepath.Join(dir, "key")
+	if err := keygen(ctx, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", f); err != nil {
+		return HostKeyPair{}, err
+	}
+	priv, err := os.ReadFile(f)
+	if err != nil {
+		return HostKeyPair{}, err
+	}
+	pub, err := os.ReadFile(f + ".pub")
+	if err != nil {
+		return HostKeyPair{}, err
+	}
+	return HostKeyPair{Private: string(priv), Public: publicLine(string(pub))}, nil
+}
+
+// PublicHostKey is the public half of an OpenSSH private key (ssh-keygen -y), as `<type> <base64>`.
+func PublicHostKey(ctx context.Context, private string) (string, error) {
+	dir, err := os.MkdirTemp("", "nix8s-hostkey-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	f := filepath.Join(dir, "key")
+	if err := os.WriteFile(f, []byte(private), 0o600); err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "ssh-keygen", "-y", "-f", f)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("not an unencrypted OpenSSH private key: ssh-keygen -y: %s", lastLine(stderr.String()+err.Error()))
+	}
+	pub := publicLine(string(out))
+	if err := CheckHostKey(pub); err != nil {
+		return "", err
+	}
+	return pub, nil
+}
+
+// publicLine is the first two fields of a .pub line: the key without its comment.
+func publicLine(s string) string {
+	f := strings.Fields(s)
+	if len(f) < 2 {
+		return strings.TrimSpace(s)
+	}
+	return f[0] + " " + f[1]
+}
+
+func keygen(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "ssh-keygen", args...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return errors.New("ssh-keygen not found on PATH (it comes with the OpenSSH client)")
+		}
+		return fmt.Errorf("ssh-keygen %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// recordMu serialises RecordHostKey: members installed in parallel record into one known_hosts file.
+var recordMu sync.Mutex
+
+// RecordHostKey makes key the only key of host in the known_hosts file: the host's entries (under its
+// address, or `[addr]:port` for another port than 22; hashed ones too) are removed with ssh-keygen -R,
+// which keeps the previous contents as file.old, then `<name> <key>` is appended. A missing file, and its
+// directory, are created (0600, 0700).
+func RecordHostKey(ctx context.Context, file string, host Host, key string) error {
+	if err := CheckHostKey(key); err != nil {
+		return err
+	}
+	name := host.Addr
+	if host.port() != 22 {
+		name = "[" + host.Addr + "]:" + itoa(host.port())
+	}
+	recordMu.Lock()
+	defer recordMu.Unlock()
+	if _, err := os.Stat(file); err == nil {
+		if err := keygen(ctx, "-R", name, "-f", file); err != nil {
+			return fmt.Errorf("removing the old host key of %s from %s: %w", host, file, err)
+		}
+	} else if !os.IsNotExist(err) {
+		return err
+	} else if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%s %s\n", name, key)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("recording the host key of %s in %s: %w", host, file, err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,5 +42,92 @@ func TestCheckHostKey(t *testing.T) {
 		if err := CheckHostKey(k); err == nil {
 			t.Errorf("%q accepted", k)
 		}
+	}
+}
+
+func TestNewHostKeyAndRecord(t *testing.T) {
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		t.Skip("ssh-keygen not installed")
+	}
+	ctx := context.Background()
+	k, err := NewHostKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckHostKey(k.Public); err != nil || !strings.HasPrefix(k.Public, "ssh-ed25519 ") {
+		t.Errorf("public key %q: %v", k.Public, err)
+	}
+	if pub, err := PublicHostKey(ctx, k.Private); err != nil || pub != k.Public {
+		t.Errorf("PublicHostKey = %q, %v; want %q", pub, err, k.Public)
+	}
+	if _, err := PublicHostKey(ctx, "garbage"); err == nil {
+		t.Error("garbage accepted as a private key")
+	}
+
+	// The host's old entries go, plain and hashed, under its address and not another port's; others stay.
+	old, _ := NewHostKey(ctx)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "known_hosts")
+	os.WriteFile(file, []byte("10.0.0.1 "+old.Public+"\n10.0.0.2 "+old.Public+"\n[10.0.0.1]:2222 "+old.Public+"\n"), 0o600)
+	hashed := filepath.Join(dir, "hashed")
+	os.WriteFile(hashed, []byte("10.0.0.1 "+old.Public+"\n"), 0o600)
+	if out, err := exec.Command("ssh-keygen", "-H", "-f", hashed).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	h, _ := os.ReadFile(hashed)
+	os.WriteFile(file, append(h, []byte(mustRead(t, file))...), 0o600)
+	if err := RecordHostKey(ctx, file, Host{Addr: "10.0.0.1"}, k.Public); err != nil {
+		t.Fatal(err)
+	}
+	want := "10.0.0.2 " + old.Public + "\n[10.0.0.1]:2222 " + old.Public + "\n10.0.0.1 " + k.Public + "\n"
+	if got := mustRead(t, file); got != want {
+		t.Errorf("known_hosts:\n%s\nwant:\n%s", got, want)
+	}
+	if err := RecordHostKey(ctx, file, Host{Addr: "10.0.0.1", Port: 2222}, k.Public); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, file); !strings.HasSuffix(got, "\n[10.0.0.1]:2222 "+k.Public+"\n") || strings.Count(got, old.Public) != 1 || strings.Count(got, "[10.0.0.1]:2222") != 1 {
+		t.Errorf("known_hosts after the port-2222 record:\n%s", got)
+	}
+	// A missing file and directory are made.
+	fresh := filepath.Join(dir, "new", "known_hosts")
+	if err := RecordHostKey(ctx, fresh, Host{Addr: "10.0.0.3"}, k.Public); err != nil || mustRead(t, fresh) != "10.0.0.3 "+k.Public+"\n" {
+		t.Errorf("fresh file: %v", err)
+	}
+	if err := RecordHostKey(ctx, fresh, Host{Addr: "10.0.0.3"}, k.Public+"\n10.0.0.9 "+k.Public); err == nil {
+		t.Error("a key with a second line accepted")
+	}
+}
+
+func mustRead(t *testing.T, f string) string {
+	t.Helper()
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func TestHostKeyOptions(t *testing.T) {
+	h := Host{Addr: "10.0.0.1"}
+	if got := strings.Join((&SSH{}).HostKeyOptions(h, []string{"/home/u/.ssh/known_hosts", "/home/u/.ssh/known_hosts2"}), " "); got != "-o StrictHostKeyChecking=yes -o UserKnownHostsFile=/home/u/.ssh/known_hosts /home/u/.ssh/known_hosts2 -o UpdateHostKeys=no" {
+		t.Errorf("user's files: %s", got)
+	}
+	if got := strings.Join((&SSH{ConfigFile: "none", KnownHostsFile: "/k", OnlyKnownHostsFile: true}).HostKeyOptions(h, []string{"/ignored"}), " "); got != "-F none -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/k -o GlobalKnownHostsFile=/dev/null -o KnownHostsCommand=none -o HostKeyAlias=10.0.0.1 -o UpdateHostKeys=no" {
+		t.Errorf("pinned: %s", got)
+	}
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Skip("ssh not installed")
+	}
+	// Without KnownHostsFile the user's files are what ssh -G says for the host, config included.
+	cfg := filepath.Join(t.TempDir(), "ssh_config")
+	os.WriteFile(cfg, []byte("Host 10.0.0.1\n  UserKnownHostsFile /srv/a /srv/b\n"), 0o644)
+	got, err := (&SSH{ConfigFile: cfg}).UserKnownHostsFiles(context.Background(), h)
+	if err != nil || strings.Join(got, " ") != "/srv/a /srv/b" {
+		t.Errorf("UserKnownHostsFiles = %q, %v", got, err)
+	}
+	got, err = (&SSH{ConfigFile: cfg, KnownHostsFile: "/k"}).UserKnownHostsFiles(context.Background(), h)
+	if err != nil || strings.Join(got, " ") != "/k" {
+		t.Errorf("with KnownHostsFile: %q, %v", got, err)
 	}
 }

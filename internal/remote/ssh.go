@@ -68,6 +68,58 @@ func (s *SSH) Options(host Host, batch bool) []string {
 	return args
 }
 
+// HostKeyOptions are the ssh options that decide how host keys are checked, for a program that runs ssh
+// itself (nixos-anywhere): the config file, StrictHostKeyChecking=yes, the known_hosts files (KnownHostsFile,
+// else userFiles: the user's own, from UserKnownHostsFiles) and, with OnlyKnownHostsFile, no other source of
+// keys. UpdateHostKeys=no: the program's connections add no keys to the files.
+func (s *SSH) HostKeyOptions(host Host, userFiles []string) []string {
+	var args []string
+	if s.ConfigFile != "" {
+		args = append(args, "-F", s.ConfigFile)
+	}
+	args = append(args, "-o", "StrictHostKeyChecking=yes")
+	files := userFiles
+	if s.KnownHostsFile != "" {
+		files = []string{s.KnownHostsFile}
+	}
+	if len(files) > 0 {
+		args = append(args, "-o", "UserKnownHostsFile="+strings.Join(files, " "))
+	}
+	if s.KnownHostsFile != "" && s.OnlyKnownHostsFile {
+		args = append(args, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "KnownHostsCommand=none", "-o", "HostKeyAlias="+host.Addr)
+	}
+	return append(args, "-o", "UpdateHostKeys=no")
+}
+
+// UserKnownHostsFiles are the known_hosts files ssh checks host's key against besides the global ones:
+// KnownHostsFile, or the UserKnownHostsFile that the ssh config gives for host (ssh -G; by default
+// ~/.ssh/known_hosts and ~/.ssh/known_hosts2). The first is where new keys of host are recorded.
+func (s *SSH) UserKnownHostsFiles(ctx context.Context, host Host) ([]string, error) {
+	if s.KnownHostsFile != "" {
+		return []string{s.KnownHostsFile}, nil
+	}
+	var args []string
+	if s.ConfigFile != "" {
+		args = append(args, "-F", s.ConfigFile)
+	}
+	args = append(args, "-G", "-o", "User="+host.user(), "-o", "Port="+itoa(host.port()), "--", host.Addr)
+	cmd := exec.CommandContext(ctx, s.Binary(), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("asking ssh -G for the known_hosts files of %s: %v: %s", host, err, lastLine(stderr.String()))
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "userknownhostsfile "); ok {
+			if f := strings.Fields(v); len(f) > 0 && f[0] != "none" {
+				return f, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("ssh -G names no known_hosts file for %s (UserKnownHostsFile none); pass --known-hosts FILE", host)
+}
+
 // Command is the ssh argv (without the binary) that runs cmd on host; with an empty cmd, a login shell.
 func (s *SSH) Command(host Host, batch bool, cmd string) []string {
 	args := s.Options(host, batch)

@@ -1,6 +1,10 @@
 // Package sshtest starts real OpenSSH sshd "nodes" for tests: one network namespace per node with its own
 // address on a test bridge, one sshd per namespace with its own host key and hostname.
 //
+// A node's host key starts as Node.HostKeyFile. A restart of its sshd (the stand-ins' kexec and reboot, see
+// standins.go) serves the key the node would have then: the kexec installer's own key if it was given one
+// (KexecKeyFile), else an /etc/ssh/ssh_host_ed25519_key written on the node (by an install), else the first.
+//
 // Nodes share the host's filesystem and processes, so each node runs in its own mount namespace with
 // overlays over /etc, /var and /run: what a node writes there (/etc/NIXOS, /run/current-system,
 // /etc/rancher/k3s/k3s.yaml, token files) is private to it, while the rest of the system (ssh, sh, tar) is
@@ -18,7 +22,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +66,7 @@ func Require(t testing.TB) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")
 	}
-	for _, bin := range []string{"ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh", "ssh-keygen", "scp", "tar"} {
+	for _, bin := range []string{"ip", "unshare", "nsenter", "/usr/sbin/sshd", "ssh", "ssh-keygen", "ssh-keyscan", "scp", "tar"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin)
 		}
@@ -165,11 +171,12 @@ func (n *Net) startNode(t testing.TB, node *Node, i int, auth string) (hostKey s
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(node.Dir, "sshd_config")
+	// The node's own /etc/ssh/ssh_host_ed25519_key is the overlay's upper file (-f: a whiteout is no key).
+	installedKey := filepath.Join(node.Dir, "upper", "etc", "ssh", "ssh_host_ed25519_key")
 	path := "/run/current-system/sw/bin:" + n.BinDir() + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	conf := strings.Join([]string{
 		"ListenAddress " + node.IP,
 		"Port 22",
-		"HostKey " + key,
 		"AuthorizedKeysFile " + auth,
 		"PermitRootLogin prohibit-password",
 		"PasswordAuthentication no",
@@ -205,9 +212,22 @@ ip -n %[1]s link set lo up
 		fmt.Fprintf(&mounts, "mount -t overlay overlay -o lowerdir=/%[1]s,upperdir=%[2]s/upper/%[1]s,workdir=%[2]s/ovlwork/%[1]s /%[1]s\n", d, node.Dir)
 	}
 	// root logs in with /bin/sh on the nodes (in the node's own /etc/passwd), so that the host's shell rc
-	// files neither slow down nor change the commands.
+	// files neither slow down nor change the commands. The shell stays as the node's supervisor: it holds
+	// the namespaces and starts sshd again whenever it exits (a restart), with the key the node has then.
 	script := mounts.String() + "sed -i 's|^\\(root:.*:\\)[^:]*$|\\1/bin/sh|' /etc/passwd\n" +
-		"mkdir -p /run/sshd\nhostname nixos\nexec /usr/sbin/sshd -D -e -f " + cfg + "\n"
+		"mkdir -p /run/sshd\nhostname nixos\n" + fmt.Sprintf(`while :; do
+  key=%[1]s
+  if [ -f %[2]s ]; then key=%[2]s; elif [ -f %[3]s ]; then key=%[3]s; fi
+  # sshd reads its key again for every connection: a copy keeps the key it started with until the next
+  # restart (an install writes the next system's key into /etc/ssh while the installer still serves).
+  install -m 0600 "$key" %[6]s
+  /usr/sbin/sshd -D -e -f %[4]s -h %[6]s &
+  echo $! >%[5]s
+  wait $! || true
+  sleep 0.05
+done
+`, remote.Quote(key), remote.Quote(node.KexecKeyFile()), remote.Quote(installedKey), remote.Quote(cfg), remote.Quote(node.pidFile()),
+		remote.Quote(filepath.Join(node.Dir, "serving_host_key")))
 	cmd := exec.Command("ip", "netns", "exec", node.ns, "unshare", "-mu", "--propagation", "private", "sh", "-ec", script)
 	logf, err := os.Create(filepath.Join(node.Dir, "sshd.log"))
 	if err != nil {
@@ -274,11 +294,6 @@ func (n *Net) Host(name string) remote.Host {
 	return remote.Host{Name: name, Addr: node.IP, User: "root", Port: 22, KeyFile: n.KeyFile}
 }
 
-// SSHOptions are the ssh client options that reach the nodes, for stand-ins that call ssh themselves.
-func (n *Net) SSHOptions() string {
-	return "-F none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=" + n.KnownHostsFile + " -o LogLevel=ERROR"
-}
-
 // Exec runs the shell command cmd inside the node (its mount, UTS and network namespaces) and returns its
 // output; a failure fails the test.
 func (node *Node) Exec(t testing.TB, cmd string) string {
@@ -297,7 +312,7 @@ func (node *Node) WriteFile(t testing.TB, path, content string, mode os.FileMode
 	node.Exec(t, cmd)
 }
 
-// Stop kills the node's sshd: it becomes unreachable.
+// Stop kills the node's sshd and its supervisor: it becomes unreachable.
 func (node *Node) Stop() {
 	if node.cmd != nil && node.cmd.Process != nil {
 		node.cmd.Process.Kill()
@@ -305,7 +320,67 @@ func (node *Node) Stop() {
 		case <-node.done:
 		case <-time.After(5 * time.Second):
 		}
+		if data, err := os.ReadFile(node.pidFile()); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+				// Gone, or a zombie (its supervisor is dead; whoever inherits it may not reap it): its socket is
+				// closed either way, so connections are refused from now on.
+				for i := 0; i < 250 && syscall.Kill(pid, 0) == nil; i++ {
+					if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}
 	}
+}
+
+// Reboot restarts the node's sshd as a reboot would: out of a kexec installer, back to the system on its
+// disk (the key an install wrote, or the first). It waits until sshd listens again.
+func (node *Node) Reboot(t testing.TB) {
+	t.Helper()
+	os.Remove(node.KexecKeyFile())
+	os.Remove(node.KexecKeyFile() + ".pub")
+	data, err := os.ReadFile(node.pidFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		t.Fatalf("node %s: sshd pid %q", node.Name, data)
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for syscall.Kill(pid, 0) == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitListening(t, node)
+}
+
+// HostKeyFile is the node's first host key (its .pub beside it): the one KnownHostsFile lists.
+func (node *Node) HostKeyFile() string { return filepath.Join(node.Dir, "ssh_host_ed25519_key") }
+
+// KexecKeyFile is the host key the node serves while it runs a kexec installer with a key of its own.
+func (node *Node) KexecKeyFile() string { return filepath.Join(node.Dir, "kexec_host_key") }
+
+func (node *Node) pidFile() string { return filepath.Join(node.Dir, "sshd.pid") }
+
+// HostKey is the public host key the node serves now, `<type> <base64>`, as ssh-keyscan sees it.
+func (node *Node) HostKey(t testing.TB) string {
+	t.Helper()
+	var last string
+	for range 50 {
+		out, err := exec.Command("ssh-keyscan", "-T", "2", "-t", "ed25519", node.IP).Output()
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) == 3 && f[0] == node.IP {
+				return f[1] + " " + f[2]
+			}
+		}
+		last = fmt.Sprint(err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("node %s: ssh-keyscan got no host key: %s", node.Name, last)
+	return ""
 }
 
 func mustRun(t testing.TB, name string, args ...string) {
