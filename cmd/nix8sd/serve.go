@@ -20,6 +20,7 @@ import (
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/api"
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/nixgen"
 	"github.com/nix8s/nix8s/internal/nodewatch"
@@ -135,7 +136,9 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	actor := fmt.Sprintf("nix8sd:%s:%d", host, os.Getpid())
 	runner := &jobs.Runner{Store: st, Config: o.ops, Worker: actor, Concurrency: o.jobs, Timeout: o.jobTimeout, Logger: log}
 	reg := prometheus.NewRegistry()
-	srv := api.New(api.Options{Store: st, Core: ev, Logger: log, Workspace: ws, Operations: runner, Registry: reg})
+	// One plan cache for every reader: the API, the jobs and network boot.
+	plans := inventory.NewPlans(st, ev, log)
+	srv := api.New(api.Options{Store: st, Core: ev, Logger: log, Workspace: ws, Operations: runner, Registry: reg, Plans: plans})
 	runner.Planner = srv
 	// Everything is checked before anything is stored or served: the config file, network boot's view of it,
 	// the interface, the ports.
@@ -235,7 +238,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		if err := boot.assign(ctx, st); err != nil {
 			return err
 		}
-		boot.wire(srv, st, runner, forgetNode)
+		boot.wire(plans, st, runner, forgetNode)
 		srv.SetBoot(boot.http, forgetNode)
 	} else {
 		srv.SetBoot(nil, forgetNode)

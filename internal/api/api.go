@@ -5,7 +5,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/nixgen"
 	"github.com/nix8s/nix8s/internal/store"
 	"github.com/nix8s/nix8s/openapi"
@@ -40,6 +40,9 @@ type Options struct {
 	Boot http.Handler
 	// OnReinstall, when set, runs after POST /v1/machines/{mac}/reinstall armed an install.
 	OnReinstall func(ctx context.Context, m *store.Machine)
+	// Plans is the plan of the stored inventory, shared with the daemon's other readers (network boot); default
+	// a new one on Store and Core.
+	Plans *inventory.Plans
 }
 
 // Server serves the API.
@@ -56,18 +59,19 @@ type Server struct {
 	maxBody int64
 	handler http.Handler
 
-	writeMu      sync.Mutex
-	planMu       sync.Mutex
-	planVersion  int64
-	planClusters map[string]json.RawMessage
+	writeMu sync.Mutex
+	plans   *inventory.Plans
 }
 
 // New builds the server and installs the store's metric hooks.
 func New(o Options) *Server {
 	s := &Server{st: o.Store, core: o.Core, log: o.Logger, reg: o.Registry, ws: o.Workspace, ops: o.Operations, maxBody: o.MaxBody,
-		boot: o.Boot, onArm: o.OnReinstall}
+		boot: o.Boot, onArm: o.OnReinstall, plans: o.Plans}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.plans == nil {
+		s.plans = inventory.NewPlans(o.Store, o.Core, s.log)
 	}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()

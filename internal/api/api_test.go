@@ -320,7 +320,8 @@ func TestPutConfigRejected(t *testing.T) {
 		{"malformed JSON", `{"nodes": `, "application/json", 400, "bad_request"},
 		{"JSON that is not an object", `[1, 2]`, "application/json", 400, "bad_request"},
 		{"malformed YAML", "nodes: [\n", "application/yaml", 400, "bad_request"},
-		{"unknown top-level key", `{"nodes": {}, "extra": 1}`, "application/json", 400, "bad_request"},
+		// The core's rule (lib/validate.nix), with its path, like every other config error.
+		{"unknown top-level key", `{"nodes": {}, "extra": 1}`, "application/json", 422, "invalid_config"},
 		{"unsupported content type", `nodes: {}`, "text/plain", 415, "unsupported_media_type"},
 		{"section of the wrong shape", `{"nodes": []}`, "application/json", 422, "invalid_config"},
 	} {
@@ -339,6 +340,45 @@ func TestPutConfigRejected(t *testing.T) {
 	cur := e.req("GET", "/v1/config", e.read, nil).header.Get("ETag")
 	expect(t, e.req("PUT", "/v1/config", e.admin, good, "Content-Type: application/yaml", "If-Match: "+cur), 200, "")
 	expect(t, e.req("PUT", "/v1/config", e.admin, good, "Content-Type: application/yaml", "If-Match: x"), 400, "bad_request")
+}
+
+// Rules the core owns reach REST clients as 422 with the core's paths, and nothing is stored: an unknown top-level
+// key, and a member written with another member's MAC (once a 200 with a warning, after which serve --pxe refused
+// to start).
+func TestCoreRulesRefuseWrites(t *testing.T) {
+	e := newEnv(t)
+	expect(t, e.putConfigYAML(readFile(t, "testdata/config.yaml")), 200, "")
+	before := e.req("GET", "/v1/config", e.read, nil)
+
+	m := expect(t, e.req("PUT", "/v1/config", e.admin, `{"nodes": {}, "$schema": "x"}`), 422, "invalid_config")
+	if got := strings.Join(paths(m), " "); got != `"$schema"` {
+		t.Errorf("unknown top-level key: details %s, want the key's path alone", got)
+	}
+
+	// agent comes before server: the error is server's, and names agent.
+	m = expect(t, e.req("PUT", "/v1/clusters/dev/members/agent", e.admin,
+		`{"node": "standard", "role": "agent", "ip": "192.168.1.20", "network": {"mac": "AA:BB:CC:DD:EE:01"}}`), 422, "invalid_config")
+	ds, _ := m["details"].([]any)
+	if len(ds) != 1 {
+		t.Fatalf("shared MAC: details %v, want one problem", m["details"])
+	}
+	d := ds[0].(map[string]any)
+	if d["path"] != "clusters.dev.members.server.network.mac" || !strings.Contains(fmt.Sprint(d["message"]), "is also the MAC of clusters.dev.members.agent (set at clusters.dev.members.agent.network.mac)") {
+		t.Errorf("shared MAC: %v", d)
+	}
+
+	// The usual way it happens: a template's MAC, taken by a member that has none of its own.
+	m = expect(t, e.req("PUT", "/v1/nodes/standard", e.admin, `{"install": {"disk": "/dev/sda"}, "network": {"mac": "aa:bb:cc:dd:ee:01"}}`), 422, "invalid_config")
+	if got := strings.Join(paths(m), " "); got != "clusters.dev.members.server.network.mac" {
+		t.Errorf("template MAC shared with a member's own: details %s", got)
+	}
+	after := e.req("GET", "/v1/config", e.read, nil)
+	if !bytes.Equal(before.body, after.body) {
+		t.Fatalf("a refused write changed the inventory:\n%s\n%s", before.body, after.body)
+	}
+	// A MAC of its own is fine.
+	expect(t, e.req("PUT", "/v1/clusters/dev/members/agent", e.admin,
+		`{"node": "standard", "role": "agent", "ip": "192.168.1.20", "network": {"mac": "aa:bb:cc:dd:ee:02"}}`), 200, "")
 }
 
 func TestObjectsCRUD(t *testing.T) {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -58,19 +57,24 @@ func checkVersion(what string, want, have int64, exists bool) error {
 	return nil
 }
 
-// validate asks the core about next; errors refuse the change.
-func (s *Server) validate(ctx context.Context, next map[string]any) ([]Problem, error) {
-	if err := store.CheckShape(next); err != nil {
-		return nil, err
-	}
-	rep, err := s.core.Validate(ctx, next)
-	if err != nil {
-		var ee *core.EvalError
-		if errors.As(err, &ee) {
-			// The core threw instead of reporting: still the config's fault as far as the client can tell.
-			return nil, &rejected{report: core.Report{Errors: []Problem{{Path: "", Message: ee.Message}}}}
-		}
-		return nil, fmt.Errorf("validating through the core: %w", err)
+// validate asks the core about next; errors refuse the change. The core decides (unknown top-level keys, shared
+// MACs, ...); the store's shape check comes after it, only as the guard of what its tables can hold. It is one
+// evaluation that also plans next: the plan of the version the write stores, which nobody evaluates again.
+func (s *Server) validate(ctx context.Context, next map[string]any) ([]Problem, *core.Planned, error) {
+	planned, err := s.core.Plan(ctx, next)
+	var rep core.Report
+	var inv *core.InvalidError
+	var ee *core.EvalError
+	switch {
+	case errors.As(err, &inv):
+		rep = inv.Report
+	case errors.As(err, &ee):
+		// The core threw instead of reporting: still the config's fault as far as the client can tell.
+		return nil, nil, &rejected{report: core.Report{Errors: []Problem{{Path: "", Message: ee.Message}}}}
+	case err != nil:
+		return nil, nil, fmt.Errorf("validating through the core: %w", err)
+	default:
+		rep = core.Report{Errors: []Problem{}, Warnings: planned.Warnings}
 	}
 	// The core only warns about secret values in the config (a flake may accept the risk); the daemon refuses
 	// them: the inventory is readable with any read token and rendered into a flake workspace.
@@ -83,9 +87,12 @@ func (s *Server) validate(ctx context.Context, next map[string]any) ([]Problem, 
 		warnings = append(warnings, w)
 	}
 	if !rep.OK() {
-		return nil, &rejected{report: rep}
+		return nil, nil, &rejected{report: rep}
 	}
-	return warnings, nil
+	if err := store.CheckShape(next); err != nil {
+		return nil, nil, err
+	}
+	return warnings, planned, nil
 }
 
 // modify runs a change of the config layers: compute, validate through the core, store. Changes from this
@@ -99,15 +106,19 @@ func (s *Server) modifyAs(ctx context.Context, actor string, change func(snap *s
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	var warnings []Problem
+	var planned *core.Planned
 	v, err := s.st.Modify(ctx, actor, func(snap *store.Snapshot) (map[string]any, error) {
 		next, err := change(snap)
 		if err != nil {
 			return nil, err
 		}
-		warnings, err = s.validate(ctx, next)
+		warnings, planned, err = s.validate(ctx, next)
 		return next, err
 	})
 	if err == nil {
+		// The plan of the stored version comes from the write's own evaluation: boot decisions right after a
+		// change wait for no evaluation.
+		s.plans.Planned(ctx, v, planned)
 		s.RenderWorkspace(ctx)
 	}
 	return v, warnings, err
@@ -164,13 +175,6 @@ func (s *Server) putConfig(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		s.fail(w, r, badRequest("the config must be a mapping with nodes, clusters and provisioning"))
 		return
-	}
-	for k := range cfg {
-		if k != "nodes" && k != "clusters" && k != "provisioning" {
-			s.fail(w, r, badRequest("unknown top-level key "+strconv.Quote(k)+"; a config has nodes, clusters and provisioning",
-				Problem{Path: k, Message: "unknown top-level key"}))
-			return
-		}
 	}
 	v, warnings, err := s.modify(r, func(snap *store.Snapshot) (map[string]any, error) {
 		if err := checkVersion("the inventory", want, snap.Version, true); err != nil {
@@ -407,60 +411,31 @@ func deletePath(m map[string]any, path []string) {
 	delete(m, path[len(path)-1])
 }
 
-// getPlan answers the cluster's part of the core's plan of the stored inventory. Plans are cached per inventory
-// version: one evaluation serves every cluster until the inventory changes.
+// getPlan answers the cluster's part of the core's plan of the stored inventory (inventory.Plans: one
+// evaluation per inventory version serves every cluster and every daemon).
 func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	version, clusters, err := s.plan(r.Context())
+	plan, err := s.plans.Current(r.Context())
 	if err != nil {
-		var inv *core.InvalidError
-		if errors.As(err, &inv) {
-			err = &rejected{report: inv.Report}
-		}
-		s.fail(w, r, err)
+		s.fail(w, r, planError(err))
 		return
 	}
-	c, ok := clusters[name]
+	c, ok := plan.Raw[name]
 	if !ok {
 		s.fail(w, r, notFound("no cluster "+name))
 		return
 	}
-	w.Header().Set("ETag", etag(version))
+	w.Header().Set("ETag", etag(plan.Version))
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(c)
 }
 
-// plan is the core's plan of the current inventory by cluster, with the inventory version it was made from.
-func (s *Server) plan(ctx context.Context) (int64, map[string]json.RawMessage, error) {
-	v, err := s.st.InventoryVersion(ctx)
-	if err != nil {
-		return 0, nil, err
+// planError is how a failure to plan the stored inventory reaches a client: the core's report when the
+// inventory is invalid.
+func planError(err error) error {
+	var inv *core.InvalidError
+	if errors.As(err, &inv) {
+		return &rejected{report: inv.Report}
 	}
-	s.planMu.Lock()
-	if s.planClusters != nil && s.planVersion == v {
-		p := s.planClusters
-		s.planMu.Unlock()
-		return v, p, nil
-	}
-	s.planMu.Unlock()
-	snap, err := s.st.Snapshot(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	p, err := s.core.Plan(ctx, snap.Config)
-	if err != nil {
-		return 0, nil, err
-	}
-	var all struct {
-		Clusters map[string]json.RawMessage `json:"clusters"`
-	}
-	if err := json.Unmarshal(p.JSON, &all); err != nil {
-		return 0, nil, fmt.Errorf("decoding the plan: %w", err)
-	}
-	s.planMu.Lock()
-	if snap.Version >= s.planVersion {
-		s.planVersion, s.planClusters = snap.Version, all.Clusters
-	}
-	s.planMu.Unlock()
-	return snap.Version, all.Clusters, nil
+	return err
 }

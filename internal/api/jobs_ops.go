@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/remote"
@@ -27,26 +28,17 @@ type Operations interface {
 
 var _ Operations = (*jobs.Runner)(nil)
 
-// Cluster is the core's plan of cluster name in the stored inventory (cached per inventory version: one
-// query when the inventory did not change; network boot asks for every machine that boots).
+// Cluster is the core's plan of cluster name in the stored inventory (inventory.Plans: decoded once per
+// inventory version).
 func (s *Server) Cluster(ctx context.Context, name string) (core.Cluster, error) {
-	_, clusters, err := s.plan(ctx)
-	if err != nil {
-		var inv *core.InvalidError
-		if errors.As(err, &inv) {
-			err = &rejected{report: inv.Report}
-		}
-		return core.Cluster{}, err
-	}
-	raw, ok := clusters[name]
-	if !ok {
+	c, err := s.plans.Cluster(ctx, name)
+	if errors.Is(err, inventory.ErrNoCluster) {
 		return core.Cluster{}, notFound("no cluster " + strconv.Quote(name))
 	}
-	var c core.Cluster
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return core.Cluster{}, fmt.Errorf("decoding the plan of cluster %q: %w", name, err)
+	if err != nil {
+		return core.Cluster{}, planError(err)
 	}
-	return c, nil
+	return c.Cluster, nil
 }
 
 // ClusterPlan is the core's plan of cluster name in the stored inventory, with the inventory's ssh settings

@@ -38,6 +38,7 @@ type Options struct {
 type Evaluator struct {
 	nix     string
 	libDir  string
+	id      string
 	timeout time.Duration
 }
 
@@ -81,11 +82,19 @@ func New(opts Options) (*Evaluator, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	return &Evaluator{nix: nix, libDir: dir, timeout: timeout}, nil
+	sum, err := hashFS(os.DirFS(dir))
+	if err != nil {
+		return nil, fmt.Errorf("hashing the core in %s: %w", dir, err)
+	}
+	return &Evaluator{nix: nix, libDir: dir, id: sum[:20], timeout: timeout}, nil
 }
 
 // LibDir is the directory of the core being evaluated.
 func (e *Evaluator) LibDir() string { return e.libDir }
+
+// ID names the core being evaluated by its content: two evaluators with the same ID plan every config alike, so
+// a plan stored by one serves the other.
+func (e *Evaluator) ID() string { return e.id }
 
 // Eval evaluates expr, a Nix expression in which `core` is the imported lib and `cfg` the config, and
 // returns its value as JSON. cfg must marshal to JSON (json.RawMessage passes through as is).

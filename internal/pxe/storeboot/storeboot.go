@@ -25,7 +25,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/pxe"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -33,7 +33,7 @@ import (
 // MachineStore is the part of *store.Store this adapter uses.
 type MachineStore interface {
 	Machine(ctx context.Context, mac string) (*store.Machine, error)
-	MachinesOfCluster(ctx context.Context, cluster string) (map[string]*store.Machine, error)
+	MemberStates(ctx context.Context, cluster string, members []string) (map[string]string, error)
 	CreateMachine(ctx context.Context, actor, mac string, facts json.RawMessage, reason string) (*store.Machine, error)
 	UpdateMachine(ctx context.Context, actor, mac string, c store.MachineChange) (*store.Machine, error)
 	ArmInstall(ctx context.Context, actor, mac string, version int64, reason string) (*store.Machine, error)
@@ -41,9 +41,10 @@ type MachineStore interface {
 	ReportInstall(ctx context.Context, actor, mac string, hash [32]byte, r store.InstallReport) error
 }
 
-// Planner is the core's plan of the stored inventory (the API server implements it).
+// Planner is the core's plan of the stored inventory (*inventory.Plans, shared with the API server): decoded
+// once per inventory version, so a decision costs the same in a cluster of 5 or 5,000 members.
 type Planner interface {
-	Cluster(ctx context.Context, name string) (core.Cluster, error)
+	Cluster(ctx context.Context, name string) (*inventory.Cluster, error)
 }
 
 // ErrBuilding: the installer image is being built; the machine waits.
@@ -138,7 +139,7 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 		return pxe.Boot{}, err
 	}
 	var b pxe.Boot
-	var plan *core.Cluster
+	var plan *inventory.Cluster
 	assigned := m.Cluster != nil && m.Member != nil
 	if assigned {
 		b.Member = *m.Cluster + "-" + *m.Member
@@ -146,7 +147,7 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 		if err != nil {
 			return pxe.Boot{}, fmt.Errorf("the plan of %s: %w", *m.Cluster, err)
 		}
-		plan = &c
+		plan = c
 		if mp, ok := c.Members[*m.Member]; ok {
 			b.IP = net.ParseIP(mp.IP)
 		}
@@ -217,28 +218,23 @@ func (a *Adapter) install(ctx context.Context, m *store.Machine, b pxe.Boot) (px
 }
 
 // waitingFor names what the member waits for before it may install: every member of an earlier join wave
-// (first server, each other server alone, then the agents) must be ready; "" when it may go.
-func (a *Adapter) waitingFor(ctx context.Context, c *core.Cluster, member string) (string, error) {
-	var before []string
-	for _, wave := range c.Provision {
-		if slices.Contains(wave, member) {
-			break
-		}
-		before = append(before, wave...)
-	}
+// (first server, each other server alone, then the agents) must be ready; "" when it may go. It reads the
+// states of those members only.
+func (a *Adapter) waitingFor(ctx context.Context, c *inventory.Cluster, member string) (string, error) {
+	before := c.Before(member)
 	if len(before) == 0 {
 		return "", nil
 	}
-	ms, err := a.Store.MachinesOfCluster(ctx, c.Name)
+	states, err := a.Store.MemberStates(ctx, c.Name, before)
 	if err != nil {
 		return "", err
 	}
 	var waiting []string
 	for _, name := range before {
-		if m, ok := ms[name]; !ok {
+		if st, ok := states[name]; !ok {
 			waiting = append(waiting, c.Name+"-"+name+" (no machine)")
-		} else if !slices.Contains(readyStates, m.State) {
-			waiting = append(waiting, c.Name+"-"+name+" ("+strings.ReplaceAll(m.State, "_", " ")+")")
+		} else if !slices.Contains(readyStates, st) {
+			waiting = append(waiting, c.Name+"-"+name+" ("+strings.ReplaceAll(st, "_", " ")+")")
 		}
 	}
 	if len(waiting) == 0 {

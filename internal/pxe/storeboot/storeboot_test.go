@@ -17,6 +17,7 @@ import (
 
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/pxe"
@@ -38,20 +39,6 @@ func (i images) Installer(_ context.Context, m *store.Machine) (string, error) {
 	return id, nil
 }
 
-// planner plans the config with the real core (nix-instantiate), as the API server does.
-type planner struct {
-	t    *testing.T
-	plan *core.Plan
-}
-
-func (p *planner) Cluster(_ context.Context, name string) (core.Cluster, error) {
-	c, ok := p.plan.Clusters[name]
-	if !ok {
-		return core.Cluster{}, errors.New("no cluster " + name)
-	}
-	return c, nil
-}
-
 const cfg = `{"nodes": {"vm": {"install": {"disk": "/dev/vda"}}}, "clusters": {"dev": {"ha": {"enable": true, "vip": "192.168.1.100"}, "members": {
   "s1": {"node": "vm", "role": "server", "ip": "192.168.1.10", "network": {"mac": "52:54:00:ee:00:01"}},
   "s2": {"node": "vm", "role": "server", "ip": "192.168.1.11", "network": {"mac": "52:54:00:ee:00:02"}},
@@ -70,11 +57,8 @@ func setup(t *testing.T) (*store.Store, *Adapter) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ev.Plan(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, &Adapter{Store: st, Plans: &planner{t, &p.Plan}, Images: images{}, DiscoveryImage: "discovery", Arm: true}
+	// The plans of the stored inventory with the real core, as the daemon has them.
+	return st, &Adapter{Store: st, Plans: inventory.NewPlans(st, ev, nil), Images: images{}, DiscoveryImage: "discovery", Arm: true}
 }
 
 func bootOf(t *testing.T, a *Adapter, mac string, fw pxe.Firmware, want pxe.Action) pxe.Boot {
@@ -329,7 +313,14 @@ func TestBuildsAsJobs(t *testing.T) {
 	if m.State != "install_failed" || !strings.Contains(last.Reason, "building the installer failed (its log is job ") {
 		t.Fatalf("after a failed build: %s, %+v", m.State, last)
 	}
-	js, _ := st.Jobs(ctx, store.JobFilter{Kind: JobKind, Status: "failed", Limit: 10})
+	// The handler moves the machine before the runner records the job's end: wait for that too.
+	var js []*store.Job
+	for i := 0; i < 100 && len(js) == 0; i++ {
+		js, _ = st.Jobs(ctx, store.JobFilter{Kind: JobKind, Status: "failed", Limit: 10})
+		if len(js) == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	if len(js) != 1 {
 		t.Fatalf("failed build jobs: %d", len(js))
 	}
