@@ -18,6 +18,7 @@ let
     ++ optionals (ops.jobs != null) [ "--jobs" (toString ops.jobs) ]
     ++ optionals (ops.jobTimeout != null) [ "--job-timeout" ops.jobTimeout ]
     ++ optionals pxe.enable ([ "--pxe" "--ipxe-dir" "${pxe.ipxe}" ]
+      ++ lib.concatMap (a: [ "--pxe-boot-file" "${a}=${pxe.bootFiles.${a}}" ]) (builtins.attrNames pxe.bootFiles)
       ++ lib.concatMap (c: [ "--pxe-cluster" c ]) pxe.clusters
       ++ optionals (pxe.interface != null) [ "--pxe-interface" pxe.interface ]
       ++ optionals (pxe.ip != null) [ "--pxe-ip" pxe.ip ]
@@ -146,7 +147,30 @@ in
         # the x86-64 ipxe.efi only when built for x86-64 (see modules/flake/pxe.nix).
         default = if pkgs.stdenv.hostPlatform.isx86_64 then pkgs.ipxe else pkgs.pkgsCross.gnu64.ipxe;
         defaultText = literalExpression "pkgs.ipxe (x86-64 hosts), pkgs.pkgsCross.gnu64.ipxe (others)";
-        description = "iPXE build whose `undionly.kpxe` and `ipxe.efi` are served over TFTP (`--ipxe-dir`).";
+        description = ''
+          Directory of iPXE binaries served over TFTP and HTTP (`--ipxe-dir`): `undionly.kpxe` for BIOS, the first
+          of `snponly.efi`, `snp.efi`, `ipxe.efi` for x86-64 UEFI, and, when present, `snp-arm64.efi` or
+          `ipxe-arm64.efi` for ARM64 UEFI (see `bootFiles`).
+        '';
+        example = literalExpression ''
+          # x86-64 and ARM64 machines: nixpkgs' x86-64 iPXE plus the ARM64 snp.efi under a name of its own
+          pkgs.runCommand "ipxe-x86-arm64" { } '''
+            mkdir $out
+            ln -s ''${pkgs.ipxe}/* $out/
+            ln -s ''${pkgs.pkgsCross.aarch64-multiplatform.ipxe}/snp.efi $out/snp-arm64.efi
+          '''
+        '';
+      };
+      bootFiles = mkOption {
+        type = types.attrsOf types.str;
+        default = { };
+        example = { "11" = "snp-arm64.efi"; "19" = "snp-arm64.efi"; "0" = ""; };
+        description = ''
+          Boot file of `ipxe` for clients of each architecture, by DHCP option 93 number (`--pxe-boot-file`):
+          0 x86 BIOS, 6/15 32-bit x86 UEFI PXE/HTTP, 7/9 x86-64 UEFI PXE, 16 x86-64 HTTP boot, 11/19 ARM64 UEFI
+          PXE/HTTP. Overrides the defaults (see `ipxe`); `""` offers that architecture nothing. A client whose
+          architecture has no file gets no answer and tries its next boot device.
+        '';
       };
       autoInstall = mkOption {
         type = types.bool;

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +30,7 @@ type pxeOptions struct {
 	ip         string
 	mode       string
 	ipxeDir    string
+	bootFiles  listFlag
 	images     string
 	discovery  bool
 	noArm      bool
@@ -55,7 +55,8 @@ func (p *pxeOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&p.iface, "pxe-interface", getenv("NIX8S_PXE_INTERFACE"), "serve DHCP on `IFACE` (default provisioning.pxe.server.interface) ($NIX8S_PXE_INTERFACE)")
 	fs.StringVar(&p.ip, "pxe-ip", getenv("NIX8S_PXE_IP"), "this server's `ADDRESS` on that interface (default provisioning.pxe.server.ip)")
 	fs.StringVar(&p.mode, "pxe-mode", getenv("NIX8S_PXE_MODE"), "DHCP `MODE`: proxy (beside the site's DHCP server) or full (default provisioning.pxe.server.dhcp.mode, else proxy)")
-	fs.StringVar(&p.ipxeDir, "ipxe-dir", envOr(getenv, "NIX8S_IPXE_DIR", "/usr/lib/ipxe"), "`DIR` holding undionly.kpxe and ipxe.efi ($NIX8S_IPXE_DIR)")
+	fs.StringVar(&p.ipxeDir, "ipxe-dir", envOr(getenv, "NIX8S_IPXE_DIR", "/usr/lib/ipxe"), "`DIR` holding the iPXE binaries: undionly.kpxe, snponly.efi/snp.efi/ipxe.efi, optionally snp-arm64.efi/ipxe-arm64.efi ($NIX8S_IPXE_DIR)")
+	fs.Var(&p.bootFiles, "pxe-boot-file", "give clients of architecture ARCH (DHCP option 93: 0 BIOS, 6/15 x86 UEFI, 7/9 x86-64 UEFI, 11 ARM64 UEFI, 16/19 their HTTP boot) the file `ARCH=FILE` of --ipxe-dir; an empty FILE offers them nothing (repeatable)")
 	fs.StringVar(&p.images, "pxe-images", getenv("NIX8S_PXE_IMAGES"), "serve prebuilt images from `DIR`/<cluster>-<member>/ and DIR/discovery/ (bzImage, initrd, cmdline) instead of building them from the flake")
 	fs.BoolVar(&p.discovery, "discovery", true, "boot unknown machines into the discovery image (false: they fall through to their next boot device)")
 	fs.BoolVar(&p.noArm, "no-auto-install", false, "do not install assigned machines when they boot; only POST /v1/machines/{mac}/reinstall arms an install")
@@ -171,10 +172,17 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 		errs = append(errs, fmt.Errorf("no IPv4 address to serve from (got %q): set provisioning.pxe.server.ip or pass --pxe-ip", ipS))
 	}
 	mode := pxe.Mode(firstNonEmpty(p.mode, srv.Mode, string(pxe.ModeProxy)))
-	for _, f := range []string{"undionly.kpxe", "ipxe.efi"} {
-		if _, err := os.Stat(p.ipxeDir + "/" + f); err != nil {
-			errs = append(errs, fmt.Errorf("iPXE file %s/%s is missing: install iPXE (Debian: apt-get install ipxe; NixOS: pkgs.ipxe) or pass --ipxe-dir", p.ipxeDir, f))
+	files := pxe.DefaultBootFiles(p.ipxeDir)
+	for _, s := range p.bootFiles {
+		a, f, err := pxe.ParseBootFile(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--pxe-boot-file %w", err))
+			continue
 		}
+		files[a] = f
+	}
+	if err := files.Check(p.ipxeDir); err != nil {
+		errs = append(errs, fmt.Errorf("%w\ninstall iPXE (Debian: apt-get install ipxe; NixOS: pkgs.ipxe), pass --ipxe-dir, or name another file of it with --pxe-boot-file ARCH=FILE (ARCH= offers that architecture nothing)", err))
 	}
 	if len(errs) == 0 {
 		if err := pxe.CheckInterface(iface, ip); err != nil {
@@ -211,8 +219,8 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 		images = s.nixb
 	}
 	s.http = &pxe.HTTP{Booter: s.adapter, Machines: s.adapter, Images: images, BaseURL: base, IPXEDir: p.ipxeDir,
-		Metrics: metrics, Logger: log, WaitInterval: p.waitEvery}
-	d := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, HTTPBase: base, Port: p.dhcpPort,
+		Files: files.Files(), Metrics: metrics, Logger: log, WaitInterval: p.waitEvery}
+	d := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, BootFiles: files, HTTPBase: base, Port: p.dhcpPort,
 		LeaseTime: p.dhcpLease, Metrics: metrics, Logger: log}
 	if mode == pxe.ModeFull {
 		d.Leases = storeboot.Leases{Store: st}
@@ -234,7 +242,7 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 			}
 		}
 	}
-	s.server = &pxe.Server{DHCP: d, TFTP: &pxe.TFTP{Dir: p.ipxeDir, Metrics: metrics, Logger: log}, HTTP: s.http,
+	s.server = &pxe.Server{DHCP: d, TFTP: &pxe.TFTP{Dir: p.ipxeDir, Files: files.Files(), Metrics: metrics, Logger: log}, HTTP: s.http,
 		TFTPAddr: net.JoinHostPort(ip.String(), strconv.Itoa(p.tftpPort)), Logger: log}
 	if !p.raDisabled {
 		s.server.RA = &pxe.RouterAdvertiser{Interface: iface, Logger: log}
@@ -247,7 +255,7 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 	}
 	s.view = view
 	log.Info("pxe: serving network boot", "interface", iface, "ip", ip.String(), "mode", mode, "url", base,
-		"clusters", p.clusters.String(), "machines", len(view.Machines))
+		"clusters", p.clusters.String(), "machines", len(view.Machines), "bootFiles", files.String())
 	return s, nil
 }
 

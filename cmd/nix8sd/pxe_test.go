@@ -337,9 +337,20 @@ func TestServeNetworkBootRefusesToStart(t *testing.T) {
 		{"a plan IP outside the DHCP subnet", strings.NewReplacer("A1MAC", "52:54:00:ab:00:02",
 			"DHCP", "{ mode: full, subnet: 127.0.0.0/28, range: 127.0.0.2-127.0.0.9 }").Replace(badBase), nil,
 			[]string{"clusters.lab.members.", ".ip", "127.0.0.0/28"}},
+		// The core's rules (once DHCP.Check's, without a config path).
+		{"a DHCP range that starts after it ends", strings.NewReplacer("A1MAC", "52:54:00:ab:00:02",
+			"DHCP", "{ mode: full, subnet: 127.0.0.0/24, range: 127.0.0.9-127.0.0.2 }").Replace(badBase), nil,
+			[]string{`provisioning.pxe.server.dhcp.range: "127.0.0.9-127.0.0.2" starts after it ends`}},
+		{"a gateway outside the DHCP subnet", strings.NewReplacer("A1MAC", "52:54:00:ab:00:02",
+			"DHCP", "{ mode: full, subnet: 127.0.0.0/24, range: 127.0.0.100-127.0.0.120, gateway: 10.0.0.1 }").Replace(badBase), nil,
+			[]string{`provisioning.pxe.server.dhcp.gateway: "10.0.0.1" is outside dhcp.subnet`}},
 		{"an interface without the address", good, []string{"--pxe-ip", "10.250.0.1"},
 			[]string{"does not have the server address 10.250.0.1", "provisioning.pxe.server.ip"}},
 		{"a port in use", good, []string{"--tftp-port", busyPort}, []string{"address already in use", "--tftp-port"}},
+		{"a boot file for an architecture nix8s does not boot", good, []string{"--pxe-boot-file", "10=ipxe-arm32.efi"},
+			[]string{`--pxe-boot-file "10=ipxe-arm32.efi": architecture 10 is not one nix8s boots; known: 0 (x86 BIOS)`}},
+		{"a boot file missing from the iPXE directory", good, []string{"--pxe-boot-file", "11=snp-arm64.efi"},
+			[]string{"the boot file of architecture 11 (ARM64 UEFI), /usr/lib/ipxe/snp-arm64.efi, is missing", "--pxe-boot-file ARCH=FILE"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

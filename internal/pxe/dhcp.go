@@ -13,7 +13,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	"github.com/insomniacslk/dhcp/iana"
 )
 
 // Mode is how the DHCP server takes part in the network.
@@ -41,6 +40,9 @@ type DHCP struct {
 	LeaseTime            time.Duration
 	Leases               Leases
 	Booter               Booter
+	// BootFiles is the iPXE binary of each client architecture (nil: StandardBootFiles). A PXE client whose
+	// architecture has none gets no answer, never another architecture's binary.
+	BootFiles BootFiles
 	// HTTPBase is the boot HTTP server's base URL (http://ip:port).
 	HTTPBase string
 	// Workers (default 8) and Queue (default 256) bound the packet handling.
@@ -78,20 +80,14 @@ func (d *DHCP) Check() error {
 	switch d.Mode {
 	case ModeProxy:
 	case ModeFull:
+		// What the range, subnet and gateway must satisfy (range inside the subnet and in order, gateway in the
+		// subnet) is the core's rule (lib/validate.nix), checked with its config path before nix8sd gets here;
+		// only their presence is checked here, as the guard of the lease code.
 		if d.Subnet == nil {
 			errs = append(errs, errors.New("dhcp: full mode needs a subnet"))
-		} else {
-			for _, ip := range []net.IP{d.RangeStart, d.RangeEnd} {
-				if ip.To4() == nil || !d.Subnet.Contains(ip) {
-					errs = append(errs, fmt.Errorf("dhcp: range end %v is not inside the subnet %v", ip, d.Subnet))
-				}
-			}
-			if d.RangeStart.To4() != nil && d.RangeEnd.To4() != nil && ip4(d.RangeStart) > ip4(d.RangeEnd) {
-				errs = append(errs, fmt.Errorf("dhcp: range %v-%v is backwards", d.RangeStart, d.RangeEnd))
-			}
-			if d.Gateway != nil && !d.Subnet.Contains(d.Gateway) {
-				errs = append(errs, fmt.Errorf("dhcp: gateway %v is not inside the subnet %v", d.Gateway, d.Subnet))
-			}
+		}
+		if d.RangeStart.To4() == nil || d.RangeEnd.To4() == nil {
+			errs = append(errs, fmt.Errorf("dhcp: full mode needs an IPv4 range, got %v-%v", d.RangeStart, d.RangeEnd))
 		}
 		if d.Leases == nil {
 			errs = append(errs, errors.New("dhcp: full mode needs a lease store"))
@@ -249,15 +245,13 @@ func ClientFirmware(m *dhcpv4.DHCPv4) (Firmware, bool) {
 	if !strings.HasPrefix(class, "PXEClient") {
 		return "", false
 	}
-	for _, a := range m.ClientArch() {
-		switch a {
-		case iana.EFI_X86_64, iana.EFI_BC:
-			return FirmwareUEFI, true
-		case iana.EFI_X86_64_HTTP:
-			return FirmwareUEFIHTTP, true
-		}
+	switch a := ClientArchOf(m); {
+	case HTTPArch(a):
+		return FirmwareUEFIHTTP, true
+	case a == ArchBIOS:
+		return FirmwareBIOS, true
 	}
-	return FirmwareBIOS, true
+	return FirmwareUEFI, true
 }
 
 // chainLimit breaks boot loops: a MAC handed an iPXE binary this many times within chainWindow gets no more
@@ -309,6 +303,9 @@ func (d *DHCP) Handle(ctx context.Context, m *dhcpv4.DHCPv4, alt bool) (*dhcpv4.
 		if b, err = d.Booter.Boot(ctx, mac, fw); err != nil {
 			return nil, fmt.Errorf("boot decision: %w", err)
 		}
+	}
+	if pxe && b.Action != ActionIgnore && !d.haveBootFile(m, fw) {
+		return nil, nil // no binary for its architecture: no offer, so the firmware tries its next boot entry
 	}
 	if d.Mode == ModeProxy {
 		return d.proxy(m, typ, fw, pxe, b, alt)
@@ -424,22 +421,60 @@ func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageTyp
 	return r, nil
 }
 
-// bootFile puts the boot file for fw into r; false when the chain-loading limit stops it.
+// bootFileName is the boot file a firmware (not iPXE) of m's architecture is given, "" when there is none,
+// with the reason for the metric: unknown-arch (not an architecture nix8s boots) or no-binary (the table has
+// no file for it, or an HTTP boot client announced a PXE architecture).
+func (d *DHCP) bootFileName(m *dhcpv4.DHCPv4, fw Firmware) (file string, arch Arch, reason string) {
+	arch = ClientArchOf(m)
+	if _, ok := archNames[arch]; !ok {
+		return "", arch, "unknown-arch"
+	}
+	files := d.BootFiles
+	if files == nil {
+		files = StandardBootFiles()
+	}
+	file = files[arch]
+	if file == "" || (fw == FirmwareUEFIHTTP) != HTTPArch(arch) {
+		return "", arch, "no-binary"
+	}
+	return file, arch, ""
+}
+
+// haveBootFile reports whether m can be given a boot file; when not, it logs why and counts it.
+func (d *DHCP) haveBootFile(m *dhcpv4.DHCPv4, fw Firmware) bool {
+	if fw == FirmwareIPXE {
+		return true
+	}
+	file, arch, reason := d.bootFileName(m, fw)
+	if file != "" {
+		return true
+	}
+	d.Metrics.noBootFile(archLabel(arch), reason)
+	d.Logger.Warn("pxe: no boot file for this client's architecture; not answering it, so it tries its next boot device",
+		"mac", m.ClientHWAddr.String(), "arch", int(arch), "archName", archNames[arch], "reason", reason,
+		"hint", "put the architecture's iPXE binary into the iPXE directory and name it with --pxe-boot-file ARCH=FILE")
+	return false
+}
+
+// bootFile puts the boot file for fw into r; false when the chain-loading limit stops it (or there is none).
 func (d *DHCP) bootFile(r, m *dhcpv4.DHCPv4, fw Firmware) bool {
 	var file string
 	switch fw {
 	case FirmwareIPXE:
-		file = d.HTTPBase + "/boot/ipxe?mac=${net0/mac}"
+		// The MAC of this request, not ${net0/mac}: a machine booting from its second NIC is known by that
+		// NIC's MAC, and iPXE's net0 is its first. iPXE asks for the script from the NIC it configured.
+		file = d.HTTPBase + "/boot/ipxe?mac=" + m.ClientHWAddr.String()
 		// Option 175.176 = 1: iPXE skips waiting for proxyDHCP offers (2 s) when we are its only DHCP server.
 		if d.Mode == ModeFull {
 			r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionEtherboot, []byte{176, 1, 1}))
 		}
-	case FirmwareUEFIHTTP:
-		file = d.HTTPBase + "/boot/ipxe.efi"
-	case FirmwareUEFI:
-		file = "ipxe.efi"
 	default:
-		file = "undionly.kpxe"
+		if file, _, _ = d.bootFileName(m, fw); file == "" {
+			return false
+		}
+		if fw == FirmwareUEFIHTTP {
+			file = d.HTTPBase + "/boot/" + file
+		}
 	}
 	if fw != FirmwareIPXE && !d.chainOK(m.ClientHWAddr.String(), time.Now()) {
 		d.Logger.Warn("pxe: a machine keeps asking for iPXE; not answering it for a while (boot loop?)", "mac", m.ClientHWAddr.String())
@@ -450,6 +485,11 @@ func (d *DHCP) bootFile(r, m *dhcpv4.DHCPv4, fw Firmware) bool {
 	r.UpdateOption(dhcpv4.OptBootFileName(file))
 	if fw == FirmwareBIOS || fw == FirmwareUEFI {
 		r.UpdateOption(dhcpv4.OptTFTPServerName(d.ServerIP.String()))
+	}
+	// Option 97, the client's machine identifier (its UUID), goes back as it came: PXE firmware expects its
+	// own PXE options mirrored in the answer (PXE 2.1; dnsmasq and pixiecore echo it too).
+	if guid := m.Options.Get(dhcpv4.OptionClientMachineIdentifier); len(guid) > 0 {
+		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid))
 	}
 	return true
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,6 +40,9 @@ type HTTP struct {
 	BaseURL string
 	// IPXEDir holds undionly.kpxe and ipxe.efi.
 	IPXEDir string
+	// Files are the binaries of IPXEDir served under /boot/ for UEFI HTTP boot (BootFiles.Files; default
+	// undionly.kpxe, ipxe.efi, snponly.efi).
+	Files []string
 	// ClientMAC maps a client IP to the MAC that leased it (full mode), to refuse reports for another MAC;
 	// nil or false: no check beyond the request itself.
 	ClientMAC func(ip net.IP) (net.HardwareAddr, bool)
@@ -92,8 +96,10 @@ func (h *HTTP) waitInterval() time.Duration {
 	return h.WaitInterval
 }
 
-// ScriptURL is the boot file name DHCP gives iPXE: iPXE expands ${net0/mac} itself.
-func (h *HTTP) ScriptURL() string { return h.BaseURL + "/boot/ipxe?mac=${net0/mac}" }
+// ScriptURL is the script URL for where it must be static (an embedded iPXE script, a site DHCP server's
+// config): iPXE expands ${netX/mac} to the MAC of the NIC it configured last, the one it booted from. DHCP
+// hands out the URL with the requesting MAC itself.
+func (h *HTTP) ScriptURL() string { return h.BaseURL + "/boot/ipxe?mac=${netX/mac}" }
 
 func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -133,9 +139,12 @@ func (h *HTTP) render(ctx context.Context, mac net.HardwareAddr, b Boot) (string
 		sb.WriteString("echo nix8s: this machine is not known here; trying the next boot device\nexit 1\n")
 		return sb.String(), nil
 	case ActionLocal:
-		// BIOS: hand over to the first disk; UEFI: exit so the firmware's boot order picks the disk.
+		// BIOS: hand over to the first disk. UEFI: exit with a failure, so the firmware tries its next boot
+		// entry, the disk. Not `exit 0`: iPXE returns the exit status to the firmware (efiprefix.c, EFIRC), and
+		// EDK2's boot manager (BdsDxe BootBootOptions) shows its menu after a boot option that returned
+		// EFI_SUCCESS instead of going on; exit 1 reaches it as an EFI error status.
 		sb.WriteString("echo nix8s: installed; booting from the local disk\n")
-		sb.WriteString("iseq ${platform} efi && exit 0 ||\n")
+		sb.WriteString("iseq ${platform} efi && exit 1 ||\n")
 		sb.WriteString("sanboot --no-describe --drive 0x80 || exit 0\n")
 		return sb.String(), nil
 	case ActionWait:
@@ -183,25 +192,11 @@ func (h *HTTP) render(ctx context.Context, mac net.HardwareAddr, b Boot) (string
 	return sb.String(), nil
 }
 
-type countingWriter struct {
-	http.ResponseWriter
-	n    int64
-	code int
-}
-
-func (c *countingWriter) WriteHeader(code int) { c.code = code; c.ResponseWriter.WriteHeader(code) }
-func (c *countingWriter) Write(b []byte) (int, error) {
-	if c.code == 0 {
-		c.code = http.StatusOK
-	}
-	n, err := c.ResponseWriter.Write(b)
-	c.n += int64(n)
-	return n, err
-}
-
+// serveFile serves a netboot image or iPXE binary with range requests, HEAD and If-Modified-Since
+// (http.ServeContent), the body by sendfile(2) (fileResponse), counting the status and the bytes sent.
 func (h *HTTP) serveFile(w http.ResponseWriter, r *http.Request, kind, path string) {
-	cw := &countingWriter{ResponseWriter: w}
-	defer func() { h.Metrics.http(kind, cw.code, cw.n) }()
+	cw := &fileResponse{ResponseWriter: w}
+	defer func() { h.Metrics.http(kind, cw.status(), cw.n) }()
 	f, err := os.Open(path)
 	if err != nil {
 		http.NotFound(cw, r)
@@ -239,7 +234,11 @@ func (h *HTTP) image(w http.ResponseWriter, r *http.Request) {
 
 func (h *HTTP) ipxeBinary(w http.ResponseWriter, r *http.Request) {
 	file := r.PathValue("file")
-	if (file != "ipxe.efi" && file != "undionly.kpxe" && file != "snponly.efi") || h.IPXEDir == "" {
+	files := h.Files
+	if files == nil {
+		files = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
+	}
+	if !slices.Contains(files, file) || h.IPXEDir == "" {
 		h.Metrics.http("efi", http.StatusNotFound, 0)
 		http.NotFound(w, r)
 		return
@@ -262,66 +261,103 @@ func (h *HTTP) allow(r *http.Request) bool {
 	return l.Allow()
 }
 
-// machineMAC reads ?mac= and checks it against the client's lease, if known.
-func (h *HTTP) machineMAC(r *http.Request) (net.HardwareAddr, error) {
+// machineMAC reads ?mac= and checks it against the client's lease, if known. A MAC that does not parse is a
+// bad request (400), one the client holds no lease for is forbidden (403).
+func (h *HTTP) machineMAC(r *http.Request) (net.HardwareAddr, int, error) {
 	mac, err := ParseMAC(r.URL.Query().Get("mac"))
 	if err != nil {
-		return nil, err
+		return nil, http.StatusBadRequest, fmt.Errorf("mac: %w", err)
 	}
 	if h.ClientMAC != nil {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		if leased, ok := h.ClientMAC(net.ParseIP(host)); ok && leased.String() != mac.String() {
-			return nil, fmt.Errorf("client %s holds the lease of %s, not %s", host, leased, mac)
+			return nil, http.StatusForbidden, fmt.Errorf("client %s holds the lease of %s, not %s", host, leased, mac)
 		}
 	}
-	return mac, nil
+	return mac, 0, nil
 }
 
-func jsonError(w http.ResponseWriter, code int, msg string) {
+// errorCodes are the codes of the /v1 API (internal/api, the spec's Error schema) for the statuses the
+// machine-facing endpoints answer; 413 is bad_request there too.
+var errorCodes = map[int]string{
+	http.StatusBadRequest:            "bad_request",
+	http.StatusUnauthorized:          "unauthorized",
+	http.StatusForbidden:             "forbidden",
+	http.StatusRequestEntityTooLarge: "bad_request",
+	http.StatusTooManyRequests:       "too_many_requests",
+	http.StatusInternalServerError:   "internal",
+}
+
+// machineError answers a /machine/v1 request with the /v1 API's error body: {"code", "message", "details": []}.
+func machineError(w http.ResponseWriter, status int, msg string) {
+	code, ok := errorCodes[status]
+	if !ok {
+		code = "internal"
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]string{"code": http.StatusText(code), "message": msg})
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
+		Code    string   `json:"code"`
+		Message string   `json:"message"`
+		Details []string `json:"details"`
+	}{code, msg, []string{}})
+}
+
+// tooLarge says whether err is a body that exceeded its http.MaxBytesReader.
+func tooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
 }
 
 func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
 	if !h.allow(r) {
 		h.Metrics.report("discover", "refused")
-		jsonError(w, http.StatusTooManyRequests, "too many reports from this address")
+		machineError(w, http.StatusTooManyRequests, "too many reports from this address")
 		return
 	}
-	mac, err := h.machineMAC(r)
+	mac, status, err := h.machineMAC(r)
 	if err != nil {
-		h.Metrics.report("discover", "refused")
-		jsonError(w, http.StatusForbidden, err.Error())
+		outcome := "refused"
+		if status == http.StatusBadRequest {
+			outcome = "bad"
+		}
+		h.Metrics.report("discover", outcome)
+		machineError(w, status, err.Error())
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxReport))
 	if err != nil {
 		h.Metrics.report("discover", "bad")
-		jsonError(w, http.StatusRequestEntityTooLarge, "facts larger than "+strconv.FormatInt(h.MaxReport, 10)+" bytes")
+		if tooLarge(err) {
+			machineError(w, http.StatusRequestEntityTooLarge, "facts larger than "+strconv.FormatInt(h.MaxReport, 10)+" bytes")
+		} else {
+			machineError(w, http.StatusBadRequest, "reading the facts: "+err.Error())
+		}
 		return
 	}
 	var facts map[string]json.RawMessage
 	if err := json.Unmarshal(body, &facts); err != nil || facts == nil {
 		h.Metrics.report("discover", "bad")
-		jsonError(w, http.StatusBadRequest, "facts must be a JSON object")
+		machineError(w, http.StatusBadRequest, "facts must be a JSON object")
 		return
 	}
 	var factMAC string
 	if err := json.Unmarshal(facts["mac"], &factMAC); err != nil {
 		h.Metrics.report("discover", "bad")
-		jsonError(w, http.StatusBadRequest, `facts must name the boot interface's "mac"`)
+		machineError(w, http.StatusBadRequest, `facts must name the boot interface's "mac"`)
 		return
 	}
 	if fm, err := ParseMAC(factMAC); err != nil || fm.String() != mac.String() {
 		h.Metrics.report("discover", "refused")
-		jsonError(w, http.StatusForbidden, "a machine can report only for its own MAC")
+		machineError(w, http.StatusForbidden, "a machine can report only for its own MAC")
 		return
 	}
 	if err := h.Machines.Discovered(r.Context(), mac, body); err != nil {
 		h.Logger.Error("pxe: recording discovered machine", "mac", mac.String(), "err", err)
 		h.Metrics.report("discover", "error")
-		jsonError(w, http.StatusInternalServerError, "could not record the facts")
+		machineError(w, http.StatusInternalServerError, "could not record the facts; see the daemon's log")
 		return
 	}
 	h.Logger.Info("pxe: machine discovered", "mac", mac.String())
@@ -332,19 +368,23 @@ func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
 func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
 	if !h.allow(r) {
 		h.Metrics.report("progress", "refused")
-		jsonError(w, http.StatusTooManyRequests, "too many reports from this address")
+		machineError(w, http.StatusTooManyRequests, "too many reports from this address")
 		return
 	}
-	mac, err := h.machineMAC(r)
+	mac, status, err := h.machineMAC(r)
 	if err != nil {
-		h.Metrics.report("progress", "refused")
-		jsonError(w, http.StatusForbidden, err.Error())
+		outcome := "refused"
+		if status == http.StatusBadRequest {
+			outcome = "bad"
+		}
+		h.Metrics.report("progress", outcome)
+		machineError(w, status, err.Error())
 		return
 	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" {
 		h.Metrics.report("progress", "refused")
-		jsonError(w, http.StatusUnauthorized, "a phone-home token is required")
+		machineError(w, http.StatusUnauthorized, "a phone-home token is required (Authorization: Bearer <nix8s.token>)")
 		return
 	}
 	var p Progress
@@ -352,23 +392,27 @@ func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		h.Metrics.report("progress", "bad")
-		jsonError(w, http.StatusBadRequest, "progress must be {generation, phase (<= 64 bytes), done, error, hostKey (with done)}")
+		if tooLarge(err) {
+			machineError(w, http.StatusRequestEntityTooLarge, "progress larger than "+strconv.FormatInt(h.MaxReport, 10)+" bytes")
+			return
+		}
+		machineError(w, http.StatusBadRequest, "progress must be {generation, phase (<= 64 bytes), done, error, hostKey (with done)}")
 		return
 	}
 	if err := p.Check(); err != nil {
 		h.Metrics.report("progress", "bad")
-		jsonError(w, http.StatusBadRequest, "progress: "+err.Error())
+		machineError(w, http.StatusBadRequest, "progress: "+err.Error())
 		return
 	}
 	if err := h.Machines.Progress(r.Context(), mac, tok, p); err != nil {
 		if errors.Is(err, ErrToken) {
 			h.Metrics.report("progress", "refused")
-			jsonError(w, http.StatusForbidden, err.Error())
+			machineError(w, http.StatusForbidden, err.Error())
 			return
 		}
 		h.Logger.Error("pxe: recording progress", "mac", mac.String(), "err", err)
 		h.Metrics.report("progress", "error")
-		jsonError(w, http.StatusInternalServerError, "could not record the progress")
+		machineError(w, http.StatusInternalServerError, "could not record the progress; see the daemon's log")
 		return
 	}
 	h.Logger.Info("pxe: install progress", "mac", mac.String(), "phase", p.Phase, "done", p.Done, "error", p.Error, "hostKey", p.HostKey != "")

@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	DHCPReplies   *prometheus.CounterVec // mode (proxy|full), type (offer|ack|nak)
 	DHCPDropped   *prometheus.CounterVec // reason (busy|ignored|bad)
+	NoBootFile    *prometheus.CounterVec // arch (option 93 number, or other), reason (unknown-arch|no-binary)
 	TFTPTransfers *prometheus.CounterVec // file, result (ok|error)
 	TFTPBytes     prometheus.Counter
 	HTTPTransfers *prometheus.CounterVec // kind (script|kernel|initrd|efi), code
@@ -21,6 +22,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "DHCP replies sent, by mode (proxy, full) and message type (offer, ack, nak)."}, []string{"mode", "type"}),
 		DHCPDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_dropped_total",
 			Help: "DHCP packets not answered, by reason (busy: worker pool full; bad: unparsable; ignored: not for us)."}, []string{"reason"}),
+		NoBootFile: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_no_boot_file_total",
+			Help: "PXE requests not answered for want of a boot file, by client architecture (DHCP option 93; other: not one nix8s boots) and reason (unknown-arch; no-binary: none configured for it)."}, []string{"arch", "reason"}),
 		TFTPTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_tftp_transfers_total",
 			Help: "TFTP read requests, by file and result."}, []string{"file", "result"}),
 		TFTPBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "nix8s_pxe_tftp_bytes_total",
@@ -35,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Machine-facing calls, by kind (discover, progress) and result (ok, refused, bad)."}, []string{"kind", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.DHCPReplies, m.DHCPDropped, m.TFTPTransfers, m.TFTPBytes, m.HTTPTransfers, m.HTTPBytes, m.Boots, m.Reports)
+		reg.MustRegister(m.DHCPReplies, m.DHCPDropped, m.NoBootFile, m.TFTPTransfers, m.TFTPBytes, m.HTTPTransfers, m.HTTPBytes, m.Boots, m.Reports)
 	}
 	return m
 }
@@ -75,5 +78,11 @@ func (m *Metrics) boot(outcome string) {
 func (m *Metrics) report(kind, result string) {
 	if m != nil {
 		m.Reports.WithLabelValues(kind, result).Inc()
+	}
+}
+
+func (m *Metrics) noBootFile(arch, reason string) {
+	if m != nil {
+		m.NoBootFile.WithLabelValues(arch, reason).Inc()
 	}
 }

@@ -7,12 +7,14 @@ package pxe
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ const ipxeDir = "/usr/lib/ipxe"
 type rig struct {
 	net     *pxetest.Net
 	mem     *Memory
+	booted  *recordingBooter // every decision asked of mem, by DHCP and HTTP
 	leases  *MemLeases
 	metrics *Metrics
 	base    string
@@ -36,16 +39,27 @@ type rig struct {
 // startRig starts DHCP (mode), TFTP and HTTP on the rig's server address.
 func startRig(t *testing.T, mode Mode) *rig {
 	t.Helper()
+	return startRigWith(t, mode, ipxeDir, DefaultBootFiles(ipxeDir))
+}
+
+// startRigWith is startRig serving the boot file table files (nil: the standard one) from dir.
+func startRigWith(t *testing.T, mode Mode, dir string, files BootFiles) *rig {
+	t.Helper()
+	var served []string
+	if files != nil {
+		served = files.Files()
+	}
 	n := pxetest.NewNet(t)
 	r := &rig{net: n, mem: &Memory{DiscoveryImage: "discovery"}, leases: &MemLeases{},
 		metrics: NewMetrics(prometheus.NewRegistry()), base: "http://" + n.ServerIP.String() + ":8081", images: t.TempDir()}
+	r.booted = &recordingBooter{Booter: r.mem}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h := &HTTP{Booter: r.mem, Machines: r.mem, Images: DirImages{Dir: r.images}, BaseURL: r.base, IPXEDir: ipxeDir,
+	h := &HTTP{Booter: r.booted, Machines: r.mem, Images: DirImages{Dir: r.images}, BaseURL: r.base, IPXEDir: dir, Files: served,
 		Metrics: r.metrics, Logger: log, ClientMAC: r.clientMAC}
 	d := &DHCP{Mode: mode, Interface: n.HostIf, ServerIP: n.ServerIP, Subnet: n.Subnet,
 		RangeStart: net.ParseIP(n.Prefix + "100"), RangeEnd: net.ParseIP(n.Prefix + "150"), Gateway: n.ServerIP,
-		LeaseTime: 10 * time.Minute, Leases: r.leases, Booter: r.mem, HTTPBase: r.base, Metrics: r.metrics, Logger: log}
-	srv := &Server{DHCP: d, TFTP: &TFTP{Dir: ipxeDir, Metrics: r.metrics, Logger: log}, HTTP: h,
+		LeaseTime: 10 * time.Minute, Leases: r.leases, Booter: r.booted, BootFiles: files, HTTPBase: r.base, Metrics: r.metrics, Logger: log}
+	srv := &Server{DHCP: d, TFTP: &TFTP{Dir: dir, Files: served, Metrics: r.metrics, Logger: log}, HTTP: h,
 		RA: &RouterAdvertiser{Interface: n.HostIf, Logger: log}, HTTPAddr: n.ServerIP.String() + ":8081", TFTPAddr: n.ServerIP.String() + ":69", Logger: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -73,6 +87,33 @@ func (r *rig) clientMAC(ip net.IP) (net.HardwareAddr, bool) {
 	}
 	hw, err := net.ParseMAC(l.MAC)
 	return hw, err == nil
+}
+
+// recordingBooter remembers for which MAC and firmware each boot decision was asked.
+type recordingBooter struct {
+	Booter
+	mu    sync.Mutex
+	asked []string // "<mac> <firmware>"
+}
+
+func (b *recordingBooter) Boot(ctx context.Context, mac net.HardwareAddr, fw Firmware) (Boot, error) {
+	b.mu.Lock()
+	b.asked = append(b.asked, mac.String()+" "+string(fw))
+	b.mu.Unlock()
+	return b.Booter.Boot(ctx, mac, fw)
+}
+
+// macs lists the MACs decisions were asked for by firmware fw, in order.
+func (b *recordingBooter) macs(fw Firmware) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, a := range b.asked {
+		if m, f, _ := strings.Cut(a, " "); f == string(fw) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 type testWriter struct{ t *testing.T }
@@ -140,9 +181,9 @@ func TestRealDHCPClientsFullMode(t *testing.T) {
 		t.Errorf("lease not recorded: %+v", l)
 	}
 
-	// iPXE (user class "iPXE", sent by udhcpc -x 77): the script URL, expanded by iPXE itself.
+	// iPXE (user class "iPXE", sent by udhcpc -x 77): the script URL with the MAC of its request.
 	env = udhcpc(t, r.net, "52:54:00:aa:00:03", "-x", "0x4d:69505845")
-	if want := r.base + "/boot/ipxe?mac=${net0/mac}"; env["boot_file"] != want {
+	if want := r.base + "/boot/ipxe?mac=52:54:00:aa:00:03"; env["boot_file"] != want {
 		t.Errorf("iPXE got boot_file %q, want %q", env["boot_file"], want)
 	}
 
@@ -284,4 +325,106 @@ func counter(c prometheus.Counter) float64 {
 func osSymlink(from, to string) error {
 	os.Remove(to)
 	return os.Symlink(from, to)
+}
+
+// The boot file table against real DHCP clients announcing each architecture: busybox udhcpc with option 93
+// (-x 0x5d:...) and the vendor class, ISC dhclient with `send` of options 93 and 97. The ARM64 binary is a
+// stand-in file (no ARM64 firmware runs here): what is checked is the name each client is offered.
+func TestRealDHCPClientsByArchitecture(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"undionly.kpxe", "snponly.efi", "ipxe.efi"} {
+		if err := os.Symlink(filepath.Join(ipxeDir, f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "snp-arm64.efi"), []byte("stand-in for iPXE's bin-arm64-efi/snp.efi"), 0o644)
+	files := DefaultBootFiles(dir)
+	if err := files.Check(dir); err != nil {
+		pxetest.Unavailable(t, "the ipxe package is not installed: %v", err)
+	}
+	r := startRigWith(t, ModeFull, dir, files)
+	base := r.base + "/boot/"
+	tests := []struct {
+		name, class string
+		arch        Arch
+		file        string // "" no answer
+	}{
+		{"x86 BIOS", "PXEClient:Arch:00000:UNDI:002001", ArchBIOS, "undionly.kpxe"},
+		{"x86-64 UEFI, 7", "PXEClient:Arch:00007:UNDI:003016", ArchX64, "snponly.efi"},
+		{"x86-64 UEFI, 9", "PXEClient:Arch:00009:UNDI:003016", ArchX64Alt, "snponly.efi"},
+		{"ARM64 UEFI", "PXEClient:Arch:00011:UNDI:003000", ArchARM64, "snp-arm64.efi"},
+		{"x86-64 HTTP boot", "HTTPClient:Arch:00016:UNDI:003000", ArchX64HTTP, base + "snponly.efi"},
+		{"ARM64 HTTP boot", "HTTPClient:Arch:00019:UNDI:003000", ArchARM64HTTP, base + "snp-arm64.efi"},
+		{"32-bit UEFI, no binary", "PXEClient:Arch:00006:UNDI:003016", ArchIA32, ""},
+		{"RISC-V 64 UEFI, not an architecture nix8s boots", "PXEClient:Arch:00027:UNDI:003000", 27, ""},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mac := fmt.Sprintf("52:54:00:ab:00:%02x", i+1)
+			opt93 := fmt.Sprintf("0x5d:%04x", uint16(tc.arch))
+			if tc.file != "" {
+				env := udhcpc(t, r.net, mac, "-V", tc.class, "-x", opt93)
+				if env["boot_file"] != tc.file {
+					t.Errorf("offered boot_file %q, want %q", env["boot_file"], tc.file)
+				}
+				return
+			}
+			iface := r.net.Client(t, mac)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			out, err := r.net.Command(ctx, "busybox", "udhcpc", "-i", iface, "-s", "/bin/true", "-q", "-n", "-f", "-t", "2", "-T", "1",
+				"-V", tc.class, "-x", opt93).CombinedOutput()
+			if err == nil {
+				t.Errorf("a client of architecture %d was answered: %s", tc.arch, out)
+			}
+			if l, _ := r.leases.ByMAC(context.Background(), mac); l != nil {
+				t.Errorf("it was leased an address: %+v", l)
+			}
+		})
+	}
+	if n := counter(r.metrics.NoBootFile.WithLabelValues("6", "no-binary")); n < 1 {
+		t.Errorf("32-bit UEFI requests without a binary counted: %v", n)
+	}
+	if n := counter(r.metrics.NoBootFile.WithLabelValues("other", "unknown-arch")); n < 1 {
+		t.Errorf("RISC-V requests counted: %v", n)
+	}
+
+	// ISC dhclient sending option 93 (ARM64) and 97 (its machine identifier) from its config file.
+	dhclient, err := exec.LookPath("dhclient")
+	if err != nil {
+		pxetest.Unavailable(t, "dhclient (isc-dhcp-client) is not installed")
+	}
+	iface := r.net.Client(t, "52:54:00:ab:01:01")
+	cdir := t.TempDir()
+	conf := `option pxe-arch code 93 = unsigned integer 16;
+option pxe-guid code 97 = string;
+send vendor-class-identifier "PXEClient:Arch:00011:UNDI:003000";
+send pxe-arch 11;
+send pxe-guid 00:12:34:56:78:9a:bc:de:f0:12:34:56:78:9a:bc:de:f0;
+request subnet-mask, routers, pxe-guid;
+`
+	os.WriteFile(filepath.Join(cdir, "dhclient.conf"), []byte(conf), 0o644)
+	script := filepath.Join(cdir, "script")
+	os.WriteFile(script, []byte("#!/bin/sh\n[ \"$reason\" = BOUND ] && env > "+cdir+"/env\nexit 0\n"), 0o755)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := r.net.Command(ctx, dhclient, "-4", "-1", "-d", "-cf", filepath.Join(cdir, "dhclient.conf"), "-sf", script,
+		"-lf", filepath.Join(cdir, "leases"), "-pf", filepath.Join(cdir, "pid"), iface)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pxetest.WaitFor(t, 20*time.Second, "dhclient to bind", func() bool {
+		_, err := os.Stat(filepath.Join(cdir, "env"))
+		return err == nil
+	})
+	env := readEnv(t, filepath.Join(cdir, "env"))
+	if env["new_filename"] != "snp-arm64.efi" {
+		t.Errorf("dhclient (ARM64) was offered %q, want snp-arm64.efi", env["new_filename"])
+	}
+	if want := "0:12:34:56:78:9a:bc:de:f0:12:34:56:78:9a:bc:de:f0"; env["new_pxe_guid"] != want {
+		t.Errorf("option 97 came back as %q, want %q (env: %v)", env["new_pxe_guid"], want, env)
+	}
 }

@@ -1,7 +1,10 @@
 package pxe
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
@@ -57,7 +61,9 @@ func TestScripts(t *testing.T) {
 		{"the token is handed out once per generation", "52:54:00:00:00:01", 200,
 			[]string{"images/inst1/bzImage"}, []string{"nix8s.token"}},
 		{"unknown machine gets discovery", "52:54:00:00:00:02", 200, []string{"images/disc/bzImage", "nix8s.mac=52:54:00:00:00:02"}, []string{"token"}},
-		{"installed machine boots its disk", "52:54:00:00:00:03", 200, []string{"sanboot --no-describe --drive 0x80", "exit 0"}, []string{"kernel"}},
+		// UEFI: a failing exit, so the firmware tries its next boot entry (exit 0 ends in EDK2's boot menu).
+		{"installed machine boots its disk", "52:54:00:00:00:03", 200, []string{"iseq ${platform} efi && exit 1 ||\n", "sanboot --no-describe --drive 0x80"},
+			[]string{"kernel", "efi && exit 0"}},
 		{"MAC with an injected command is refused", "52:54:00:00:00:01%0Ashell", 400, []string{"bad mac"}, []string{"shell\n"}},
 		{"MAC with iPXE expansion is refused", "${net0/ip}", 400, nil, nil},
 		{"missing MAC is refused", "", 400, nil, nil},
@@ -226,7 +232,7 @@ func TestDHCPBootFiles(t *testing.T) {
 		{"BIOS PXE gets undionly over TFTP (proxy)", ModeProxy, discover("52:54:00:00:01:01", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC))), "undionly.kpxe", "PXEClient", false},
 		{"UEFI PXE gets ipxe.efi (full, no option 60)", ModeFull, discover("52:54:00:00:01:02", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64))), "ipxe.efi", "", false},
 		{"UEFI HTTP boot gets the URL of ipxe.efi, option 60 echoed", ModeFull, discover("52:54:00:00:01:03", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("HTTPClient:Arch:00016:UNDI:003001")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.EFI_X86_64_HTTP))), "http://10.97.0.1:8081/boot/ipxe.efi", "HTTPClient", false},
-		{"iPXE gets the script URL and 175.176=1 (full)", ModeFull, discover("52:54:00:00:01:04", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")), dhcpv4.WithUserClass("iPXE", false)), "http://10.97.0.1:8081/boot/ipxe?mac=${net0/mac}", "", true},
+		{"iPXE gets the script URL and 175.176=1 (full)", ModeFull, discover("52:54:00:00:01:04", dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")), dhcpv4.WithUserClass("iPXE", false)), "http://10.97.0.1:8081/boot/ipxe?mac=52:54:00:00:01:04", "", true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -296,10 +302,11 @@ func TestDHCPFullPlanIPAndCheck(t *testing.T) {
 	if err != nil || !r.YourIPAddr.Equal(net.ParseIP("10.97.0.21")) {
 		t.Fatalf("assigned member got %v (%v), want its plan IP", r, err)
 	}
-	bad := &DHCP{Mode: ModeFull, ServerIP: net.ParseIP("10.97.0.1").To4(), Subnet: n, RangeStart: net.ParseIP("10.98.0.1"),
-		RangeEnd: net.ParseIP("10.97.0.5"), Booter: mem, HTTPBase: "http://x/y"}
+	// The range's and gateway's values are the core's to check (tests/cases.nix); Check wants them present.
+	bad := &DHCP{Mode: ModeFull, ServerIP: net.ParseIP("10.97.0.1").To4(), RangeStart: net.ParseIP("10.97.0.5"),
+		Booter: mem, HTTPBase: "http://x/y"}
 	err = bad.Check()
-	for _, w := range []string{"range end 10.98.0.1 is not inside the subnet 10.97.0.0/24", "backwards", "lease store", "base URL"} {
+	for _, w := range []string{"full mode needs a subnet", "full mode needs an IPv4 range, got 10.97.0.5-<nil>", "lease store", "base URL"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("Check: %v; want %q", err, w)
 		}
@@ -372,5 +379,144 @@ echo `+out+`
 	}
 	if _, err := n.Image(context.Background(), "unknown"); err == nil {
 		t.Error("unknown image served")
+	}
+}
+
+// The boot file follows the client's architecture (option 93, else the Arch of its vendor class); one without
+// a binary gets no answer at all, counted by reason, and option 97 goes back as it came.
+func TestBootFileByArchitecture(t *testing.T) {
+	files := BootFiles{ArchBIOS: "undionly.kpxe", ArchX64: "snponly.efi", ArchX64Alt: "snponly.efi", ArchX64HTTP: "snponly.efi",
+		ArchARM64: "snp-arm64.efi", ArchARM64HTTP: "snp-arm64.efi", ArchIA32: ""}
+	guid := append([]byte{0}, []byte("0123456789abcdef")...)
+	pxe := func(a Arch) []dhcpv4.Modifier {
+		return []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("PXEClient:Arch:%05d:UNDI:003016", a))),
+			dhcpv4.WithOption(dhcpv4.OptClientArch(a))}
+	}
+	http := func(a Arch) []dhcpv4.Modifier {
+		return []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("HTTPClient:Arch:%05d:UNDI:003016", a))),
+			dhcpv4.WithOption(dhcpv4.OptClientArch(a))}
+	}
+	tests := []struct {
+		name   string
+		mods   []dhcpv4.Modifier
+		file   string // "" no answer
+		reason string // of the no-boot-file metric, with arch
+		arch   string
+	}{
+		{"x86 BIOS gets undionly.kpxe", pxe(ArchBIOS), "undionly.kpxe", "", ""},
+		{"x86-64 UEFI (7) gets the x86-64 EFI binary", pxe(ArchX64), "snponly.efi", "", ""},
+		{"x86-64 UEFI (9) gets the x86-64 EFI binary", pxe(ArchX64Alt), "snponly.efi", "", ""},
+		{"ARM64 UEFI gets the ARM64 binary", pxe(ArchARM64), "snp-arm64.efi", "", ""},
+		{"ARM64 UEFI named in the vendor class only", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00011:UNDI:003000"))}, "snp-arm64.efi", "", ""},
+		{"x86-64 HTTP boot gets its URL", http(ArchX64HTTP), "http://10.97.0.1:8081/boot/snponly.efi", "", ""},
+		{"ARM64 HTTP boot gets the ARM64 URL", http(ArchARM64HTTP), "http://10.97.0.1:8081/boot/snp-arm64.efi", "", ""},
+		{"32-bit UEFI mapped to nothing gets no answer", pxe(ArchIA32), "", "no-binary", "6"},
+		{"32-bit UEFI HTTP, not in the table, gets no answer", http(ArchIA32HTTP), "", "no-binary", "15"},
+		{"HTTP boot announcing a PXE architecture gets no answer", http(ArchX64), "", "no-binary", "7"},
+		{"ARM32 UEFI is not an architecture nix8s boots", pxe(10), "", "unknown-arch", "other"},
+		{"RISC-V 64 is not an architecture nix8s boots", pxe(27), "", "unknown-arch", "other"},
+	}
+	for _, mode := range []Mode{ModeProxy, ModeFull} {
+		for i, tc := range tests {
+			t.Run(string(mode)+"/"+tc.name, func(t *testing.T) {
+				_, n, _ := net.ParseCIDR("10.97.0.0/24")
+				metrics := NewMetrics(prometheus.NewRegistry())
+				d := &DHCP{Mode: mode, ServerIP: net.ParseIP("10.97.0.1").To4(), Subnet: n, RangeStart: net.ParseIP("10.97.0.100"),
+					RangeEnd: net.ParseIP("10.97.0.110"), Leases: &MemLeases{}, Booter: &Memory{DiscoveryImage: "disc"},
+					BootFiles: files, HTTPBase: "http://10.97.0.1:8081", Metrics: metrics}
+				mods := append(tc.mods, dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid)))
+				r, err := d.Handle(context.Background(), discover(fmt.Sprintf("52:54:00:00:05:%02x", i), mods...), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.file == "" {
+					if r != nil {
+						t.Fatalf("answered with %q, want no answer", r.BootFileName)
+					}
+					if got := counter(metrics.NoBootFile.WithLabelValues(tc.arch, tc.reason)); got != 1 {
+						t.Errorf("nix8s_pxe_dhcp_no_boot_file_total{arch=%q,reason=%q} = %v, want 1", tc.arch, tc.reason, got)
+					}
+					return
+				}
+				if r == nil || r.BootFileName != tc.file || r.Options.Get(dhcpv4.OptionBootfileName) == nil {
+					t.Fatalf("reply %v, want boot file %q", r, tc.file)
+				}
+				if got := r.Options.Get(dhcpv4.OptionClientMachineIdentifier); !bytes.Equal(got, guid) {
+					t.Errorf("option 97 %x, want %x echoed", got, guid)
+				}
+			})
+		}
+	}
+}
+
+func TestDefaultBootFiles(t *testing.T) {
+	tests := []struct {
+		name  string
+		have  []string
+		want  BootFiles
+		check string // error of Check, "" none
+	}{
+		{"Debian's ipxe: snponly.efi for UEFI, nothing for ARM64", []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"},
+			BootFiles{0: "undionly.kpxe", 7: "snponly.efi", 9: "snponly.efi", 16: "snponly.efi", 11: "", 19: "", 6: "", 15: ""}, ""},
+		{"nixpkgs' ipxe: snp.efi", []string{"undionly.kpxe", "ipxe.efi", "snp.efi"},
+			BootFiles{0: "undionly.kpxe", 7: "snp.efi", 9: "snp.efi", 16: "snp.efi", 11: "", 19: "", 6: "", 15: ""}, ""},
+		{"ipxe.efi alone", []string{"undionly.kpxe", "ipxe.efi"},
+			BootFiles{0: "undionly.kpxe", 7: "ipxe.efi", 9: "ipxe.efi", 16: "ipxe.efi", 11: "", 19: "", 6: "", 15: ""}, ""},
+		{"ARM64 and 32-bit binaries beside them", []string{"undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi", "snp-arm64.efi", "ipxe-i386.efi"},
+			BootFiles{0: "undionly.kpxe", 7: "ipxe.efi", 9: "ipxe.efi", 16: "ipxe.efi", 11: "snp-arm64.efi", 19: "snp-arm64.efi", 6: "ipxe-i386.efi", 15: "ipxe-i386.efi"}, ""},
+		{"an empty directory: the x86 files are named missing", nil,
+			BootFiles{0: "undionly.kpxe", 7: "ipxe.efi", 9: "ipxe.efi", 16: "ipxe.efi", 11: "", 19: "", 6: "", 15: ""},
+			"the boot file of architecture 0 (x86 BIOS), DIR/undionly.kpxe, is missing\nthe boot file of architecture 7 (x86-64 UEFI), DIR/ipxe.efi, is missing\n" +
+				"the boot file of architecture 9 (x86-64 UEFI), DIR/ipxe.efi, is missing\nthe boot file of architecture 16 (x86-64 UEFI HTTP), DIR/ipxe.efi, is missing"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range tc.have {
+				os.WriteFile(filepath.Join(dir, f), []byte(f), 0o644)
+			}
+			got := DefaultBootFiles(dir)
+			if !maps.Equal(got, tc.want) {
+				t.Errorf("table %v, want %v", got, tc.want)
+			}
+			err := got.Check(dir)
+			if msg := ""; err != nil {
+				msg = strings.ReplaceAll(err.Error(), dir, "DIR")
+				if msg != tc.check {
+					t.Errorf("Check:\n%s\nwant:\n%s", msg, tc.check)
+				}
+			} else if tc.check != "" {
+				t.Errorf("Check passed, want %q", tc.check)
+			}
+		})
+	}
+}
+
+func TestParseBootFile(t *testing.T) {
+	tests := []struct {
+		in   string
+		arch Arch
+		file string
+		err  string
+	}{
+		{"11=snp-arm64.efi", ArchARM64, "snp-arm64.efi", ""},
+		{"19=my_ipxe+arm64.efi", ArchARM64HTTP, "my_ipxe+arm64.efi", ""},
+		{"0=", ArchBIOS, "", ""},
+		{"arm64=snp.efi", 0, "", `"arm64=snp.efi": want ARCH=FILE, ARCH a client architecture number (DHCP option 93) of 0 (x86 BIOS), 6 (x86 UEFI), 7 (x86-64 UEFI), 9 (x86-64 UEFI), 11 (ARM64 UEFI), 15 (x86 UEFI HTTP), 16 (x86-64 UEFI HTTP), 19 (ARM64 UEFI HTTP)`},
+		{"11", 0, "", "want ARCH=FILE"},
+		{"10=ipxe-arm32.efi", 0, "", `"10=ipxe-arm32.efi": architecture 10 is not one nix8s boots; known: 0 (x86 BIOS)`},
+		{"11=../etc/passwd", 0, "", `"11=../etc/passwd": "../etc/passwd" is not a plain file name in the iPXE directory`},
+		{"11=/srv/ipxe/snp.efi", 0, "", "is not a plain file name"},
+		{"11=a..b.efi", 0, "", "is not a plain file name"},
+		{"11=${net0/mac}", 0, "", "is not a plain file name"},
+	}
+	for _, tc := range tests {
+		a, f, err := ParseBootFile(tc.in)
+		switch {
+		case tc.err == "" && (err != nil || a != tc.arch || f != tc.file):
+			t.Errorf("%q: %d %q %v, want %d %q", tc.in, a, f, err, tc.arch, tc.file)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%q: error %v, want %q", tc.in, err, tc.err)
+		}
 	}
 }

@@ -7,9 +7,12 @@ package pxe
 // DHCP against our server, fetches the script our HTTP server renders for its MAC, and loads what it names.
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,14 +81,14 @@ func TestQEMUNetboot(t *testing.T) {
 			vm := r.net.StartVM(t, pxetest.VMOptions{MAC: installed, Disk: pxetest.LocalDisk(t)})
 			t.Logf("local disk booted after %v", vm.WaitSerial(t, pxetest.LocalDiskMarker, 90*time.Second))
 		})
-		// OVMF's own PXE (no iPXE ROM): DHCP without option 60 in our answer, ipxe.efi over TFTP, then iPXE asks
+		// OVMF's own PXE (no iPXE ROM): DHCP without option 60 in our answer, snponly.efi over TFTP, then iPXE asks
 		// again and gets the script. The stand-in has no virtio-net driver, so only its boot marker is checked.
-		t.Run("UEFI machine chain-loads ipxe.efi over TFTP and boots discovery", func(t *testing.T) {
+		t.Run("UEFI machine chain-loads snponly.efi over TFTP and boots discovery", func(t *testing.T) {
 			t.Parallel()
 			vm := r.net.StartVM(t, pxetest.VMOptions{MAC: uefi, UEFI: true})
 			t.Logf("marker after %v", vm.WaitSerial(t, "NIX8S-BOOTED role=discover mac="+uefi, 150*time.Second))
-			if n := counter(r.metrics.TFTPTransfers.WithLabelValues("ipxe.efi", "ok")); n < 1 {
-				t.Errorf("ipxe.efi TFTP transfers counted: %v", n)
+			if n := counter(r.metrics.TFTPTransfers.WithLabelValues("snponly.efi", "ok")); n < 1 {
+				t.Errorf("snponly.efi TFTP transfers counted: %v", n)
 			}
 		})
 	})
@@ -130,5 +133,79 @@ func TestQEMUProxyMode(t *testing.T) {
 	}
 	if n, _ := r.leases.ByMAC(t.Context(), mac); n != nil {
 		t.Errorf("proxy mode leased an address: %+v", n)
+	}
+}
+
+// An installed UEFI machine (OVMF, boot order: network, then disk) is sent to its disk: OVMF's PXE loads
+// snponly.efi over TFTP, iPXE gets the local-disk script and exits with a failure; OVMF goes on to its next
+// boot entry, HTTP boot over IPv4 of the same NIC, which our DHCP answers with snponly.efi over HTTP and the
+// same script, then to the disk, whose EFI system partition holds a GRUB that prints a marker. With `exit 0`
+// OVMF stops at its front page instead (EDK2 BdsDxe shows its menu after a boot option that returned
+// EFI_SUCCESS; tried by hand), and Debian 12's ipxe.efi hangs in its exit path (tried by hand: why UEFI
+// gets snponly.efi).
+func TestQEMUUEFILocalBoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("QEMU boots take ~20 s each")
+	}
+	r := startRig(t, ModeFull)
+	const mac = "52:54:00:dd:02:01"
+	r.mem.MarkInstalled(mac)
+	vm := r.net.StartVM(t, pxetest.VMOptions{MAC: mac, UEFI: true, Disk: pxetest.UEFIDisk(t)})
+	t.Logf("disk booted after %v", vm.WaitSerial(t, pxetest.UEFIDiskMarker, 240*time.Second))
+	serial, _ := os.ReadFile(vm.Serial)
+	for _, l := range strings.Split(string(serial), "\n") {
+		if i := strings.Index(l, "BdsDxe: "); i >= 0 { // the boot entries OVMF went through
+			t.Log(strings.TrimSpace(l[i:]))
+		}
+	}
+	script := bytes.Index(serial, []byte("nix8s: installed; booting from the local disk"))
+	if script < 0 || script > bytes.Index(serial, []byte(pxetest.UEFIDiskMarker)) {
+		t.Errorf("the disk booted without iPXE running the local-disk script first (script at %d)", script)
+	}
+	if got := r.booted.macs(FirmwareIPXE); len(got) == 0 || slices.ContainsFunc(got, func(m string) bool { return m != mac }) {
+		t.Errorf("iPXE's DHCP and script requests asked decisions for %v, want only %s", got, mac)
+	}
+	if n := counter(r.metrics.Boots.WithLabelValues("local")); n < 1 {
+		t.Errorf("local boots counted: %v", n)
+	}
+}
+
+// A machine with two NICs booting from the second is known by the second NIC's MAC: its iPXE (QEMU's ROM on
+// the second e1000) gets the script URL with the MAC of its DHCP request. With ${net0/mac} it would ask for
+// the first NIC's MAC, an unknown machine, and boot discovery instead of its member's installer.
+func TestQEMUSecondNIC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("QEMU boots take ~10 s each")
+	}
+	r := startRig(t, ModeFull)
+	kernel, e1000 := pxetest.Kernel(t)
+	initrd := filepath.Join(t.TempDir(), "initrd")
+	pxetest.Initramfs(t, initrd, e1000)
+	for _, img := range []struct{ id, role string }{{"installer", "install"}, {"discovery", "discover"}} {
+		d := filepath.Join(r.images, img.id)
+		writeImage(t, r.images, img.id, nil, nil, "console=ttyS0", "quiet", "panic=-1", "nix8s.role="+img.role)
+		symlinkOrCopy(t, kernel, filepath.Join(d, "bzImage"))
+		symlinkOrCopy(t, initrd, filepath.Join(d, "initrd"))
+	}
+	const first, second = "52:54:00:dd:03:01", "52:54:00:dd:03:02"
+	r.mem.Assign(second, "prod-server1", "installer", nil)
+	if _, _, err := r.mem.Arm(second); err != nil {
+		t.Fatal(err)
+	}
+	vm := r.net.StartVM(t, pxetest.VMOptions{MAC: first, MoreMACs: []string{second}, BootNIC: 1})
+	t.Logf("marker after %v", vm.WaitSerial(t, "NIX8S-BOOTED role=", 120*time.Second))
+	vm.WaitSerial(t, "NIX8S-POWEROFF", 60*time.Second)
+	serial, _ := os.ReadFile(vm.Serial)
+	if !bytes.Contains(serial, []byte("NIX8S-BOOTED role=install mac="+second)) || !bytes.Contains(serial, []byte("NIX8S-INSTALLED")) {
+		t.Errorf("the second NIC's member did not install")
+	}
+	if got := r.booted.macs(FirmwareIPXE); len(got) == 0 || slices.ContainsFunc(got, func(m string) bool { return m != second }) {
+		t.Errorf("iPXE's DHCP and script requests asked decisions for %v, want only %s", got, second)
+	}
+	if m := r.mem.Machine(second); m == nil || m.State != "installed" {
+		t.Errorf("the second NIC's machine is not installed: %v", m != nil)
+	}
+	if m := r.mem.Machine(first); m != nil {
+		t.Errorf("the first NIC's MAC was recorded (state %q)", m.State)
 	}
 }

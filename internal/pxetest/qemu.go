@@ -2,6 +2,7 @@ package pxetest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,10 +23,16 @@ type VM struct {
 // VMOptions configure a VM.
 type VMOptions struct {
 	MAC string
-	// UEFI boots OVMF instead of SeaBIOS. With it the NIC is a virtio-net without QEMU's iPXE ROM, so OVMF's
+	// MoreMACs are further NICs, each on a tap of its own on the bridge, after the first (PCI order).
+	MoreMACs []string
+	// BootNIC is the NIC the firmware boots from: 0 the first (MAC), 1 the first of MoreMACs, ... Only it has
+	// a boot index, so the firmware boots from it, then from the disk.
+	BootNIC int
+	// UEFI boots OVMF instead of SeaBIOS. With it the NICs are virtio-net without QEMU's iPXE ROM, so OVMF's
 	// own PXE client does DHCP and loads ipxe.efi over TFTP, as UEFI machines without iPXE do.
 	UEFI bool
-	// Disk, when set, is a raw disk image attached as the first disk (the local-boot test's).
+	// Disk, when set, is a raw disk image attached as the first disk (the local-boot test's), next in the
+	// boot order after the network: IDE with SeaBIOS, virtio-blk with OVMF.
 	Disk string
 }
 
@@ -39,20 +46,38 @@ func (n *Net) StartVM(t testing.TB, o VMOptions) *VM {
 	if err != nil {
 		Unavailable(t, "QEMU tests need qemu-system-x86 (with ipxe-qemu)")
 	}
-	tap := n.Tap(t)
+	macs := append([]string{o.MAC}, o.MoreMACs...)
+	if o.BootNIC < 0 || o.BootNIC >= len(macs) {
+		t.Fatalf("BootNIC %d: the VM has %d NICs", o.BootNIC, len(macs))
+	}
+	var taps []string
+	for range macs {
+		taps = append(taps, n.Tap(t))
+	}
 	vmSlots <- struct{}{}
 	serial := filepath.Join(t.TempDir(), "serial.log")
 	args := []string{qemu, "-machine", "pc", "-accel", "tcg", "-m", "384", "-smp", "1", "-display", "none",
-		"-no-reboot", "-serial", "file:" + serial, "-monitor", "none",
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		"-boot", "n"}
-	if o.UEFI {
-		args = append(args, "-device", "virtio-net-pci,netdev=n0,romfile=,mac="+o.MAC)
-	} else {
-		args = append(args, "-device", "e1000,netdev=n0,mac="+o.MAC)
+		"-no-reboot", "-serial", "file:" + serial, "-monitor", "none"}
+	// Boot order by boot index (QEMU's fw_cfg "bootorder", read by SeaBIOS and OVMF): the boot NIC, then
+	// the disk. A NIC without one is not booted from.
+	for i, mac := range macs {
+		id := fmt.Sprintf("n%d", i)
+		dev := "e1000,netdev=" + id + ",mac=" + mac
+		if o.UEFI {
+			dev = "virtio-net-pci,netdev=" + id + ",romfile=,mac=" + mac
+		}
+		if i == o.BootNIC {
+			dev += ",bootindex=1"
+		}
+		args = append(args, "-netdev", "tap,id="+id+",ifname="+taps[i]+",script=no,downscript=no", "-device", dev)
 	}
 	if o.Disk != "" {
-		args = append(args, "-drive", "file="+o.Disk+",format=raw,if=ide")
+		args = append(args, "-drive", "file="+o.Disk+",format=raw,if=none,id=disk0")
+		if o.UEFI {
+			args = append(args, "-device", "virtio-blk-pci,drive=disk0,bootindex=2")
+		} else {
+			args = append(args, "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=2")
+		}
 	}
 	if o.UEFI {
 		code := "/usr/share/ovmf/OVMF.fd"
@@ -60,7 +85,9 @@ func (n *Net) StartVM(t testing.TB, o VMOptions) *VM {
 			<-vmSlots
 			Unavailable(t, "UEFI tests need ovmf")
 		}
-		args = append(args, "-bios", code)
+		// The test network is IPv4 only: without IPv6 OVMF offers no PXE or HTTP boot over IPv6, which would
+		// wait for DHCPv6 answers before the next boot entry.
+		args = append(args, "-bios", code, "-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := n.Command(ctx, args...)

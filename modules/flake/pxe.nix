@@ -11,8 +11,8 @@ in
   config.perSystem = { pkgs, ... }:
     let
       inherit (support pkgs) nix8s configFile flakeRef app;
-      # iPXE for the machines being booted, which are x86-64 (BIOS: undionly.kpxe, UEFI: ipxe.efi), whatever the
-      # server runs on. nixpkgs' pkgs/by-name/ip/ipxe/package.nix builds `bin-x86_64-efi/ipxe.efi` when its host
+      # iPXE for the machines being booted, which are x86-64 (BIOS: undionly.kpxe, UEFI: snp.efi, else ipxe.efi;
+      # nix8sd picks them by name, internal/pxe DefaultBootFiles), whatever the server runs on. nixpkgs' pkgs/by-name/ip/ipxe/package.nix builds `bin-x86_64-efi/ipxe.efi` when its host
       # platform is x86_64 and `bin/undionly.kpxe` when it is x86, and copies each to the top of $out
       # (`cp -v bin/undionly.kpxe $out`): the default build has both on x86_64-linux, no override needed. Built
       # for aarch64 it has only the arm64 ipxe.efi, so there it is cross-built for x86-64.
