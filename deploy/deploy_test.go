@@ -2,6 +2,7 @@
 package deploy
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -15,14 +16,18 @@ func evalModule(t *testing.T, settings string) map[string]any {
 	if err != nil {
 		t.Skip("nix-instantiate not installed")
 	}
-	out, err := exec.Command(nix, "--eval", "--strict", "--json", "--readonly-mode", "--expr",
-		"import ./testdata/eval-module.nix ("+settings+")").CombinedOutput()
+	// The JSON is stdout; stderr carries Nix's messages (on a machine without the nixbld group, a warning).
+	var stderr bytes.Buffer
+	cmd := exec.Command(nix, "--eval", "--strict", "--json", "--readonly-mode", "--expr",
+		"import ./testdata/eval-module.nix ("+settings+")")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("evaluating the module: %v\n%s", err, out)
+		t.Fatalf("evaluating the module: %v\n%s", err, stderr.Bytes())
 	}
 	var cfg map[string]any
 	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
+		t.Fatalf("decoding nix-instantiate's stdout %q: %v", out, err)
 	}
 	return cfg
 }
@@ -145,9 +150,9 @@ func TestNixOSModulePXE(t *testing.T) {
 		t.Errorf("network boot on by default: %s", exec)
 	}
 	cfg = evalModule(t, `{ enable = true; package = "/p"; openFirewall = true; pxe = { enable = true; clusters = [ "prod" "lab" ];
-		interface = "eno1"; mode = "full"; autoInstall = false; }; }`)
+		interface = "eno1"; mode = "full"; autoInstall = false; bootFiles = { "11" = "snp-arm64.efi"; "6" = ""; }; }; }`)
 	exec := get(cfg, "systemd", "services", "nix8sd", "serviceConfig", "ExecStart").(string)
-	for _, want := range []string{"'--pxe' '--ipxe-dir' '/nix/store/x-ipxe' '--pxe-cluster' 'prod' '--pxe-cluster' 'lab' '--pxe-interface' 'eno1' '--pxe-mode' 'full' '--no-auto-install'"} {
+	for _, want := range []string{"'--pxe' '--ipxe-dir' '/nix/store/x-ipxe' '--pxe-boot-file' '11=snp-arm64.efi' '--pxe-boot-file' '6=' '--pxe-cluster' 'prod' '--pxe-cluster' 'lab' '--pxe-interface' 'eno1' '--pxe-mode' 'full' '--no-auto-install'"} {
 		if !strings.Contains(exec, want) {
 			t.Errorf("ExecStart %q lacks %q", exec, want)
 		}

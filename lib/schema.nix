@@ -65,7 +65,7 @@ let
     description = "A k3s cluster. Its members become nixosConfigurations.<cluster>-<member>.";
     properties = {
       k3s = freeform "k3s settings." {
-        version = pattern "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+" "k3s release, e.g. v1.31.0+k3s1; selects pkgs.k3s_1_31.";
+        version = pattern "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+" "k3s release, e.g. v1.34.2+k3s1; selects pkgs.k3s_1_34.";
         network = freeform "Cluster networks." {
           clusterCidr = pattern cidr "Pod network, e.g. 10.42.0.0/16.";
           serviceCidr = pattern cidr "Service network, e.g. 10.43.0.0/16.";

@@ -138,7 +138,7 @@ let
         (opt (c.names != [ ] && c.servers == [ ]) (problem (segs ++ [ "members" ]) "the cluster has no server; give at least one member role \"server\""))
         (let v = k3s.version or null; in
           opt (v != null && !(isString v && match versionRe v != null))
-            (problem (segs ++ [ "k3s" "version" ]) "${show v} is not a k3s release; write it as in k3s's release names, such as \"v1.31.0+k3s1\""))
+            (problem (segs ++ [ "k3s" "version" ]) "${show v} is not a k3s release; write it as in k3s's release names, such as \"v1.34.2+k3s1\""))
         (checkCIDR (segs ++ [ "k3s" "network" "clusterCidr" ]) (netw.clusterCidr or null))
         (checkCIDR (segs ++ [ "k3s" "network" "serviceCidr" ]) (netw.serviceCidr or null))
         (let d = netw.clusterDns or null; in

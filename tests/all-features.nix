@@ -11,7 +11,7 @@
     custom.disko.devices.disk.main = { type = "disk"; device = "/dev/vda"; };
   };
   clusters.all = {
-    k3s = { version = "v1.31.0+k3s1"; extraArgs.server = [ "--flannel-backend=wireguard-native" ]; };
+    k3s = { version = "v1.34.2+k3s1"; extraArgs.server = [ "--flannel-backend=wireguard-native" ]; };
     ha = { enable = true; vip = "10.5.0.100"; };
     network = { prefixLength = 24; gateway = "10.5.0.1"; nameservers = [ "10.5.0.1" ]; };
     secrets.token = "only-in-this-test";

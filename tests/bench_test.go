@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -27,7 +28,7 @@ func bigConfig(b *testing.B, n int) string {
 	cfg := map[string]any{
 		"nodes": map[string]any{"std": map[string]any{"install": map[string]any{"disk": "/dev/sda"}, "extensions": map[string]any{"monitoring": map[string]any{"enable": true}}}},
 		"clusters": map[string]any{"big": map[string]any{
-			"k3s": map[string]any{"version": "v1.31.0+k3s1"}, "ha": map[string]any{"enable": true, "vip": "10.99.0.1"}, "members": members,
+			"k3s": map[string]any{"version": "v1.34.2+k3s1"}, "ha": map[string]any{"enable": true, "vip": "10.99.0.1"}, "members": members,
 		}},
 	}
 	data, _ := json.Marshal(cfg)
@@ -55,8 +56,15 @@ func BenchmarkCore(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					cmd := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "--expr", c.expr)
 					cmd.Dir = root
-					if out, err := cmd.CombinedOutput(); err != nil {
-						b.Fatalf("%v: %s", err, out)
+					// stdout is the value, stderr Nix's messages (a fresh machine's nixbld warning among them).
+					var stderr bytes.Buffer
+					cmd.Stderr = &stderr
+					out, err := cmd.Output()
+					if err != nil {
+						b.Fatalf("%v: %s", err, stderr.Bytes())
+					}
+					if !json.Valid(out) {
+						b.Fatalf("nix-instantiate printed no JSON value on stdout: %.200q", out)
 					}
 				}
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/float64(n), "µs/member")

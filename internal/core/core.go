@@ -70,7 +70,16 @@ func New(opts Options) (*Evaluator, error) {
 		}
 		dir = abs
 	case opts.Lib != nil:
-		d, err := materialiseSomewhere(opts.Lib, opts.CacheDir)
+		cache := opts.CacheDir
+		if cache != "" {
+			// Nix takes only absolute paths for the lib (nix8sd --state-dir st would give st/cache/lib-...).
+			abs, err := filepath.Abs(cache)
+			if err != nil {
+				return nil, err
+			}
+			cache = abs
+		}
+		d, err := materialiseSomewhere(opts.Lib, cache)
 		if err != nil {
 			return nil, err
 		}

@@ -47,7 +47,7 @@ const minimal = `{
   "nodes": {"standard": {"network": {"mac": "aa:bb:cc:dd:ee:01"}, "install": {"disk": "/dev/sda"}}},
   "clusters": {"dev": {"k3s": {"version": "v1.31.0+k3s1"}, "members": {
     "server": {"node": "standard", "role": "server", "ip": "192.168.1.10"},
-    "agent": {"node": "standard", "role": "agent", "ip": "192.168.1.20"}}}}
+    "agent": {"node": "standard", "role": "agent", "ip": "192.168.1.20", "network": {"mac": "aa:bb:cc:dd:ee:02"}}}}}
 }`
 
 func TestValidate(t *testing.T) {
@@ -249,13 +249,26 @@ func TestTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	_, err = e.Eval(context.Background(), nil, `builtins.foldl' builtins.add 0 (builtins.genList (x: x) 200000000)`)
 	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
 		t.Errorf("error = %v, want a timeout", err)
 	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("timeout took %s", d)
+}
+
+// TestTimeoutStopsNix: an evaluation that outlives its timeout is stopped, not waited for. The nix-instantiate
+// is a stand-in that would run for an hour (a real evaluation that long would first exhaust the machine's
+// memory), so Eval returning at all proves the process was killed; no clock is read.
+func TestTimeoutStopsNix(t *testing.T) {
+	nix := filepath.Join(t.TempDir(), "nix-instantiate")
+	if err := os.WriteFile(nix, []byte("#!/bin/sh\nexec sleep 3600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Options{Lib: nix8s.Lib, CacheDir: t.TempDir(), NixInstantiate: nix, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Eval(context.Background(), nil, "1"); err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Errorf("error = %v, want a timeout", err)
 	}
 }
 
@@ -350,5 +363,23 @@ func TestNixMessage(t *testing.T) {
 				t.Errorf("nixMessage:\n got %q\nwant %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// A relative cache directory (nix8sd --state-dir st) still gives Nix the absolute lib path it requires.
+func TestRelativeCacheDir(t *testing.T) {
+	requireNix(t)
+	t.Chdir(t.TempDir())
+	e, err := New(Options{Lib: nix8s.Lib, CacheDir: filepath.Join("st", "cache")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(e.LibDir()) {
+		t.Errorf("LibDir = %q, want an absolute path", e.LibDir())
+	}
+	var cfg map[string]any
+	json.Unmarshal([]byte(minimal), &cfg)
+	if _, err := e.Plan(context.Background(), cfg); err != nil {
+		t.Errorf("planning with a relative cache directory: %v", err)
 	}
 }

@@ -36,6 +36,12 @@ type Cluster struct {
 	APIEndpoint string `json:"apiEndpoint"`
 	// HA is the cluster's high-availability setting as the plan resolved it.
 	HA HA `json:"ha"`
+	// FlannelBackend is the cluster's flannel backend (the servers' last --flannel-backend, else "vxlan"): every
+	// member opens its ports.
+	FlannelBackend string `json:"flannelBackend"`
+	// APIServerAuthentication is the file the servers' --authentication-config points at (anonymous access to
+	// the health endpoints only, so a load balancer can check /readyz), nil when nix8s writes none.
+	APIServerAuthentication *FileContent `json:"apiServerAuthentication"`
 	// K3sVersion is the requested k3s release (`v1.31.0+k3s1`), nil for the NixOS default.
 	K3sVersion *string `json:"k3sVersion"`
 	// Servers and Agents are member names, alphabetical.
@@ -51,6 +57,12 @@ type Cluster struct {
 	UpgradeRollout []string `json:"upgradeRollout"`
 	// Members by name.
 	Members map[string]Member `json:"members"`
+}
+
+// FileContent is a file the plan puts on a node: its path and its content as JSON data.
+type FileContent struct {
+	Path    string         `json:"path"`
+	Content map[string]any `json:"content"`
 }
 
 // HA is a cluster's high-availability setting.

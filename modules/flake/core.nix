@@ -79,7 +79,7 @@ let
     freeformType = freeform;
     options = {
       k3s = section "k3s settings (also `network`, `extraArgs.server`, `extraArgs.agent`)." {
-        version = field types.str "k3s release, as k3s names them; `v1.31.x` selects `pkgs.k3s_1_31`." { example = "v1.31.0+k3s1"; };
+        version = field types.str "k3s release, as k3s names them; `v1.34.x` selects `pkgs.k3s_1_34`." { example = "v1.34.2+k3s1"; };
       };
       ha = section "High availability of the API." {
         enable = field types.bool "Run several servers behind a virtual IP." { };

@@ -1,4 +1,4 @@
-# services.k3s.package from the cluster's k3s.version (v1.31.x -> pkgs.k3s_1_31), the one k3s setting that needs
+# services.k3s.package from the cluster's k3s.version (v1.34.x -> pkgs.k3s_1_34), the one k3s setting that needs
 # pkgs; everything else about the service comes from the core's data (base.nix).
 { lib, pkgs, nix8s, ... }:
 let
