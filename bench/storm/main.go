@@ -87,6 +87,8 @@ func mac(prefix byte, i int) string {
 	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", prefix, byte(i>>24), byte(i>>16), byte(i>>8), byte(i))
 }
 
+func memberIP(i int) string { return fmt.Sprintf("127.1.%d.%d", (i+10)/250, (i+10)%250+1) }
+
 // config is a cluster of n members with three HA servers, every member with its own MAC.
 func config(n int) map[string]any {
 	members := map[string]any{}
@@ -96,7 +98,7 @@ func config(n int) map[string]any {
 			role, name = "server", fmt.Sprintf("s%d", i+1)
 		}
 		members[name] = map[string]any{"node": "vm", "role": role,
-			"ip": fmt.Sprintf("127.1.%d.%d", (i+10)/250, (i+10)%250+1), "network": map[string]any{"mac": mac(0x51, i)}}
+			"ip": memberIP(i), "network": map[string]any{"mac": mac(0x51, i)}}
 	}
 	return map[string]any{
 		"nodes":        map[string]any{"vm": map[string]any{"install": map[string]any{"disk": "/dev/vda"}}},
@@ -192,7 +194,7 @@ func size(ctx context.Context, bin, tmp, db string, n, conc, passes, unknown int
 		row(fmt.Sprintf("members' boot decisions, pass %d", p+1), hit(cl, boots, conc, pid), peer.rate)
 	}
 	// An operator changes the inventory (PUT of one member, as curl would); the storm goes on at once.
-	member, _ := json.Marshal(map[string]any{"node": "vm", "role": "agent", "ip": "127.1.0.250",
+	member, _ := json.Marshal(map[string]any{"node": "vm", "role": "agent", "ip": memberIP(3),
 		"network": map[string]any{"mac": mac(0x51, 3)}, "boot": map[string]any{"kernelParams": []string{"storm=1"}}})
 	req, _ := http.NewRequest(http.MethodPut, base+"/v1/clusters/rack/members/a3", bytes.NewReader(member))
 	req.Header.Set("Authorization", "Bearer "+token)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -53,9 +54,9 @@ type DHCP struct {
 	Logger  *slog.Logger
 
 	conns  []net.PacketConn // opened by Listen
-	mu     sync.Mutex       // allocation and chain state
+	mu     sync.Mutex       // chain state
 	chains map[string][]time.Time
-	next   uint32 // where the search for a free address resumes
+	next   atomic.Uint32 // where the search for a free address resumes
 }
 
 type packet struct {
@@ -353,8 +354,9 @@ func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageTyp
 	mac := m.ClientHWAddr.String()
 	switch typ {
 	case dhcpv4.MessageTypeRelease:
-		if d.ServerIP.Equal(m.ServerIdentifier()) {
-			return nil, d.Leases.Release(ctx, mac)
+		// Only the holder's own lease goes: MAC and the released address (ciaddr) must both match it.
+		if d.ServerIP.Equal(m.ServerIdentifier()) && !m.ClientIPAddr.IsUnspecified() {
+			return nil, d.Leases.Release(ctx, mac, m.ClientIPAddr)
 		}
 		return nil, nil
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
@@ -366,24 +368,6 @@ func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageTyp
 			return nil, nil // the client chose another server's offer
 		}
 	}
-	ip, err := d.allocate(ctx, mac, b.IP)
-	if err != nil {
-		return nil, err
-	}
-	reply := dhcpv4.MessageTypeOffer
-	if typ == dhcpv4.MessageTypeRequest {
-		want := m.RequestedIPAddress()
-		if want == nil {
-			want = m.ClientIPAddr
-		}
-		if want == nil || !want.Equal(ip) {
-			d.Metrics.dhcpReply(string(d.Mode), "nak")
-			r, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
-				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.ServerIP)))
-			return r, err
-		}
-		reply = dhcpv4.MessageTypeAck
-	}
 	lt := d.LeaseTime
 	if lt == 0 {
 		lt = time.Hour
@@ -393,8 +377,23 @@ func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageTyp
 	if typ == dhcpv4.MessageTypeDiscover {
 		hold = offerHold
 	}
-	if err := d.Leases.Put(ctx, Lease{MAC: mac, IP: ip, Expires: time.Now().Add(hold)}); err != nil {
+	want := m.RequestedIPAddress()
+	if want == nil || want.IsUnspecified() {
+		want = m.ClientIPAddr
+	}
+	ip, err := d.allocate(ctx, mac, b.IP, want, time.Now().Add(hold))
+	if err != nil {
 		return nil, err
+	}
+	reply := dhcpv4.MessageTypeOffer
+	if typ == dhcpv4.MessageTypeRequest {
+		if want == nil || !want.Equal(ip) {
+			d.Metrics.dhcpReply(string(d.Mode), "nak")
+			r, err := dhcpv4.NewReplyFromRequest(m, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.ServerIP)))
+			return r, err
+		}
+		reply = dhcpv4.MessageTypeAck
 	}
 	mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(reply), dhcpv4.WithYourIP(ip),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.ServerIP)),
@@ -494,45 +493,43 @@ func (d *DHCP) bootFile(r, m *dhcpv4.DHCPv4, fw Firmware) bool {
 	return true
 }
 
-// allocate picks the MAC's address: the plan IP when the Booter names one, else its current lease, else the
-// first free address of the range.
-func (d *DHCP) allocate(ctx context.Context, mac string, plan net.IP) (net.IP, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+// maxTries bounds the addresses one packet proposes before it is told the range is full.
+const maxTries = 64
+
+// allocate leases the MAC's address until expires, one statement per try and no lock held across them: the
+// plan IP when the Booter names one, else its current lease in the range, else the address the client asks for
+// (a renewal or a reboot), else the next address of the range that nobody holds. Concurrent packets propose
+// different addresses (an atomic cursor); the lease store's uniqueness decides the rest.
+func (d *DHCP) allocate(ctx context.Context, mac string, plan, asked net.IP, expires time.Time) (net.IP, error) {
+	c := Claim{MAC: mac, Expires: expires, Lo: d.RangeStart.To4(), Hi: d.RangeEnd.To4()}
 	if plan != nil {
 		if !d.Subnet.Contains(plan) {
 			return nil, fmt.Errorf("plan IP %v of %s is outside the DHCP subnet %v", plan, mac, d.Subnet)
 		}
-		return plan.To4(), nil
+		c.Want = plan.To4()
+		return d.Leases.Claim(ctx, c)
 	}
-	if l, err := d.Leases.ByMAC(ctx, mac); err != nil {
-		return nil, err
-	} else if l != nil && l.IP.To4() != nil && inRange(l.IP, d.RangeStart, d.RangeEnd) {
-		return l.IP.To4(), nil
-	}
-	now := time.Now()
 	lo, hi := ip4(d.RangeStart), ip4(d.RangeEnd)
 	size := uint64(hi) - uint64(lo) + 1
-	if d.next < lo || d.next > hi {
-		d.next = lo
-	}
-	for i := uint64(0); i < size; i++ {
-		a := uint32(uint64(lo) + (uint64(d.next-lo)+i)%size)
-		ip := make(net.IP, 4)
-		binary.BigEndian.PutUint32(ip, a)
-		if ip.Equal(d.ServerIP) || ip.Equal(d.Gateway) {
+	tries := min(size, maxTries)
+	for i := uint64(0); i < tries; i++ {
+		var a uint32
+		if i == 0 && asked.To4() != nil && inRange(asked, d.RangeStart, d.RangeEnd) {
+			a = ip4(asked)
+		} else {
+			a = uint32(uint64(lo) + uint64(d.next.Add(1)-1)%size)
+		}
+		c.Try = make(net.IP, 4)
+		binary.BigEndian.PutUint32(c.Try, a)
+		if c.Try.Equal(d.ServerIP) || c.Try.Equal(d.Gateway) {
 			continue
 		}
-		l, err := d.Leases.ByIP(ctx, ip)
-		if err != nil {
-			return nil, err
-		}
-		if l == nil || l.MAC == mac || l.Expires.Before(now) {
-			d.next = a + 1
-			return ip, nil
+		ip, err := d.Leases.Claim(ctx, c)
+		if err != nil || ip != nil {
+			return ip, err
 		}
 	}
-	return nil, fmt.Errorf("no free address left in %v-%v", d.RangeStart, d.RangeEnd)
+	return nil, fmt.Errorf("no free address left in %v-%v (%d tried)", d.RangeStart, d.RangeEnd, tries)
 }
 
 func ip4(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }

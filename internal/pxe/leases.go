@@ -14,16 +14,26 @@ type Lease struct {
 	Expires time.Time
 }
 
-// Leases persists full-mode leases (in memory here; in PostgreSQL through the store in the daemon).
+// Claim asks for a lease of MAC until Expires.
+type Claim struct {
+	MAC     string
+	Expires time.Time
+	// Want is the address MAC must get (a member's plan IP): taken from whoever holds it.
+	Want net.IP
+	// Otherwise: the address MAC already holds inside [Lo, Hi] is renewed, or, when it holds none there, Try
+	// is leased to it if no unexpired lease of another client has it.
+	Lo, Hi, Try net.IP
+}
+
+// Leases persists full-mode leases (in memory here; in PostgreSQL through the store in the daemon). Each call
+// is one atomic step: several daemons may share the leases, and the store's uniqueness of MAC and address is
+// what decides between them, not a lock of one process.
 type Leases interface {
-	// ByMAC returns the MAC's lease, or nil.
-	ByMAC(ctx context.Context, mac string) (*Lease, error)
-	// ByIP returns the lease holding ip, or nil.
-	ByIP(ctx context.Context, ip net.IP) (*Lease, error)
-	// Put stores l, replacing the MAC's previous lease.
-	Put(ctx context.Context, l Lease) error
-	// Release drops the MAC's lease.
-	Release(ctx context.Context, mac string) error
+	// Claim leases an address as c says and returns it; nil when Try is held by another client (the caller
+	// proposes another address).
+	Claim(ctx context.Context, c Claim) (net.IP, error)
+	// Release drops mac's lease of ip; a RELEASE naming an address mac does not hold changes nothing.
+	Release(ctx context.Context, mac string, ip net.IP) error
 }
 
 // MemLeases is an in-memory Leases.
@@ -39,7 +49,7 @@ func (m *MemLeases) initLocked() {
 	}
 }
 
-// ByMAC implements Leases.
+// ByMAC returns the MAC's lease, or nil.
 func (m *MemLeases) ByMAC(_ context.Context, mac string) (*Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -50,7 +60,7 @@ func (m *MemLeases) ByMAC(_ context.Context, mac string) (*Lease, error) {
 	return nil, nil
 }
 
-// ByIP implements Leases.
+// ByIP returns the lease holding ip, or nil.
 func (m *MemLeases) ByIP(_ context.Context, ip net.IP) (*Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -62,11 +72,7 @@ func (m *MemLeases) ByIP(_ context.Context, ip net.IP) (*Lease, error) {
 	return nil, nil
 }
 
-// Put implements Leases.
-func (m *MemLeases) Put(_ context.Context, l Lease) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.initLocked()
+func (m *MemLeases) putLocked(l Lease) {
 	if old, ok := m.byMAC[l.MAC]; ok {
 		delete(m.byIP, old.IP.String())
 	}
@@ -75,15 +81,34 @@ func (m *MemLeases) Put(_ context.Context, l Lease) error {
 	}
 	m.byMAC[l.MAC] = l
 	m.byIP[l.IP.String()] = l.MAC
-	return nil
 }
 
-// Release implements Leases.
-func (m *MemLeases) Release(_ context.Context, mac string) error {
+// Claim implements Leases.
+func (m *MemLeases) Claim(_ context.Context, c Claim) (net.IP, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.initLocked()
-	if old, ok := m.byMAC[mac]; ok {
+	ip := c.Want
+	if ip == nil {
+		if l, ok := m.byMAC[c.MAC]; ok && l.IP.To4() != nil && inRange(l.IP, c.Lo, c.Hi) {
+			ip = l.IP
+		} else {
+			if other, ok := m.byIP[c.Try.String()]; ok && other != c.MAC && !m.byMAC[other].Expires.Before(time.Now()) {
+				return nil, nil
+			}
+			ip = c.Try
+		}
+	}
+	m.putLocked(Lease{MAC: c.MAC, IP: ip.To4(), Expires: c.Expires})
+	return ip.To4(), nil
+}
+
+// Release implements Leases.
+func (m *MemLeases) Release(_ context.Context, mac string, ip net.IP) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.initLocked()
+	if old, ok := m.byMAC[mac]; ok && old.IP.Equal(ip) {
 		delete(m.byIP, old.IP.String())
 		delete(m.byMAC, mac)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrInstallToken: a phone-home report or token claim that does not match the machine's armed install (wrong
@@ -151,22 +152,76 @@ func (s *Store) LeaseByIP(ctx context.Context, ip net.IP) (*Lease, error) {
 	return scanLease(s.pool.QueryRow(ctx, `SELECT mac::text, host(ip), expires FROM dhcp_leases WHERE ip = $1::inet`, ip.String()))
 }
 
-// PutLease stores l, replacing the MAC's previous lease and taking the address from whoever held it (the
-// DHCP server decided it was free: expired, or a member's plan IP).
-func (s *Store) PutLease(ctx context.Context, l Lease) error {
-	return s.tx(ctx, "", "", func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM dhcp_leases WHERE ip = $1::inet AND mac <> $2::macaddr`, l.IP.String(), l.MAC); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO dhcp_leases (mac, ip, expires) VALUES ($1::macaddr, $2::inet, $3)
-			ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip, expires = excluded.expires, updated_at = now()`,
-			l.MAC, l.IP.String(), l.Expires)
-		return err
-	})
+// LeaseClaim asks for a lease of MAC until Expires: Want (a member's plan IP) taken from whoever holds it; or
+// else the MAC's own lease inside [Lo, Hi] renewed, or Try when no unexpired lease of another MAC holds it.
+type LeaseClaim struct {
+	MAC         string
+	Expires     time.Time
+	Want        net.IP
+	Lo, Hi, Try net.IP
 }
 
-// ReleaseLease drops the MAC's lease.
-func (s *Store) ReleaseLease(ctx context.Context, mac string) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM dhcp_leases WHERE mac = $1::macaddr`, mac)
+// claimWanted takes a member's plan IP from whoever holds it and gives it to the MAC: two statements sent as one
+// batch, which PostgreSQL runs as one implicit transaction (one round trip; a CTE deleting and an INSERT adding
+// the same unique address in one statement would conflict).
+const (
+	claimWantedFree = `DELETE FROM dhcp_leases WHERE (ip = $2::inet AND mac <> $1::macaddr) OR (mac = $1::macaddr AND ip <> $2::inet)`
+	claimWanted     = `INSERT INTO dhcp_leases (mac, ip, expires) VALUES ($1::macaddr, $2::inet, $3)
+	ON CONFLICT (mac) DO UPDATE SET expires = excluded.expires, updated_at = now()
+	RETURNING host(ip)`
+)
+
+// claimInRange renews the MAC's lease inside the range, or else leases it Try unless another MAC's unexpired
+// lease has it.
+const claimInRange = `WITH renew AS (
+		UPDATE dhcp_leases SET expires = $3, updated_at = now()
+		WHERE mac = $1::macaddr AND ip >= $4::inet AND ip <= $5::inet RETURNING ip
+	), fresh AS (
+		INSERT INTO dhcp_leases AS l (mac, ip, expires)
+		SELECT $1::macaddr, $2::inet, $3 WHERE NOT EXISTS (SELECT 1 FROM renew)
+		ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, expires = excluded.expires, updated_at = now()
+			WHERE l.expires < now() OR l.mac = excluded.mac
+		RETURNING ip
+	)
+	SELECT host(ip) FROM renew UNION ALL SELECT host(ip) FROM fresh`
+
+// ClaimLease leases an address as c says in one statement and returns it; nil when c.Try is another MAC's. The
+// table's uniqueness of MAC and address arbitrates between concurrent claims, of this daemon or another.
+func (s *Store) ClaimLease(ctx context.Context, c LeaseClaim) (net.IP, error) {
+	for attempt := 0; ; attempt++ {
+		var ip string
+		var err error
+		if c.Want != nil {
+			b := &pgx.Batch{}
+			b.Queue(claimWantedFree, c.MAC, c.Want.String())
+			b.Queue(claimWanted, c.MAC, c.Want.String(), c.Expires).QueryRow(func(r pgx.Row) error { return r.Scan(&ip) })
+			err = s.pool.SendBatch(ctx, b).Close()
+		} else {
+			err = s.pool.QueryRow(ctx, claimInRange, c.MAC, c.Try.String(), c.Expires, c.Lo.String(), c.Hi.String()).Scan(&ip)
+		}
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil
+		}
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" && attempt < 2 {
+			// Another claim of this MAC got in first (a retransmitted request): the next try renews its lease.
+			// The second time, the MAC holds an address outside the range (it changed): that lease goes.
+			if attempt == 1 {
+				if _, err := s.pool.Exec(ctx, `DELETE FROM dhcp_leases WHERE mac = $1::macaddr`, c.MAC); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return net.ParseIP(ip).To4(), nil
+	}
+}
+
+// ReleaseLease drops the MAC's lease of ip; nothing when the MAC does not hold ip.
+func (s *Store) ReleaseLease(ctx context.Context, mac string, ip net.IP) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM dhcp_leases WHERE mac = $1::macaddr AND ip = $2::inet`, mac, ip.String())
 	return err
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -162,34 +164,111 @@ func TestLeases(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
 	exp := time.Now().Add(time.Hour).Truncate(time.Second)
-	a, b := "52:54:00:00:00:0a", "52:54:00:00:00:0b"
-	if l, err := s.LeaseByMAC(ctx, a); l != nil || err != nil {
-		t.Fatalf("empty: %v %v", l, err)
+	ip := net.ParseIP
+	lo, hi := ip("10.0.0.10"), ip("10.0.0.20")
+	claim := func(mac, try string, want net.IP, expires time.Time) net.IP {
+		t.Helper()
+		got, err := s.ClaimLease(ctx, LeaseClaim{MAC: mac, Expires: expires, Want: want, Lo: lo, Hi: hi, Try: ip(try)})
+		if err != nil {
+			t.Fatalf("claim of %s (try %s): %v", mac, try, err)
+		}
+		return got
 	}
-	if err := s.PutLease(ctx, Lease{MAC: a, IP: net.ParseIP("10.0.0.10"), Expires: exp}); err != nil {
-		t.Fatal(err)
+	holder := func(addr string) string {
+		t.Helper()
+		l, err := s.LeaseByIP(ctx, ip(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l == nil {
+			return ""
+		}
+		return l.MAC
 	}
-	if err := s.PutLease(ctx, Lease{MAC: a, IP: net.ParseIP("10.0.0.11"), Expires: exp}); err != nil {
-		t.Fatal(err)
+	a, b, c, d := "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c", "52:54:00:00:00:0d"
+	tests := []struct {
+		name string
+		run  func() net.IP
+		want string
+	}{
+		{"a free address is leased", func() net.IP { return claim(a, "10.0.0.10", nil, exp) }, "10.0.0.10"},
+		{"another client's unexpired address is not", func() net.IP { return claim(b, "10.0.0.10", nil, exp) }, "<nil>"},
+		{"a client keeps its address whatever it tries", func() net.IP { return claim(a, "10.0.0.11", nil, exp) }, "10.0.0.10"},
+		{"an expired lease is taken over", func() net.IP {
+			claim(a, "10.0.0.10", nil, time.Now().Add(-time.Second))
+			return claim(b, "10.0.0.10", nil, exp)
+		}, "10.0.0.10"},
+		{"a member's plan IP is taken from whoever holds it", func() net.IP { return claim(c, "", ip("10.0.0.10"), exp) }, "10.0.0.10"},
+		{"a lease outside the range gives way to one inside", func() net.IP {
+			claim(d, "", ip("10.0.0.50"), exp)
+			return claim(d, "10.0.0.12", nil, exp)
+		}, "10.0.0.12"},
 	}
-	if l, _ := s.LeaseByIP(ctx, net.ParseIP("10.0.0.10")); l != nil {
-		t.Fatalf("old address still leased: %+v", l)
+	for _, tc := range tests {
+		if got := tc.run(); got.String() != tc.want {
+			t.Errorf("%s: got %v, want %s", tc.name, got, tc.want)
+		}
 	}
-	// b takes .11 (the DHCP server decided it is free): a loses it.
-	if err := s.PutLease(ctx, Lease{MAC: b, IP: net.ParseIP("10.0.0.11"), Expires: exp}); err != nil {
-		t.Fatal(err)
+	if h := holder("10.0.0.10"); h != c {
+		t.Errorf(".10 is held by %q, want %s", h, c)
 	}
 	if l, _ := s.LeaseByMAC(ctx, a); l != nil {
-		t.Fatalf("a still holds a lease: %+v", l)
+		t.Errorf("a still holds %v after losing its expired address", l.IP)
 	}
-	l, err := s.LeaseByIP(ctx, net.ParseIP("10.0.0.11"))
-	if err != nil || l == nil || l.MAC != b || !l.Expires.Equal(exp) || !l.IP.Equal(net.ParseIP("10.0.0.11")) {
-		t.Fatalf("lease of .11: %+v, %v", l, err)
+	if h := holder("10.0.0.50"); h != "" {
+		t.Errorf(".50 still held by %s", h)
 	}
-	if err := s.ReleaseLease(ctx, b); err != nil {
+	// A RELEASE counts only from the holder of the address it names.
+	if err := s.ReleaseLease(ctx, b, ip("10.0.0.10")); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := s.LeaseByMAC(ctx, b); l != nil {
-		t.Fatalf("released lease still there: %+v", l)
+	if h := holder("10.0.0.10"); h != c {
+		t.Errorf("a RELEASE of .10 by %s (not its holder) removed the lease: held by %q", b, h)
+	}
+	if err := s.ReleaseLease(ctx, c, ip("10.0.0.10")); err != nil {
+		t.Fatal(err)
+	}
+	if h := holder("10.0.0.10"); h != "" {
+		t.Errorf("the holder's RELEASE left the lease with %q", h)
+	}
+}
+
+// Many clients claiming at once, proposing the same addresses: the table's uniqueness hands each address to one.
+func TestLeaseClaimsConcurrent(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	lo, hi := net.ParseIP("10.0.1.1"), net.ParseIP("10.0.1.40")
+	var mu sync.Mutex
+	got := map[string][]string{}
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mac := fmt.Sprintf("52:54:00:00:01:%02x", i)
+			for try := 1; try <= 40; try++ {
+				ip, err := s.ClaimLease(ctx, LeaseClaim{MAC: mac, Expires: exp, Lo: lo, Hi: hi, Try: net.ParseIP(fmt.Sprintf("10.0.1.%d", try))})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ip != nil {
+					mu.Lock()
+					got[ip.String()] = append(got[ip.String()], mac)
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(got) != 40 {
+		t.Errorf("%d of the 40 addresses leased to 60 clients, want all", len(got))
+	}
+	for ip, macs := range got {
+		if len(macs) != 1 {
+			t.Errorf("%s went to %v", ip, macs)
+		}
 	}
 }

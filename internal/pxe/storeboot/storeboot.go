@@ -318,29 +318,12 @@ type Leases struct{ Store *store.Store }
 
 var _ pxe.Leases = Leases{}
 
-func fromStore(l *store.Lease) *pxe.Lease {
-	if l == nil {
-		return nil
-	}
-	return &pxe.Lease{MAC: l.MAC, IP: l.IP, Expires: l.Expires}
-}
-
-// ByMAC implements pxe.Leases.
-func (l Leases) ByMAC(ctx context.Context, mac string) (*pxe.Lease, error) {
-	x, err := l.Store.LeaseByMAC(ctx, mac)
-	return fromStore(x), err
-}
-
-// ByIP implements pxe.Leases.
-func (l Leases) ByIP(ctx context.Context, ip net.IP) (*pxe.Lease, error) {
-	x, err := l.Store.LeaseByIP(ctx, ip)
-	return fromStore(x), err
-}
-
-// Put implements pxe.Leases.
-func (l Leases) Put(ctx context.Context, x pxe.Lease) error {
-	return l.Store.PutLease(ctx, store.Lease{MAC: x.MAC, IP: x.IP, Expires: x.Expires})
+// Claim implements pxe.Leases.
+func (l Leases) Claim(ctx context.Context, c pxe.Claim) (net.IP, error) {
+	return l.Store.ClaimLease(ctx, store.LeaseClaim{MAC: c.MAC, Expires: c.Expires, Want: c.Want, Lo: c.Lo, Hi: c.Hi, Try: c.Try})
 }
 
 // Release implements pxe.Leases.
-func (l Leases) Release(ctx context.Context, mac string) error { return l.Store.ReleaseLease(ctx, mac) }
+func (l Leases) Release(ctx context.Context, mac string, ip net.IP) error {
+	return l.Store.ReleaseLease(ctx, mac, ip)
+}

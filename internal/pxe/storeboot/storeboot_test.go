@@ -234,20 +234,25 @@ func TestJoinOrderWhenAllPowerOnAtOnce(t *testing.T) {
 	bootOf(t, a, "52:54:00:ee:00:09", pxe.FirmwareIPXE, pxe.ActionDiscover)
 }
 
-// Full-mode leases in PostgreSQL through pxe.Leases.
+// Full-mode leases in PostgreSQL through pxe.Leases: claimed, renewed, released only by their holder.
 func TestLeases(t *testing.T) {
 	st, _ := setup(t)
 	var l pxe.Leases = Leases{Store: st}
 	ctx := context.Background()
-	if err := l.Put(ctx, pxe.Lease{MAC: "52:54:00:ee:00:01", IP: net.ParseIP("10.0.0.5")}); err != nil {
+	c := pxe.Claim{MAC: "52:54:00:ee:00:01", Expires: time.Now().Add(time.Hour), Lo: net.ParseIP("10.0.0.5"), Hi: net.ParseIP("10.0.0.9"), Try: net.ParseIP("10.0.0.5")}
+	if ip, err := l.Claim(ctx, c); err != nil || !ip.Equal(net.ParseIP("10.0.0.5")) {
+		t.Fatalf("claim: %v %v", ip, err)
+	}
+	other := c
+	other.MAC = "52:54:00:ee:00:02"
+	if ip, err := l.Claim(ctx, other); err != nil || ip != nil {
+		t.Fatalf("claim of a held address: %v %v", ip, err)
+	}
+	if err := l.Release(ctx, other.MAC, c.Try); err != nil {
 		t.Fatal(err)
 	}
-	got, err := l.ByIP(ctx, net.ParseIP("10.0.0.5"))
-	if err != nil || got == nil || got.MAC != "52:54:00:ee:00:01" {
-		t.Fatalf("%+v %v", got, err)
-	}
-	if none, err := l.ByMAC(ctx, "52:54:00:ee:00:02"); none != nil || err != nil {
-		t.Fatalf("%+v %v", none, err)
+	if got, err := st.LeaseByIP(ctx, c.Try); err != nil || got == nil || got.MAC != c.MAC {
+		t.Fatalf("after another client's RELEASE: %+v %v", got, err)
 	}
 }
 
