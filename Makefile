@@ -36,6 +36,12 @@ update-golden:
 bench-pxe:
 	$(GO) run ./bench/pxe
 
+# Every member of a 1,000- and a 5,000-member cluster asking for its boot script at once, against the real
+# nix8sd serve --pxe on PostgreSQL, beside the daemon's /healthz (loopback; docs/pxe.md).
+.PHONY: bench-storm
+bench-storm:
+	$(GO) run ./bench/storm
+
 # nix8sd's image serving beside nginx (Debian) serving the same file: CPU per GB and MB/s (root; docs/pxe.md).
 .PHONY: bench-images
 bench-images:
