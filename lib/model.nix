@@ -51,6 +51,9 @@ let
       inherit ref refKind nodeName template overrides config mac;
       role = mm.role or null;
       ip = mm.ip or null;
+      # Computed once per member, read by validation's own checks and its duplicate checks.
+      ipValid = u.isIPv4 (mm.ip or null);
+      macValid = u.isMAC mac;
     };
 
   cluster = cname: c:

@@ -27,49 +27,43 @@ let
       if c == null then [ (problem segs "${show v} is not an IPv4 CIDR; write it as address/prefix, such as \"10.42.0.0/16\"") ]
       else opt c.hostBitsSet (problem segs "${show v} has host bits set; the network is \"${u.intToIp c.network}/${toString c.prefix}\"");
 
-  checkMAC = segs: v:
-    opt (v != null && !u.isMAC v) (problem segs "${show v} is not a MAC address; write six hex pairs separated by colons, such as \"aa:bb:cc:dd:ee:01\"");
-
   checkStringList = segs: v:
     opt (v != null && !(isList v && all isString v)) (problem segs "must be a list of strings, got ${show v}");
 
   checkAttrs = segs: v:
     opt (v != null && !(isAttrs v && !(u.isNixOnly v))) (problem segs "must be an attribute set, got ${show v}");
 
-  # Node-template fields; used for templates and again for each member's merged config (prefix differs).
-  checkNodeConfig = segs: c:
-    let when = k: xs: if c ? ${k} then concatLists xs else [ ]; in
-    concatLists [
-      (when "network" [ (checkMAC (segs ++ [ "network" "mac" ]) (c.network.mac or null)) ])
-      (when "install" [
-        (let d = c.install.disk or null; in
-          opt (d != null && !(isString d && match "/dev/.+" d != null))
-            (problem (segs ++ [ "install" "disk" ]) "${show d} is not a block device path; use a path under /dev such as \"/dev/sda\" or \"/dev/disk/by-id/...\""))
-        (let s = c.install.swapSize or null; in
-          opt (s != null && !(isString s && match sizeRe s != null))
-            (problem (segs ++ [ "install" "swapSize" ]) "${show s} is not a size; write a number with a unit K, M, G or T, such as \"16G\""))
-      ])
-      (when "hardware" [
-        (let v = c.hardware.cpu.vendor or null; in
-          opt (v != null && !(elem v [ "intel" "amd" ]))
-            (problem (segs ++ [ "hardware" "cpu" "vendor" ]) "${show v} is not a CPU vendor; use \"intel\" or \"amd\""))
-      ])
-      (when "extensions" [
-        (let ch = c.extensions.nvidia.package or null; in
-          opt (ch != null && !(elem ch nvidiaChannels))
-            (problem (segs ++ [ "extensions" "nvidia" "package" ]) "${show ch} is not an NVIDIA driver channel; use one of ${quoteList nvidiaChannels}"))
-        (checkStringList (segs ++ [ "extensions" "drbd" "devices" ]) (c.extensions.drbd.devices or null))
-      ])
-      (when "boot" [
-        (checkStringList (segs ++ [ "boot" "kernelParams" ]) (c.boot.kernelParams or null))
-        (checkStringList (segs ++ [ "boot" "kernelModules" ]) (c.boot.kernelModules or null))
-      ])
-      (when "disko" [
-        (let d = c.disko; in
-          opt (d != null && !(isAttrs d && isAttrs (d.devices or null)))
-            (problem (segs ++ [ "disko" ]) "custom disko config must be an attribute set with a \"devices\" attribute (disko's own format)"))
-      ])
-    ];
+  # Node-template fields; used for templates and again for each member's overrides (prefix differs). Checks are
+  # looked up by the keys present, so a member overriding only network.mac costs one check, not six.
+  nodeChecks = {
+    network = segs: c:
+      let v = c.network.mac or null; in
+      if v != null && !(u.isMAC v) then [ (problem (segs ++ [ "network" "mac" ]) "${show v} is not a MAC address; write six hex pairs separated by colons, such as \"aa:bb:cc:dd:ee:01\"") ] else [ ];
+    install = segs: c:
+      (let d = c.install.disk or null; in
+        opt (d != null && !(isString d && match "/dev/.+" d != null))
+          (problem (segs ++ [ "install" "disk" ]) "${show d} is not a block device path; use a path under /dev such as \"/dev/sda\" or \"/dev/disk/by-id/...\""))
+      ++ (let s = c.install.swapSize or null; in
+        opt (s != null && !(isString s && match sizeRe s != null))
+          (problem (segs ++ [ "install" "swapSize" ]) "${show s} is not a size; write a number with a unit K, M, G or T, such as \"16G\""));
+    hardware = segs: c:
+      let v = c.hardware.cpu.vendor or null; in
+      opt (v != null && !(elem v [ "intel" "amd" ]))
+        (problem (segs ++ [ "hardware" "cpu" "vendor" ]) "${show v} is not a CPU vendor; use \"intel\" or \"amd\"");
+    extensions = segs: c:
+      (let ch = c.extensions.nvidia.package or null; in
+        opt (ch != null && !(elem ch nvidiaChannels))
+          (problem (segs ++ [ "extensions" "nvidia" "package" ]) "${show ch} is not an NVIDIA driver channel; use one of ${quoteList nvidiaChannels}"))
+      ++ checkStringList (segs ++ [ "extensions" "drbd" "devices" ]) (c.extensions.drbd.devices or null);
+    boot = segs: c:
+      checkStringList (segs ++ [ "boot" "kernelParams" ]) (c.boot.kernelParams or null)
+      ++ checkStringList (segs ++ [ "boot" "kernelModules" ]) (c.boot.kernelModules or null);
+    disko = segs: c:
+      let d = c.disko; in
+      opt (d != null && !(isAttrs d && isAttrs (d.devices or null)))
+        (problem (segs ++ [ "disko" ]) "custom disko config must be an attribute set with a \"devices\" attribute (disko's own format)");
+  };
+  checkNodeConfig = segs: c: concatMap (k: if nodeChecks ? ${k} then nodeChecks.${k} segs c else [ ]) (attrNames c);
 
   bothDisks = c: ((c.install.disk or null) != null) && (c.disko or null) != null;
 
@@ -92,24 +86,32 @@ let
         else if m.refKind == "unknown" then [ (problem (segs ++ [ "node" ]) "no node named ${show m.ref}; known nodes: ${quoteList model.nodeNames}") ]
         else if m.refKind == "invalid" then [ (problem (segs ++ [ "node" ]) "must be a node name (string) or a node template (attribute set), got ${show m.ref}") ]
         else [ ];
+      # This runs for every member: plain ifs rather than opt and checkIPv4, whose curried calls add up.
       roleErr =
-        if m.role == null then [ (problem (segs ++ [ "role" ]) "is missing; set it to \"server\" or \"agent\"") ]
-        else opt (!(elem m.role [ "server" "agent" ])) (problem (segs ++ [ "role" ]) "${show m.role} is not a role; use \"server\" or \"agent\"");
+        if m.role == "server" || m.role == "agent" then [ ]
+        else if m.role == null then [ (problem (segs ++ [ "role" ]) "is missing; set it to \"server\" or \"agent\"") ]
+        else [ (problem (segs ++ [ "role" ]) "${show m.role} is not a role; use \"server\" or \"agent\"") ];
       nameErr =
         if !(u.isLabel m.name) then [ (problem segs "member name ${show m.name} is not a valid host name; use lowercase letters, digits and \"-\", starting and ending with a letter or digit") ]
-        else opt (stringLength m.hostName > 63) (problem segs "host name ${show m.hostName} is ${toString (stringLength m.hostName)} characters long; <cluster>-<member> must be at most 63, shorten the member or cluster name");
-      templateBoth = m.refKind != "missing" && bothDisks m.template;
-      mergedErr = opt (m.overrides != { } && bothDisks m.config && !templateBoth)
-        (problem segs "after merging node ${show (if m.nodeName != null then m.nodeName else "(inline)")} with this member's overrides both install.disk and disko are set; they are mutually exclusive, override one of them with null or drop one");
-      ipVip = opt (c.vip != null && m.ip == c.vip) (problem (segs ++ [ "ip" ]) "${show m.ip} is also the cluster's ha.vip; the VIP must be an address no member uses");
+        else if stringLength m.hostName > 63 then [ (problem segs "host name ${show m.hostName} is ${toString (stringLength m.hostName)} characters long; <cluster>-<member> must be at most 63, shorten the member or cluster name") ]
+        else [ ];
+      mergedErr =
+        if m.overrides != { } && bothDisks m.config && !(m.refKind != "missing" && bothDisks m.template) then
+          [ (problem segs "after merging node ${show (if m.nodeName != null then m.nodeName else "(inline)")} with this member's overrides both install.disk and disko are set; they are mutually exclusive, override one of them with null or drop one") ]
+        else [ ];
+      ipErr =
+        if m.ipValid then (if c.vip != null && m.ip == c.vip then [ (problem (segs ++ [ "ip" ]) "${show m.ip} is also the cluster's ha.vip; the VIP must be an address no member uses") ] else [ ])
+        else checkIPv4 (segs ++ [ "ip" ]) "ip" m.ip;
     in
     if !m.isAttrs then { errors = [ (problem segs "must be an attribute set with node, role and ip, got ${show m.raw}") ]; warnings = [ ]; }
     else {
-      errors = nodeErr ++ roleErr ++ nameErr ++ checkIPv4 (segs ++ [ "ip" ]) "ip" m.ip ++ ipVip
+      errors = nodeErr ++ roleErr ++ nameErr ++ ipErr
         # Only the member's own overrides are checked here; the template's values are reported under nodes.
         ++ (if m.overrides == { } then [ ] else checkNodeConfig segs m.overrides) ++ mergedErr;
-      warnings = opt (m.config != { } && !(((m.config.install.disk or null) != null)) && (m.config.disko or null) == null)
-        (problem segs "neither install.disk nor disko is set: the system gets no disk layout; set one, or declare fileSystems in nixosModules");
+      warnings =
+        if m.config != { } && (m.config.install.disk or null) == null && (m.config.disko or null) == null then
+          [ (problem segs "neither install.disk nor disko is set: the system gets no disk layout; set one, or declare fileSystems in nixosModules") ]
+        else [ ];
     };
 
   # Members whose `key` collide: every member after the first (alphabetically) gets an error.
@@ -127,7 +129,7 @@ let
       netw = if isAttrs (k3s.network or null) then k3s.network else { };
       svc = u.parseCIDR (netw.serviceCidr or null);
       mp = map (m: memberProblems m model c) ms;
-      withIP = filter (m: isString m.ip && u.isIPv4 m.ip) valid;
+      withIP = filter (m: m.ipValid) valid;
       ha = c.ha;
       secrets = c.secrets;
       cnet = if isAttrs (c.raw.network or null) then c.raw.network else { };
@@ -197,6 +199,9 @@ let
       keys = (p.ssh.authorizedKeys or null);
     in concatLists [
       (checkOptIPv4 (base ++ [ "ip" ]) (pxe.ip or null))
+      (let a = p.pxe.approve or null; in
+        opt (a != null && !(elem a [ "none" "servers" "all" ]))
+          (problem [ "provisioning" "pxe" "approve" ] "${show a} is not an approval setting; use \"servers\" (the default: a network-installed server gets its secrets only after POST /v1/machines/{mac}/approve confirms its host key), \"all\" (every member waits for that) or \"none\" (secrets go to whichever host key the installer reports)"))
       (checkCIDR (base ++ [ "dhcp" "subnet" ]) (dhcp.subnet or null))
       (checkOptIPv4 (base ++ [ "dhcp" "gateway" ]) (dhcp.gateway or null))
       (let mode = dhcp.mode or null; in
@@ -261,9 +266,10 @@ in {
     topLevel
     (concatMap (x: x.errors) np)
     (concatMap (x: x.errors) cp)
-    (duplicates (filter (m: u.isLabel m.name) allMembers) (m: m.hostName) (m: first:
+    # <cluster>-<member> can only collide across clusters (member names are unique within one).
+    (duplicates (if length (attrNames model.clusters) < 2 then [ ] else filter (m: u.isLabel m.name) allMembers) (m: m.hostName) (m: first:
       problem [ "clusters" m.cluster "members" m.name ] "host name ${show m.hostName} is also the host name of clusters.${first.cluster}.members.${first.name}; rename one of them"))
-    (duplicates (filter (m: m.isAttrs && u.isMAC m.mac) allMembers) (m: u.toLower m.mac) sharedMAC)
+    (duplicates (filter (m: m.isAttrs && m.macValid) allMembers) (m: u.toLower m.mac) sharedMAC)
     (provisioningProblems model.provisioning)
   ];
   warnings = concatLists [

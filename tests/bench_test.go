@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -39,18 +41,32 @@ func bigConfig(b *testing.B, n int) string {
 	return path
 }
 
-// BenchmarkCore compares, per member, the core's validate and plan with merely parsing and printing the same
-// config (`parse`), at 200 and 2,000 members. The design target: cost per member about the same at both sizes
-// (no quadratic checks) and plan within a few times parse. bench/core.sh runs it.
+// BenchmarkCore compares, per member, the core's validate, plan and check (validate and plan in one
+// evaluation: what nix8sd runs per write) with merely parsing and printing the same config (`parse`, the floor),
+// at 200, 2,000 and 20,000 members. The design target: cost per member about the same at every size (no
+// quadratic checks) and check within 5x of the floor at 20,000 members. bench/core.sh runs it and prints the
+// ratios; NIX8S_BENCH_MEMBERS overrides the sizes (comma-separated).
 func BenchmarkCore(b *testing.B) {
 	root, _ := filepath.Abs("..")
-	for _, n := range []int{200, 2000} {
+	sizes := []int{200, 2000, 20000}
+	if v := os.Getenv("NIX8S_BENCH_MEMBERS"); v != "" {
+		sizes = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				b.Fatalf("NIX8S_BENCH_MEMBERS: %v", err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
 		cfg := bigConfig(b, n)
 		read := fmt.Sprintf("(builtins.fromJSON (builtins.readFile %s))", cfg)
 		for _, c := range []struct{ name, expr string }{
 			{"parse", read},
 			{"validate", "(import ./lib).validate " + read},
 			{"plan", "(import ./lib).plan " + read},
+			{"check", "(import ./lib).check " + read},
 		} {
 			b.Run(fmt.Sprintf("%s/members=%d", c.name, n), func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
