@@ -105,9 +105,13 @@ let
       provision = [ [ c.firstServer ] ] ++ map (s: [ s ]) c.otherServers ++ optionals (c.agents != [ ]) [ c.agents ];
       # Configuration rollouts (design 8.4): agents, then the other servers, the first server last.
       rollout = c.agents ++ c.otherServers ++ [ c.firstServer ];
+      # The same as waves, the form the operations run: members of one wave may go together (an operation cuts
+      # the agents' wave by --max-unavailable), waves one after the other; every server is a wave of its own.
+      rolloutWaves = optionals (c.agents != [ ]) [ c.agents ] ++ map (s: [ s ]) (c.otherServers ++ [ c.firstServer ]);
       # k3s version upgrades: servers first, one at a time, then agents (a kubelet must never be newer than its
       # API server).
       upgradeRollout = c.otherServers ++ [ c.firstServer ] ++ c.agents;
+      upgradeRolloutWaves = map (s: [ s ]) (c.otherServers ++ [ c.firstServer ]) ++ optionals (c.agents != [ ]) [ c.agents ];
       members = mapAttrs (_: memberPlan) c.members;
     };
 in {

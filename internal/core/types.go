@@ -55,6 +55,11 @@ type Cluster struct {
 	// UpgradeRollout is the rebuild order when the k3s version changes: other servers, the first server,
 	// then agents (servers must not run an older k3s than the agents).
 	UpgradeRollout []string `json:"upgradeRollout"`
+	// RolloutWaves and UpgradeRolloutWaves are those orders as waves, what the operations run: the members of
+	// one wave may go together (cut by --max-unavailable), the waves one after the other; each server is a
+	// wave of its own, the agents one wave.
+	RolloutWaves        [][]string `json:"rolloutWaves"`
+	UpgradeRolloutWaves [][]string `json:"upgradeRolloutWaves"`
 	// Members by name.
 	Members map[string]Member `json:"members"`
 }
@@ -145,6 +150,9 @@ type PXEServer struct {
 	RangeEnd   *string `json:"rangeEnd"`
 	// Gateway is dhcp.gateway, the router full mode hands out.
 	Gateway *string `json:"gateway"`
+	// Approve is provisioning.pxe.approve ("servers" when unset): whose secrets wait, after a network
+	// install, until an operator confirms the host key the installer reported: "servers", "all" or "none".
+	Approve string `json:"approve"`
 }
 
 // PXEMachine is one member the PXE server boots, known by its MAC.

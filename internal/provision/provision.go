@@ -172,19 +172,9 @@ func Install(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 			continue
 		}
 		in.progress("%s: wave %d/%d: %s", c.Name, wi+1, len(waves), strings.Join(wave, ", "))
-		var err error
-		if c.Members[wave[0]].Role == "server" {
-			// Server waves hold one member each; should the plan ever put several in one, they still go one at
-			// a time.
-			for _, m := range wave {
-				if err = in.member(ctx, m); err != nil {
-					break
-				}
-			}
-		} else {
-			err = in.parallel(ctx, wave)
-		}
-		if err != nil {
+		// The plan decides what may go together: a server's wave holds the server alone (concurrent etcd joins
+		// fail), the agents' wave goes --parallel at a time.
+		if err := in.parallel(ctx, wave); err != nil {
 			return in.report, err
 		}
 	}

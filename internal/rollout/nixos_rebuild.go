@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/toolrun"
 )
 
 // NixosRebuild is the Switcher that runs `nixos-rebuild switch --flake <flake>#<c>-<m> --target-host
@@ -91,9 +92,9 @@ func (n *NixosRebuild) run(ctx context.Context, t Target, rollback bool) error {
 		ctx, cancel = context.WithTimeout(ctx, n.Timeout)
 		defer cancel()
 	}
-	cmd := exec.CommandContext(ctx, n.program(), n.Args(t, rollback)...)
+	// In a process group of its own, ended with the switch (toolrun): its nix copies and ssh go with it.
+	cmd := exec.Command(n.program(), n.Args(t, rollback)...)
 	cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+n.sshOpts(t))
-	cmd.WaitDelay = 5 * time.Second
 	output := n.Output
 	if output == nil {
 		output = io.Discard
@@ -106,7 +107,7 @@ func (n *NixosRebuild) run(ctx context.Context, t Target, rollback bool) error {
 	var tail bytes.Buffer
 	cmd.Stdout = out
 	cmd.Stderr = io.MultiWriter(out, &tail)
-	err := cmd.Run()
+	err := toolrun.Run(ctx, cmd, toolrun.DefaultGrace)
 	out.flush()
 	if err == nil {
 		return nil

@@ -261,17 +261,23 @@ func Rollout(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	order := c.Rollout
+	planned := c.RolloutWaves
 	if kind == Upgrade {
-		order = upgradeOrder(c)
+		planned = c.UpgradeRolloutWaves
 	}
-	selected := order
-	if len(o.Members) > 0 {
-		selected = nil
-		for _, m := range order {
-			if slices.Contains(o.Members, m) {
-				selected = append(selected, m)
+	// The plan's waves cut down to the selected members.
+	var waves [][]string
+	var selected []string
+	for _, wave := range planned {
+		var w []string
+		for _, m := range wave {
+			if len(o.Members) == 0 || slices.Contains(o.Members, m) {
+				w = append(w, m)
 			}
+		}
+		if len(w) > 0 {
+			waves = append(waves, w)
+			selected = append(selected, w...)
 		}
 	}
 	ro.report = &Report{Cluster: c.Name, Kind: kind, MaxUnavailable: o.MaxUnavailable, DryRun: o.DryRun}
@@ -297,11 +303,11 @@ func Rollout(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 		return ro.report, nil
 	}
 	if kind == Upgrade {
-		ro.progress("upgrading k3s of cluster %q from %s to %s: %s", c.Name, from, *c.K3sVersion, describeOrder(c, selected, o.MaxUnavailable))
+		ro.progress("upgrading k3s of cluster %q from %s to %s: %s", c.Name, from, *c.K3sVersion, describeOrder(c, waves, o.MaxUnavailable))
 	} else {
-		ro.progress("rolling out the configuration of cluster %q: %s", c.Name, describeOrder(c, selected, o.MaxUnavailable))
+		ro.progress("rolling out the configuration of cluster %q: %s", c.Name, describeOrder(c, waves, o.MaxUnavailable))
 	}
-	for _, batch := range batches(c, selected) {
+	for _, batch := range waves {
 		if err := ro.runBatch(ctx, batch); err != nil {
 			return ro.report, err
 		}
@@ -309,49 +315,18 @@ func Rollout(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 	return ro.report, nil
 }
 
-// upgradeOrder is the plan's upgradeRollout, or (from a core that predates it) the rollout order with
-// servers moved before agents.
-func upgradeOrder(c core.Cluster) []string {
-	if len(c.UpgradeRollout) > 0 {
-		return c.UpgradeRollout
-	}
-	var servers, agents []string
-	for _, m := range c.Rollout {
-		if c.Members[m].Role == "server" {
-			servers = append(servers, m)
-		} else {
-			agents = append(agents, m)
-		}
-	}
-	return append(servers, agents...)
-}
-
-// batches cuts the order into what runs together: each server alone, each run of consecutive agents as one
-// batch (at most MaxUnavailable of them out at once).
-func batches(c core.Cluster, order []string) [][]string {
-	var out [][]string
-	for _, m := range order {
-		agent := c.Members[m].Role != "server"
-		if agent && len(out) > 0 && c.Members[out[len(out)-1][0]].Role != "server" {
-			out[len(out)-1] = append(out[len(out)-1], m)
-			continue
-		}
-		out = append(out, []string{m})
-	}
-	return out
-}
-
-func describeOrder(c core.Cluster, order []string, maxUnavailable int) string {
+// describeOrder says what runs when: a wave of one member by its name, a larger one with how many go at once.
+func describeOrder(c core.Cluster, waves [][]string, maxUnavailable int) string {
 	var parts []string
-	for _, b := range batches(c, order) {
+	for _, b := range waves {
 		names := make([]string, len(b))
 		for i, m := range b {
 			names[i] = c.Members[m].HostName
 		}
-		if c.Members[b[0]].Role == "server" {
+		if len(b) == 1 {
 			parts = append(parts, names[0])
 		} else {
-			parts = append(parts, fmt.Sprintf("agents [%s] %d at a time", strings.Join(names, " "), min(maxUnavailable, len(b))))
+			parts = append(parts, fmt.Sprintf("[%s] %d at a time", strings.Join(names, " "), min(maxUnavailable, len(b))))
 		}
 	}
 	return strings.Join(parts, ", then ")
@@ -403,14 +378,10 @@ func (ro *rollout) steps(m string) []string {
 	}
 }
 
-// runBatch rolls out a batch: a server alone, or agents with at most MaxUnavailable in flight. After a
-// failure no new member starts; those in flight finish.
+// runBatch rolls out one wave of the plan (a server alone, or the agents) with at most MaxUnavailable members in
+// flight. After a failure no new member starts; those in flight finish.
 func (ro *rollout) runBatch(ctx context.Context, batch []string) error {
-	limit := 1
-	if ro.c.Members[batch[0]].Role != "server" {
-		limit = ro.o.MaxUnavailable
-	}
-	sem := make(chan struct{}, limit)
+	sem := make(chan struct{}, max(ro.o.MaxUnavailable, 1))
 	var (
 		wg       sync.WaitGroup
 		errMu    sync.Mutex

@@ -85,6 +85,17 @@ func newCluster(t *testing.T, name string, servers, agents int, running, want st
 	others := c.Servers[1:]
 	c.Rollout = slices.Concat(c.Agents, others, []string{"server1"})
 	c.UpgradeRollout = slices.Concat(others, []string{"server1"}, c.Agents)
+	// As the core's plan has them: each server a wave of its own, the agents one wave.
+	serverWaves := [][]string{}
+	for _, s := range slices.Concat(others, []string{"server1"}) {
+		serverWaves = append(serverWaves, []string{s})
+	}
+	agentWave := [][]string{}
+	if len(c.Agents) > 0 {
+		agentWave = [][]string{c.Agents}
+	}
+	c.RolloutWaves = slices.Concat(agentWave, serverWaves)
+	c.UpgradeRolloutWaves = slices.Concat(serverWaves, agentWave)
 	return c
 }
 
