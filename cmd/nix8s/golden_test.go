@@ -148,3 +148,10 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 	}
 	return s
 }
+
+// The CLI reference is generated from the command table, so it never says what the commands do not do. Flag
+// defaults read from the environment are rendered as they are with an empty environment.
+func TestCLIReference(t *testing.T) {
+	a := &app{getenv: func(string) string { return "" }}
+	golden(t, "docs/cli.md", []byte(reference(a, commands(a))))
+}
