@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 
@@ -40,9 +41,16 @@ type Plans struct {
 	coreID string
 	log    *slog.Logger
 
-	mu  sync.Mutex
-	cur *Plan
-	sf  singleflight.Group
+	mu      sync.Mutex
+	cur     *Plan
+	checked time.Time // when cur was last confirmed to be the stored inventory's version
+	sf      singleflight.Group
+
+	// Fresh is how long a confirmed version is trusted without asking the database again (default 250 ms): a
+	// boot storm asks once per window, not once per packet. This daemon's own writes replace the plan at once;
+	// another daemon's write is seen within the window, as if the decision had been made that much earlier.
+	// Negative: ask every time.
+	Fresh time.Duration
 }
 
 // NewPlans plans the inventory of st with c.
@@ -131,14 +139,26 @@ func (p *Plan) Cluster(name string) (*Cluster, error) {
 // the stored plan of that version, or one evaluation of the core shared by every caller asking meanwhile. An
 // inventory with errors gives the core's *core.InvalidError.
 func (p *Plans) Current(ctx context.Context) (*Plan, error) {
+	fresh := p.Fresh
+	if fresh == 0 {
+		fresh = 250 * time.Millisecond
+	}
+	p.mu.Lock()
+	cur, checked := p.cur, p.checked
+	p.mu.Unlock()
+	if cur != nil && time.Since(checked) < fresh {
+		return cur, cur.err
+	}
 	v, err := p.store.InventoryVersion(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	cur := p.cur
-	p.mu.Unlock()
 	if cur != nil && cur.Version == v {
+		p.mu.Lock()
+		if p.cur == cur {
+			p.checked = time.Now()
+		}
+		p.mu.Unlock()
 		return cur, cur.err
 	}
 	// Callers share the load of a version; the load itself is not cancelled by the first caller leaving.
@@ -230,7 +250,7 @@ func (p *Plans) keep(plan *Plan) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cur == nil || plan.Version >= p.cur.Version {
-		p.cur = plan
+		p.cur, p.checked = plan, time.Now()
 	}
 }
 

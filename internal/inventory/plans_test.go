@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/core"
@@ -74,6 +75,7 @@ func TestOneEvaluationPerInventoryVersion(t *testing.T) {
 	v := write(t, st, cfg)
 	c := newCore(t, "")
 	plans := inventory.NewPlans(st, c, nil)
+	plans.Fresh = -1 // another writer's change below must be seen at once
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -189,5 +191,59 @@ func TestWavesAndBefore(t *testing.T) {
 	}
 	if _, err := inventory.NewPlans(st, newCore(t, ""), nil).Cluster(ctx, "nope"); !errors.Is(err, inventory.ErrNoCluster) {
 		t.Errorf("unknown cluster: %v, want ErrNoCluster", err)
+	}
+}
+
+// versions counts the inventory version queries of a store.
+type versions struct {
+	*store.Store
+	n atomic.Int32
+}
+
+func (v *versions) InventoryVersion(ctx context.Context) (int64, error) {
+	v.n.Add(1)
+	return v.Store.InventoryVersion(ctx)
+}
+
+// Within Fresh a confirmed version is not asked for again (a boot storm asks once per window); a write through
+// Planned is seen at once; with Fresh negative every read asks.
+func TestFreshWindow(t *testing.T) {
+	ctx := context.Background()
+	st := &versions{Store: storetest.Open(t)}
+	write(t, st.Store, cfg)
+	c := newCore(t, "")
+	plans := inventory.NewPlans(st, c, nil)
+	plans.Fresh = time.Hour
+	for range 100 {
+		if _, err := plans.Cluster(ctx, "dev"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := st.n.Load(); n != 1 {
+		t.Errorf("100 reads within the window asked for the version %d times, want 1", n)
+	}
+	// This daemon's own write hands its plan over: seen at once, window or not.
+	var next map[string]any
+	json.Unmarshal([]byte(`{"nodes": {"vm": {"install": {"disk": "/dev/vda"}}}, "clusters": {"dev": {"members": {
+  "s1": {"node": "vm", "role": "server", "ip": "192.168.1.10"}}}}}`), &next)
+	v, err := st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return next, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	planned, err := c.Evaluator.Plan(ctx, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plans.Planned(ctx, v, planned)
+	if cl, err := plans.Cluster(ctx, "dev"); err != nil || cl.Version != v || len(cl.Members) != 1 {
+		t.Fatalf("after a write of this daemon: %v, %v; want version %d", cl, err, v)
+	}
+	plans.Fresh = -1
+	before := st.n.Load()
+	for range 3 {
+		plans.Cluster(ctx, "dev")
+	}
+	if n := st.n.Load() - before; n != 3 {
+		t.Errorf("with Fresh < 0, 3 reads asked %d times, want 3", n)
 	}
 }
