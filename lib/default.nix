@@ -28,6 +28,22 @@ in {
 
   nixos = cfg: checked cfg (m: nixosModel m (planModel m));
 
+  # Everything the flake module needs from one config, from one evaluation of the model and of validate:
+  # `report` always; `plan`, `nixos` (the NixOS data by host) and `exportable` fail with every error when the
+  # report has any. Each is computed only when read.
+  evaluate = cfg:
+    let
+      m = model cfg;
+      r = validateModel m;
+      p = planModel m;
+      ok = x: if r.errors != [ ] then throw (errorMessage r.errors) else x;
+    in {
+      report = r;
+      plan = ok p;
+      nixos = ok (nixosModel m p);
+      exportable = ok (import ./export.nix cfg);
+    };
+
   # The PXE server's view (`{ errors; warnings; server; machines; }`) of the clusters it serves (a list of names,
   # or null for all): validate's problems and its own in one pass, the machines only when there are no errors.
   pxe = cfg: clusters:

@@ -3,9 +3,8 @@
 { lib, config, self, ... }:
 let
   cfg = config.nix8s;
-  core = import ../../lib;
   support = import ./app-support.nix { inherit lib config self; };
-  plan = (core.plan cfg.resolved).clusters;
+  plan = cfg.evaluated.plan.clusters;
 in
 {
   options.nix8s.apps.enable = lib.mkOption {

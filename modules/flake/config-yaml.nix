@@ -2,8 +2,7 @@
 # for tools and people who do not read Nix (design section 11).
 { config, ... }:
 let
-  core = import ../../lib;
-  exported = core.exportable config.nix8s.resolved;
+  exported = config.nix8s.evaluated.exportable;
 in
 {
   config.perSystem = { pkgs, ... }: {

@@ -114,6 +114,7 @@ let
     else v;
 
   fromFile = if cfg.inventoryFile == null then { } else builtins.fromJSON (builtins.readFile cfg.inventoryFile);
+  merged = lib.recursiveUpdate fromFile (prune { inherit (cfg) nodes clusters provisioning; });
 in
 {
   options.nix8s = {
@@ -154,14 +155,31 @@ in
       internal = true;
       description = "The config the core sees: the inventory file, then the Nix declarations, null fields pruned.";
     };
+    evaluated = mkOption {
+      type = types.raw;
+      readOnly = true;
+      internal = true;
+      description = ''
+        The core's one evaluation of `resolved` (`core.evaluate`): `report`, `plan`, `nixos` (the NixOS data by
+        host) and `exportable`. Every nix8s module reads these, so a flake evaluation validates and plans once.
+      '';
+    };
   };
 
-  config.nix8s.resolved =
+  config.nix8s.evaluated =
     let
-      declared = prune { inherit (cfg) nodes clusters provisioning; };
-      merged = lib.recursiveUpdate fromFile declared;
-      report = core.validate merged;
-    in
+      e = core.evaluate merged;
+      # Reading any result first fails with every error, or prints the warnings, once (through resolved).
+      afterChecks = builtins.seq cfg.resolved;
+    in {
+      inherit (e) report;
+      plan = afterChecks e.plan;
+      nixos = afterChecks e.nixos;
+      exportable = afterChecks e.exportable;
+    };
+
+  config.nix8s.resolved =
+    let report = cfg.evaluated.report; in
     # Flake-parts has no assertions: fail here with every error at once, print the warnings.
     if report.errors != [ ] then throw (core.errorMessage report.errors)
     else lib.foldr (w: acc: lib.warn "nix8s: ${w.path}: ${w.message}" acc) merged report.warnings;

@@ -4,9 +4,9 @@
 { lib, config, inputs, ... }:
 let
   cfg = config.nix8s;
-  core = import ../../lib;
-  plan = core.plan cfg.resolved;
-  data = core.nixos cfg.resolved;
+  # The core's one evaluation of the config (core.nix), shared with the apps.
+  inherit (cfg.evaluated) plan;
+  data = cfg.evaluated.nixos;
 
   # The flake's own nixpkgs and disko when it has them (its lock decides), else the ones nix8s was locked with.
   nixpkgs = inputs.nixpkgs or cfg.defaultInputs.nixpkgs;
