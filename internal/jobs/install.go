@@ -54,6 +54,8 @@ type Config struct {
 	WaitInterval time.Duration
 	// DrainTimeout bounds draining one node in a rollout; default rollout.DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// LockWait bounds the wait for a member's install lock held by another attempt; default DefaultLockWait.
+	LockWait time.Duration
 
 	// APIServer, when set, is how rollout jobs reach every cluster's API server instead of fetching the
 	// admin kubeconfig from a Ready server over ssh. A seam for tests, which hand it a test API server's
@@ -64,6 +66,16 @@ type Config struct {
 // SSH is the ssh Runner of the config.
 func (c Config) SSH() *remote.SSH {
 	return &remote.SSH{KnownHostsFile: c.KnownHostsFile, ConfigFile: c.SSHConfigFile, ConnectTimeout: c.ConnectTimeout}
+}
+
+// DefaultLockWait is how long an install waits for another attempt on the same member to let go of its lock.
+const DefaultLockWait = time.Minute
+
+func (c Config) lockWait() time.Duration {
+	if c.LockWait > 0 {
+		return c.LockWait
+	}
+	return DefaultLockWait
 }
 
 func (c Config) waitTimeout() time.Duration {
@@ -146,7 +158,9 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		}
 		tokens = &provision.Tokens{Token: t.Token, AgentToken: t.AgentToken}
 	}
-	obs := &machineObserver{st: r.Store, actor: fmt.Sprintf("job:%d", j.ID), job: j.ID, log: log, ctx: context.WithoutCancel(ctx), c: c}
+	obs := &machineObserver{st: r.Store, actor: fmt.Sprintf("job:%d", j.ID), job: j.ID, log: log, ctx: context.WithoutCancel(ctx), c: c,
+		holder: fmt.Sprintf("%s job %d", r.Worker, j.ID), lockWait: cfg.lockWait(), jobCtx: ctx}
+	defer obs.releaseAll()
 	if !p.DryRun {
 		if obs.machines, err = r.Store.MachinesOfCluster(ctx, c.Name); err != nil {
 			return nil, err
@@ -174,7 +188,7 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		WaitTimeout:  cfg.waitTimeout(),
 		WaitInterval: cfg.waitInterval(),
 		Runner:       ssh,
-		Installer:    &provision.NixosAnywhere{Program: cfg.NixosAnywhere, SSH: ssh, Output: log, Timeout: installTimeout},
+		Installer:    &lockedInstaller{obs: obs, inner: &provision.NixosAnywhere{Program: cfg.NixosAnywhere, SSH: ssh, Output: log, Timeout: installTimeout}},
 		Readiness:    readiness,
 		Deliverer:    deliverer,
 		Progress:     log,
@@ -206,8 +220,14 @@ type machineObserver struct {
 
 	machines map[string]*store.Machine // by member
 
+	// holder names this attempt in the members' install locks; lockWait bounds the wait for one.
+	holder   string
+	lockWait time.Duration
+	jobCtx   context.Context // the job's: the wait for a lock ends with it
+
 	mu    sync.Mutex
 	state map[string]string // member -> state this job moved its machine to
+	locks map[string]*store.MemberLock
 	// agents installed by this job whose machines wait to become Ready nodes
 	agents []string
 }
@@ -266,14 +286,107 @@ func (o *machineObserver) warn(err error) {
 	}
 }
 
-// Installing implements provision.Observer: the database must allow the machine into installing (assigned,
-// not locked, in a state that may be reinstalled) before nixos-anywhere touches its disk.
+// Installing implements provision.Observer. First the member's install lock (store.LockMember): no
+// nixos-anywhere starts for a member while an earlier attempt's may still run, such as the one of a daemon
+// that died with this job (the requeued job has the same id). Then the database must allow the machine into
+// installing (assigned, not locked, in a state that may be reinstalled) before nixos-anywhere touches its
+// disk. A machine an earlier attempt left installing goes to install_failed first, saying so: holding the
+// lock, this attempt knows that one is gone.
 func (o *machineObserver) Installing(member string) error {
+	host := o.c.Members[member].HostName
+	lock, err := o.st.LockMember(o.jobCtx, o.c.Name, member, o.holder, o.lockWait, func(h *store.LockHeldError) {
+		who := "another attempt"
+		if h.Holder != "" {
+			who = h.Holder
+		}
+		fmt.Fprintf(o.log, "nix8s: %s: waiting up to %s for %s to let go of the member's install lock\n", host, o.lockWait, who)
+	})
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	if o.locks == nil {
+		o.locks = map[string]*store.MemberLock{}
+	}
+	o.locks[member] = lock
+	o.mu.Unlock()
+	if mach := o.machines[member]; mach != nil {
+		ctx, cancel := context.WithTimeout(o.ctx, 30*time.Second)
+		cur, err := o.st.Machine(ctx, mach.MAC)
+		cancel()
+		switch {
+		case err != nil:
+			return fmt.Errorf("machine %s (member %s): %w", mach.MAC, member, err)
+		case cur.State == "installing" && cur.InstallArmed:
+			return fmt.Errorf("machine %s (member %s) is being installed over the network (its install is armed); not starting nixos-anywhere beside it: wait for it, or move the machine to install_failed first", mach.MAC, member)
+		case cur.State == "installing":
+			// Only an install over ssh leaves a machine installing unarmed, and every one holds the lock.
+			fmt.Fprintf(o.log, "nix8s: %s: machine %s was left installing by an earlier attempt that is gone (its daemon stopped or died: the install lock was free); installing it again\n", host, mach.MAC)
+			if err := o.move(member, "install_failed", fmt.Sprintf("install job %d: an earlier attempt, gone, left it installing; installing again", o.job)); err != nil {
+				return err
+			}
+		}
+	}
 	return o.move(member, "installing", fmt.Sprintf("install job %d: nixos-anywhere starts", o.job))
+}
+
+// lock is the install lock held for member; nil when none is.
+func (o *machineObserver) lock(member string) *store.MemberLock {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.locks[member]
+}
+
+// release lets member's install lock go.
+func (o *machineObserver) release(member string) {
+	o.mu.Lock()
+	l := o.locks[member]
+	delete(o.locks, member)
+	o.mu.Unlock()
+	if l != nil {
+		l.Release()
+	}
+}
+
+// releaseAll lets every lock still held go, when the job ends.
+func (o *machineObserver) releaseAll() {
+	o.mu.Lock()
+	members := make([]string, 0, len(o.locks))
+	for m := range o.locks {
+		members = append(members, m)
+	}
+	o.mu.Unlock()
+	for _, m := range members {
+		o.release(m)
+	}
+}
+
+// lockedInstaller runs nixos-anywhere for a member under its install lock (taken in Installing), and stops
+// it when the lock is lost: from then on another attempt may start.
+type lockedInstaller struct {
+	obs   *machineObserver
+	inner provision.Installer
+}
+
+func (l *lockedInstaller) Install(ctx context.Context, s provision.Step) error {
+	lock := l.obs.lock(s.Member)
+	if lock == nil {
+		return fmt.Errorf("member %s: its install lock is not held; not starting nixos-anywhere", s.Member)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(lock.Lost(), func() { cancel(context.Cause(lock.Lost())) })
+	defer stop()
+	err := l.inner.Install(ctx, s)
+	if err != nil && lock.Lost().Err() != nil {
+		return fmt.Errorf("nixos-anywhere stopped: %w", context.Cause(lock.Lost()))
+	}
+	return err
 }
 
 // Installed implements provision.Observer.
 func (o *machineObserver) Installed(member string) {
+	o.release(member)
 	if o.current(member) != "installing" {
 		return
 	}
@@ -295,6 +408,7 @@ func (o *machineObserver) Ready(member string) {
 
 // Failed implements provision.Observer.
 func (o *machineObserver) Failed(member string, err error) {
+	o.release(member)
 	var to string
 	switch o.current(member) {
 	case "installing":

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/toolrun"
 )
 
 // Step is one member to install.
@@ -147,14 +148,15 @@ func (n *NixosAnywhere) Install(ctx context.Context, s Step) error {
 	if prog == "" {
 		prog = "nixos-anywhere"
 	}
-	cmd := exec.CommandContext(runCtx, prog, NixosAnywhereArgs(s, dir, opts)...)
+	// In a process group of its own, ended with the install (toolrun): no ssh or nix of an install that
+	// stopped, or of a daemon that died, keeps working on the machine.
+	cmd := exec.Command(prog, NixosAnywhereArgs(s, dir, opts)...)
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	cmd.WaitDelay = 5 * time.Second
 	out := &prefixWriter{n: n, prefix: "[" + s.HostName + "] ", onLine: onLine}
 	var tail bytes.Buffer
 	cmd.Stdout = out
 	cmd.Stderr = io.MultiWriter(out, &tail)
-	err = cmd.Run()
+	err = toolrun.Run(runCtx, cmd, toolrun.DefaultGrace)
 	out.flush()
 	out.mu.Lock()
 	refusedLine, kexecLine := refused, kexec
