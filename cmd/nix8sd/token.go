@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -103,7 +104,11 @@ func tokenAdmin(ctx context.Context, cmd string, args []string, stdout, stderr i
 		return err
 	}
 	if cmd == "revoke" {
-		return st.RevokeToken(ctx, id)
+		if err := st.RevokeToken(ctx, id); err != nil {
+			return err
+		}
+		revokedTokenFileHint(ctx, st, id, stderr)
+		return nil
 	}
 	list, err := st.Tokens(ctx)
 	if err != nil {
@@ -122,4 +127,19 @@ func when(t *time.Time) string {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// revokedTokenFileHint warns when the revoked token came from a daemon's --admin-token-file or --read-token-file:
+// it stays revoked, and a daemon started with that file again refuses to start until the file holds a new token.
+func revokedTokenFileHint(ctx context.Context, st *store.Store, id int64, stderr io.Writer) {
+	list, err := st.Tokens(ctx)
+	if err != nil {
+		return
+	}
+	for _, t := range list {
+		if t.ID != id || !strings.HasSuffix(t.Name, "-token-file") {
+			continue
+		}
+		fmt.Fprintf(stderr, "nix8sd: hint: token %d came from --%s; it stays revoked, and nix8sd serve refuses to start with that file until it holds a new token ('nix8sd token create --print-only > FILE')\n", id, t.Name)
+	}
 }

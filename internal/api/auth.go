@@ -15,7 +15,7 @@ type ctxKey int
 const tokenKey ctxKey = 0
 
 // auth admits requests with a bearer token of at least scope: 401 without a valid token, 403 with a read token
-// on an admin endpoint.
+// on an admin endpoint, 503 when the database that holds the tokens is unavailable.
 func (s *Server) auth(scope string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -33,6 +33,9 @@ func (s *Server) auth(scope string) func(http.Handler) http.Handler {
 				return
 			}
 			if err != nil {
+				// The token table cannot be read: a wrong token cannot be told from a right one, so every
+				// authenticated call answers 503 unavailable (never 401, which would tell a client holding a
+				// good token to throw it away). Tokens that are not nix8s tokens at all got 401 above.
 				s.fail(w, r, err)
 				return
 			}

@@ -1,9 +1,15 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/store"
@@ -52,10 +58,45 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusNotFound, "not_found", err.Error(), nil)
 	case errors.Is(err, store.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", err.Error(), nil)
+	case s.dbUnavailable(r.Context(), err):
+		s.log.Error("request failed: the database is unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeUnavailable(w)
 	default:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", "internal error; see the daemon's log", nil)
 	}
+}
+
+// writeUnavailable answers 503 when the database cannot be reached. The message names no database user, host,
+// port or name (the connection error does): those go to the daemon's log only.
+func writeUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, "unavailable", "the database is unavailable; retry later (the daemon's log says why)", nil)
+}
+
+// dbUnavailable says whether err means the database could not be reached or lost the connection, rather than
+// refusing this request: connection errors, the server shutting down or out of connections, a closed pool.
+// For any other unexpected error the database is pinged: a database that does not answer is unavailable.
+func (s *Server) dbUnavailable(ctx context.Context, err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, pgconn.ErrConnClosed),
+		errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.As(err, &pe):
+		// 08: connection exception; 53: insufficient resources (too many connections, disk full); 57P01..03:
+		// admin or crash shutdown, cannot connect now.
+		class := pe.Code[:min(2, len(pe.Code))]
+		return class == "08" || class == "53" || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	if ctx.Err() != nil {
+		return false // the client went away; nothing to tell it
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	return s.st.Ping(pctx) != nil
 }
 
 // httpError is an error with its response.

@@ -69,7 +69,18 @@ func (s *Store) LookupToken(ctx context.Context, tok string) (*Token, error) {
 	return &t, nil
 }
 
-// EnsureToken stores tok (given by the operator, e.g. from a secrets file) with scope, if not stored yet.
+// RevokedError is a token given by the operator (EnsureToken) that was revoked: it stays revoked.
+type RevokedError struct {
+	ID        int64
+	RevokedAt time.Time
+}
+
+func (e *RevokedError) Error() string {
+	return fmt.Sprintf("this token (id %d) was revoked at %s, and a revoked token stays revoked", e.ID, e.RevokedAt.UTC().Format(time.RFC3339))
+}
+
+// EnsureToken stores tok (given by the operator, e.g. from a secrets file) with scope, if not stored yet. A token
+// that was revoked is not brought back: EnsureToken returns a *RevokedError and the token keeps failing.
 func (s *Store) EnsureToken(ctx context.Context, name, tok, scope string) error {
 	if scope != ScopeRead && scope != ScopeAdmin {
 		return &InvalidError{Path: "scope", Msg: fmt.Sprintf("%q is not a scope; use admin or read", scope)}
@@ -78,9 +89,19 @@ func (s *Store) EnsureToken(ctx context.Context, name, tok, scope string) error 
 		return &InvalidError{Path: "token", Msg: "a token starts with " + TokenPrefix + " and has at least 20 more characters; make one with nix8sd token create --print-only"}
 	}
 	sum := sha256.Sum256([]byte(tok))
-	_, err := s.pool.Exec(ctx, `INSERT INTO api_tokens (name, token_sha256, scope) VALUES ($1, $2, $3)
-		ON CONFLICT (token_sha256) DO UPDATE SET scope = EXCLUDED.scope, revoked_at = NULL`, name, sum[:], scope)
-	return err
+	// The scope follows the flag the token is given with; revoked_at is never cleared.
+	var id int64
+	var revoked *time.Time
+	err := s.pool.QueryRow(ctx, `INSERT INTO api_tokens (name, token_sha256, scope) VALUES ($1, $2, $3)
+		ON CONFLICT (token_sha256) DO UPDATE SET scope = CASE WHEN api_tokens.revoked_at IS NULL THEN EXCLUDED.scope ELSE api_tokens.scope END
+		RETURNING id, revoked_at`, name, sum[:], scope).Scan(&id, &revoked)
+	if err != nil {
+		return err
+	}
+	if revoked != nil {
+		return &RevokedError{ID: id, RevokedAt: *revoked}
+	}
+	return nil
 }
 
 // NewToken makes a random token without storing it.
