@@ -11,7 +11,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/go-chi/chi/v5"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/nix8s/nix8s/internal/core"
@@ -66,11 +68,41 @@ func (s *Server) decodeConfigBody(w http.ResponseWriter, r *http.Request) (any, 
 	if t := bytes.TrimLeft(data, " \t\r\n"); mt == "json" && (len(t) == 0 || t[0] != '{') {
 		return nil, badRequest("malformed body: a JSON object was expected")
 	}
-	v, err := core.Decode(data)
+	v, err := core.DecodeAt(data, configPath(r))
 	if err != nil {
-		return nil, badRequest("malformed body: " + err.Error())
+		return nil, decodeProblem("malformed body: ", err)
 	}
 	return v, nil
+}
+
+// decodeProblem answers a decoding error as 400, with the value's path in the details when it has one.
+func decodeProblem(prefix string, err error) error {
+	var de *core.DecodeError
+	if errors.As(err, &de) && de.Path != "" {
+		return badRequest(prefix+err.Error(), Problem{Path: de.Path, Message: strings.TrimPrefix(de.Msg, de.Path+": ")})
+	}
+	return badRequest(prefix + err.Error())
+}
+
+// configPath is where the request's body goes in the config: nodes.<name> for PUT /v1/nodes/{name}, nothing for
+// /v1/config. Decoding names paths from there, and nesting counts from the config's top, so an object nested
+// within the limit alone cannot put the whole config beyond it.
+func configPath(r *http.Request) []string {
+	rc := chi.RouteContext(r.Context())
+	if rc == nil {
+		return nil
+	}
+	var path []string
+	for _, seg := range strings.Split(strings.TrimPrefix(rc.RoutePattern(), "/v1/"), "/") {
+		if p, ok := strings.CutPrefix(seg, "{"); ok {
+			seg = chi.URLParam(r, strings.TrimSuffix(p, "}"))
+		}
+		path = append(path, seg)
+	}
+	if len(path) == 1 && path[0] == "config" {
+		return nil
+	}
+	return path
 }
 
 // decodeStrict reads a JSON body into dst, refusing unknown fields and trailing data.
@@ -86,6 +118,14 @@ func (s *Server) decodeStrict(w http.ResponseWriter, r *http.Request, dst any) e
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		data = []byte("{}")
+	}
+	// The core's decoder applies the limits every body shares (nesting, sizes, NUL, UTF-8, 64-bit integers);
+	// syntax errors are left to the strict decoder below, which names unknown fields.
+	if _, err := core.Decode(data); err != nil {
+		var de *core.DecodeError
+		if errors.As(err, &de) && (de.Path != "" || !utf8.Valid(data)) {
+			return decodeProblem("malformed JSON body: ", err)
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
