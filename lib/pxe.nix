@@ -32,6 +32,8 @@ let
     rangeStart = if rangeParts == null then null else elemAt rangeParts 0;
     rangeEnd = if rangeParts == null then null else elemAt rangeParts 1;
     gateway = str (dhcp.gateway or null);
+    # provisioning.pxe.approve: whose secrets wait for an operator to confirm the reported host key.
+    approve = let a = p.pxe.approve or null; in if isString a then a else "servers";
   };
 
   known = attrNames model.clusters;

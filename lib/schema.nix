@@ -130,6 +130,7 @@ in {
         };
       };
       pxe = freeform "Network boot." {
+        approve = { type = "string"; enum = [ "none" "servers" "all" ]; default = "servers"; description = "Whose secrets wait for an operator after a network install: the installer's host key fingerprint must be confirmed with POST /v1/machines/{mac}/approve before the k3s tokens are delivered. servers: server members only; all: every member; none: nobody (a MAC spoofer that reports its own key gets the tokens)."; };
         server = freeform "The PXE server (nix8sd)." {
           ip = pattern ipv4 "Address the server listens on.";
           interface = str "Interface it serves.";

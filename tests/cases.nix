@@ -369,7 +369,7 @@ in [
   # ---- PXE view ----------------------------------------------------------------------------------------------------------
   (case "pxe: machines by MAC with their member, role, plan ip and provision wave; proxy mode by default"
     { errors = [ ]; warnings = [ ]; unmatched = [ ];
-      server = { ip = "10.1.0.1"; interface = null; mode = "proxy"; subnet = "10.1.0.0/24"; rangeStart = null; rangeEnd = null; gateway = null; };
+      server = { ip = "10.1.0.1"; interface = null; mode = "proxy"; subnet = "10.1.0.0/24"; rangeStart = null; rangeEnd = null; gateway = null; approve = "servers"; };
       machines = [
         { mac = "aa:00:00:00:00:01"; cluster = "prod"; member = "s1"; hostName = "prod-s1"; role = "server"; ip = "10.1.0.11"; wave = 0; }
         { mac = "aa:00:00:00:00:02"; cluster = "prod"; member = "s2"; hostName = "prod-s2"; role = "server"; ip = "10.1.0.12"; wave = 1; }
@@ -386,8 +386,16 @@ in [
       waveOf = n: head (catAttrs "wave" (filter (m: m.member == n) ms));
     in { s1 = waveOf "s1"; s2 = waveOf "s2"; s3 = waveOf "s3"; }))
   (case "pxe: full mode hands out the range, subnet and gateway"
-    { ip = "10.0.0.1"; interface = "eth0"; mode = "full"; subnet = "10.0.0.0/24"; rangeStart = "10.0.0.100"; rangeEnd = "10.0.0.200"; gateway = "10.0.0.254"; }
+    { ip = "10.0.0.1"; interface = "eth0"; mode = "full"; subnet = "10.0.0.0/24"; rangeStart = "10.0.0.100"; rangeEnd = "10.0.0.200"; gateway = "10.0.0.254"; approve = "servers"; }
     (core.pxe (withPxe { ip = "10.0.0.1"; interface = "eth0"; dhcp = { mode = "full"; subnet = "10.0.0.0/24"; range = "10.0.0.100-10.0.0.200"; gateway = "10.0.0.254"; }; }) null).server)
+  (case "pxe: secrets wait for approval of servers unless provisioning.pxe.approve says otherwise"
+    { default = "servers"; all = "all"; none = "none"; }
+    { default = (core.pxe pxeBase null).server.approve;
+      all = (core.pxe (pxeBase // { provisioning = pxeBase.provisioning // { pxe = pxeBase.provisioning.pxe // { approve = "all"; }; }; }) null).server.approve;
+      none = (core.pxe (pxeBase // { provisioning = pxeBase.provisioning // { pxe = pxeBase.provisioning.pxe // { approve = "none"; }; }; }) null).server.approve; })
+  (case "pxe: an unknown approve setting is an error at its path, naming the three settings"
+    [ { path = "provisioning.pxe.approve"; message = "\"always\" is not an approval setting; use \"servers\" (the default: a network-installed server gets its secrets only after POST /v1/machines/{mac}/approve confirms its host key), \"all\" (every member waits for that) or \"none\" (secrets go to whichever host key the installer reports)"; } ]
+    (core.pxe (pxeBase // { provisioning = pxeBase.provisioning // { pxe = pxeBase.provisioning.pxe // { approve = "always"; }; }; }) null).errors)
   (case "pxe: the base config serves both members" [ [ ] [ "aa:bb:cc:dd:ee:01" "aa:bb:cc:dd:ee:02" ] ]
     (let r = core.pxe pxeBase [ "dev" ]; in [ r.errors (catAttrs "mac" r.machines) ]))
   (case "pxe: members sharing a MAC are validate's error, reported once, and nothing is served"
