@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/nix8s/nix8s/internal/remote"
@@ -27,8 +28,12 @@ const (
 	FirmwareUEFI Firmware = "uefi"
 	// FirmwareUEFIHTTP is UEFI HTTP boot (vendor class "HTTPClient"): it gets ipxe.efi by an HTTP URL.
 	FirmwareUEFIHTTP Firmware = "uefi-http"
-	// FirmwareIPXE is iPXE itself (user class "iPXE" or option 175): it gets the script URL.
+	// FirmwareIPXE is iPXE itself (user class "iPXE" or option 175) asking for its boot script: the one request
+	// a Booter may act on (arm an install). It gets the script URL from DHCP.
 	FirmwareIPXE Firmware = "ipxe"
+	// FirmwareIPXEDHCP is iPXE's DHCP request: the Booter is only asked whether and what to answer, like for
+	// any other firmware's DHCP, and must change nothing (a DHCP packet is anyone's to send).
+	FirmwareIPXEDHCP Firmware = "ipxe-dhcp"
 )
 
 // Action is what a machine is told to do when it boots from the network.
@@ -94,16 +99,91 @@ type Progress struct {
 	// the installer generated; only in the done report. The daemon pins it for its first ssh connection to
 	// the installed machine (delivering the token files), so nothing is trusted on first use.
 	HostKey string `json:"hostKey,omitempty"`
+	// Identity is the hardware the installer runs on, in the first report of a generation and in the done
+	// report (optional in the others). It must match what the machine's discovery or first install report
+	// recorded, else the machine is locked and the report refused (ErrLocked).
+	Identity *Identity `json:"identity,omitempty"`
+}
+
+// Identity is who a machine is beyond its MAC, as the netboot programs read it (modules/nixos/netboot-prelude.sh
+// `identity`): the DMI system UUID and serial, the serials of its whole disks, the permanent MACs of its
+// physical NICs. Lists are sorted and without duplicates, so the same hardware always gives the same value.
+type Identity struct {
+	SystemUUID   string   `json:"systemUUID"`
+	SystemSerial string   `json:"systemSerial"`
+	DiskSerials  []string `json:"diskSerials"`
+	NICMACs      []string `json:"nicMACs"`
+}
+
+// Check refuses an identity that is too large or not in its stable shape.
+func (id Identity) Check() error {
+	switch {
+	case len(id.SystemUUID) > 64 || len(id.SystemSerial) > 128:
+		return errors.New("identity: systemUUID must be at most 64 bytes and systemSerial at most 128")
+	case len(id.DiskSerials) > 64 || len(id.NICMACs) > 64:
+		return errors.New("identity: at most 64 disk serials and 64 NIC MACs")
+	case !slices.IsSorted(id.DiskSerials) || !slices.IsSorted(id.NICMACs) ||
+		len(slices.Compact(slices.Clone(id.DiskSerials))) != len(id.DiskSerials) ||
+		len(slices.Compact(slices.Clone(id.NICMACs))) != len(id.NICMACs):
+		return errors.New("identity: diskSerials and nicMACs must be sorted and without duplicates")
+	}
+	for _, s := range id.DiskSerials {
+		if s == "" || len(s) > 128 {
+			return fmt.Errorf("identity: disk serial %q must be 1 to 128 bytes", truncate(s, 40))
+		}
+	}
+	for _, m := range id.NICMACs {
+		if hw, err := ParseMAC(m); err != nil || hw.String() != m {
+			return fmt.Errorf("identity: NIC MAC %q is not a lower-case aa:bb:cc:dd:ee:ff", truncate(m, 40))
+		}
+	}
+	return nil
+}
+
+// Differs names the first fact in which id and other differ, with both values ("" when they are the same).
+func (id Identity) Differs(other Identity) (fact, this, that string) {
+	list := func(l []string) string { return "[" + strings.Join(l, " ") + "]" }
+	switch {
+	case id.SystemUUID != other.SystemUUID:
+		return "systemUUID", id.SystemUUID, other.SystemUUID
+	case id.SystemSerial != other.SystemSerial:
+		return "systemSerial", id.SystemSerial, other.SystemSerial
+	case !slices.Equal(id.DiskSerials, other.DiskSerials):
+		return "diskSerials", list(id.DiskSerials), list(other.DiskSerials)
+	case !slices.Equal(id.NICMACs, other.NICMACs):
+		return "nicMACs", list(id.NICMACs), list(other.NICMACs)
+	}
+	return "", "", ""
+}
+
+type clientKey struct{}
+
+// WithClient returns ctx carrying the address of the client a request came from (HTTP.ServeHTTP sets it), so
+// a Booter or Machines can tell two clients claiming the same MAC apart.
+func WithClient(ctx context.Context, ip net.IP) context.Context {
+	return context.WithValue(ctx, clientKey{}, ip)
+}
+
+// ClientIP is the client address WithClient put into ctx, nil when none (DHCP, or a caller outside HTTP).
+func ClientIP(ctx context.Context) net.IP {
+	ip, _ := ctx.Value(clientKey{}).(net.IP)
+	return ip
 }
 
 // Check refuses a report whose fields are too long or do not fit together: a host key only with done,
-// and only a well-formed one.
+// and only a well-formed one; an identity only in its stable shape (Identity.Check).
 func (p Progress) Check() error {
 	switch {
 	case len(p.Phase) > 64:
 		return errors.New("phase must be at most 64 bytes")
 	case len(p.Error) > 4096:
 		return errors.New("error must be at most 4096 bytes")
+	case p.Identity != nil:
+		if err := p.Identity.Check(); err != nil {
+			return err
+		}
+	}
+	switch {
 	case p.HostKey == "":
 		return nil
 	case !p.Done:
@@ -117,10 +197,12 @@ func (p Progress) Check() error {
 
 // Machines records what booting machines report about themselves.
 type Machines interface {
-	// Discovered records a machine's hardware facts (a JSON object) reported by the discovery image.
+	// Discovered records a machine's hardware facts (a JSON object) reported by the discovery image, and
+	// their "identity" (Identity) when they have one; ErrLocked for a MAC whose install is under way.
 	Discovered(ctx context.Context, mac net.HardwareAddr, facts json.RawMessage) error
 	// Progress checks token against the machine's armed install and records p; ErrToken when the token is
-	// wrong, used, or the machine is not installing.
+	// wrong, used, or the machine is not installing; ErrLocked when the report conflicts with the machine's
+	// recorded identity or another client of the same install (the machine is then locked).
 	Progress(ctx context.Context, mac net.HardwareAddr, token string, p Progress) error
 }
 
@@ -128,6 +210,9 @@ type Machines interface {
 var (
 	// ErrToken: the phone-home token is wrong, used up, or the machine is not installing (403).
 	ErrToken = errors.New("token not valid for this machine")
+	// ErrLocked: the report conflicts with what is known of the machine (another hardware identity, a second
+	// client of one install) or the machine is locked; it is refused and the machine locked (403).
+	ErrLocked = errors.New("machine locked")
 	// ErrNotFound: no such machine or image (404).
 	ErrNotFound = errors.New("not found")
 )

@@ -46,12 +46,12 @@ func (s *Store) ArmInstall(ctx context.Context, actor, mac string, version int64
 }
 
 // ClaimInstallToken records hash as the token of the armed install generation, once: the first boot script
-// of a generation carries the token, later ones do not (ErrInstallToken).
+// of a generation carries the token, later ones do not, nor any while the machine is locked (ErrInstallToken).
 func (s *Store) ClaimInstallToken(ctx context.Context, actor, mac string, generation int64, hash [32]byte) error {
 	return s.tx(ctx, actor, "install token handed to the installer's boot script", func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE machines SET install_token_hash = $3
 			WHERE mac = $1::macaddr AND state = 'installing' AND install_armed AND install_generation = $2
-			  AND install_token_hash IS NULL`, mac, generation, hash[:])
+			  AND install_token_hash IS NULL AND NOT locked`, mac, generation, hash[:])
 		if err != nil {
 			return err
 		}
@@ -71,9 +71,13 @@ type InstallReport struct {
 	// HostKey is the installed system's public SSH host key of the done report (checked by the caller). It is
 	// public, so it is kept in the progress event's details, where the secrets delivery finds it again.
 	HostKey string `json:"hostKey,omitempty"`
+	// Identity is the hardware identity the report carried (pxe.Identity as JSON), checked by the caller
+	// against the recorded one; kept in the event's details.
+	Identity json.RawMessage `json:"identity,omitempty"`
 }
 
-// ReportInstall records a report of the armed install whose token hashes to hash, as a progress event. Done
+// ReportInstall records a report of the armed install whose token hashes to hash, as a progress event
+// (ErrLocked, nothing recorded, while the machine is locked). Done
 // or Error use the token up (the install is disarmed); Error also moves the machine to install_failed. The
 // machine stays installing after Done until its node registers in the cluster (joined).
 func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]byte, r InstallReport) error {
@@ -87,8 +91,9 @@ func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]b
 		var armed bool
 		var gen int64
 		var have []byte
-		err := tx.QueryRow(ctx, `SELECT state, install_armed, install_generation, install_token_hash FROM machines
-			WHERE mac = $1::macaddr FOR UPDATE`, mac).Scan(&state, &armed, &gen, &have)
+		var locked bool
+		err := tx.QueryRow(ctx, `SELECT state, install_armed, install_generation, install_token_hash, locked FROM machines
+			WHERE mac = $1::macaddr FOR UPDATE`, mac).Scan(&state, &armed, &gen, &have, &locked)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrInstallToken
 		}
@@ -97,6 +102,10 @@ func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]b
 		}
 		if state != "installing" || !armed || gen != r.Generation || len(have) != 32 || subtle.ConstantTimeCompare(have, hash[:]) != 1 {
 			return ErrInstallToken
+		}
+		if locked {
+			// Locked for a conflict (LockForConflict) or by an operator: nothing of this install is taken.
+			return ErrLocked
 		}
 		details, _ := json.Marshal(r)
 		if _, err := tx.Exec(ctx, `INSERT INTO machine_events (mac, actor, kind, old_state, new_state, reason, details)

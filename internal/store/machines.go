@@ -27,9 +27,12 @@ type Machine struct {
 	InstallGeneration int64 `json:"installGeneration"`
 	InstallArmed      bool  `json:"installArmed"`
 	// InstallTokenClaimed: the armed install's one-time token was handed to a boot script.
-	InstallTokenClaimed bool      `json:"installTokenClaimed"`
-	CreatedAt           time.Time `json:"createdAt"`
-	UpdatedAt           time.Time `json:"updatedAt"`
+	InstallTokenClaimed bool `json:"installTokenClaimed"`
+	// AwaitingApproval is set while the installer reported done and the member's secrets wait for an
+	// operator to confirm the reported host key (POST /v1/machines/{mac}/approve); nil otherwise.
+	AwaitingApproval *Approval `json:"awaitingApproval"`
+	CreatedAt        time.Time `json:"createdAt"`
+	UpdatedAt        time.Time `json:"updatedAt"`
 }
 
 // Event is one entry of a machine's append-only audit log.
@@ -65,16 +68,22 @@ func NormalizeMAC(s string) (string, error) {
 }
 
 const machineCols = `mac::text, facts, cluster, member, state, locked, version, state_changed_at, state_deadline, created_at, updated_at,
-	install_generation, install_armed, install_token_hash IS NOT NULL`
+	install_generation, install_armed, install_token_hash IS NOT NULL, approval_host_key, approval_fingerprint, approval_since`
 
 func scanMachine(r pgx.Row) (*Machine, error) {
 	var m Machine
 	var facts []byte
+	var key, fp *string
+	var since *time.Time
 	if err := r.Scan(&m.MAC, &facts, &m.Cluster, &m.Member, &m.State, &m.Locked, &m.Version, &m.StateChangedAt,
-		&m.StateDeadline, &m.CreatedAt, &m.UpdatedAt, &m.InstallGeneration, &m.InstallArmed, &m.InstallTokenClaimed); err != nil {
+		&m.StateDeadline, &m.CreatedAt, &m.UpdatedAt, &m.InstallGeneration, &m.InstallArmed, &m.InstallTokenClaimed,
+		&key, &fp, &since); err != nil {
 		return nil, err
 	}
 	m.Facts = facts
+	if key != nil && fp != nil && since != nil {
+		m.AwaitingApproval = &Approval{HostKey: *key, Fingerprint: *fp, Since: *since}
+	}
 	return &m, nil
 }
 
@@ -301,4 +310,76 @@ func (s *Store) MachineCounts(ctx context.Context) ([]MachineCount, error) {
 		err := r.Scan(&c.State, &c.Cluster, &c.N)
 		return c, err
 	})
+}
+
+// Discovery is what a discovery report did to the machines.
+type Discovery string
+
+// The outcomes of DiscoverMachine.
+const (
+	DiscoveryCreated   Discovery = "created"   // a new machine in state discovered
+	DiscoveryUpdated   Discovery = "updated"   // a discovered machine's facts replaced
+	DiscoveryUnchanged Discovery = "unchanged" // the same facts again: nothing written, no event
+	DiscoveryKept      Discovery = "kept"      // a machine past discovered: its facts are not the image's to change
+)
+
+// ErrDiscoveredFull is DiscoverMachine's answer for a new MAC while maxDiscovered machines are in state
+// discovered.
+var ErrDiscoveredFull = errors.New("too many machines in state discovered")
+
+// DiscoverMachine records a discovery report in one transaction: a new MAC becomes a machine in state
+// discovered unless maxDiscovered (> 0) of them are already there; a discovered machine gets facts when they
+// differ from its own (compared as JSON values); any other machine is left as it is. New machines are counted
+// and created under one advisory lock, so daemons sharing the database never pass the cap together.
+func (s *Store) DiscoverMachine(ctx context.Context, actor, mac string, facts json.RawMessage, maxDiscovered int, reason string) (Discovery, error) {
+	var out Discovery
+	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
+		known := func() (bool, error) {
+			var state string
+			var same bool
+			err := tx.QueryRow(ctx, "SELECT state, facts = $2::jsonb FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac, []byte(facts)).Scan(&state, &same)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			switch {
+			case state != "discovered":
+				out = DiscoveryKept
+			case same:
+				out = DiscoveryUnchanged
+			default:
+				out = DiscoveryUpdated
+				_, err = tx.Exec(ctx, "UPDATE machines SET facts = $2::jsonb WHERE mac = $1::macaddr", mac, []byte(facts))
+			}
+			return true, err
+		}
+		if ok, err := known(); ok || err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('nix8s.machines.discovered'))"); err != nil {
+			return err
+		}
+		// Another report of this MAC may have created it while this one waited for the lock.
+		if ok, err := known(); ok || err != nil {
+			return err
+		}
+		if maxDiscovered > 0 {
+			var n int
+			if err := tx.QueryRow(ctx, "SELECT count(*) FROM machines WHERE state = 'discovered'").Scan(&n); err != nil {
+				return err
+			}
+			if n >= maxDiscovered {
+				return fmt.Errorf("%w (%d); assign or forget some, or raise --max-discovered", ErrDiscoveredFull, n)
+			}
+		}
+		out = DiscoveryCreated
+		_, err := tx.Exec(ctx, "INSERT INTO machines (mac, facts) VALUES ($1::macaddr, $2::jsonb)", mac, []byte(facts))
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return out, nil
 }

@@ -66,6 +66,10 @@ type Hooks struct {
 	// Failed reports a move into a failed state with its cause: installer (the machine reported an error),
 	// deadline, job (an operation), operator (the API), or daemon (another part of nix8sd).
 	Failed func(state, cause string)
+	// Locked reports a machine locked by the daemon for a conflict (LockForConflict), by cause: identity (a
+	// report from other hardware), two-clients (two clients in one install), discovery (a discovery report
+	// for a machine that is installing).
+	Locked func(cause string)
 }
 
 // failedStates are the states of kind failed (migration 00002).

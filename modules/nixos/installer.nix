@@ -38,12 +38,13 @@ let
       install = pkgs.writeShellApplication {
         name = "nix8s-install";
         # writeShellApplication: pkgs/build-support/trivial-builders/default.nix (runtimeInputs go first on
-        # PATH; shellcheck at build time). pkgs/by-name: jq/jq, ut/util-linux; curl, coreutils and openssh
+        # PATH; shellcheck at build time). pkgs/by-name: jq/jq, ut/util-linux, ip/iproute2 (the identity's NIC
+        # MACs, netboot-prelude.sh); curl, coreutils and openssh
         # (ssh-keygen) in pkgs/top-level/all-packages.nix. config.system.build.nixos-install:
         # nixos/modules/installer/tools/tools.nix (pkgs/by-name/ni/nixos-install); its script runs nix-env and
         # nix from PATH, hence config.nix.package; systemctl from config.systemd.package.
         runtimeInputs = [
-          pkgs.curl pkgs.jq pkgs.coreutils pkgs.util-linux pkgs.openssh
+          pkgs.curl pkgs.jq pkgs.coreutils pkgs.util-linux pkgs.iproute2 pkgs.openssh
           config.system.build.nixos-install config.nix.package config.systemd.package
         ];
         # The program is a file of its own (nix8s-install.sh) so the tests run it against the daemon.

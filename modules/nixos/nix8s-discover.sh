@@ -15,11 +15,10 @@ mem_kib=0
 while read -r key value _; do
   if [[ $key == MemTotal: ]]; then mem_kib=$value; break; fi
 done < /proc/meminfo
-dmi() { cat "/sys/class/dmi/id/$1" 2>/dev/null || true; }
 
 # Whole disks only (--nodeps; type disk and not empty: no loop devices, CD drives or unused zram) and
 # Ethernet links only. nix8sd takes any JSON object below 64 KiB whose "mac" is the query's
-# (internal/pxe/http.go).
+# (internal/pxe/http.go); "identity" (netboot-prelude.sh) is what the installer must report again.
 facts=$(jq -cn \
   --arg mac "$mac" \
   --arg cpuModel "$cpu_model" \
@@ -28,7 +27,8 @@ facts=$(jq -cn \
   --arg vendor "$(dmi sys_vendor)" --arg product "$(dmi product_name)" --arg serial "$(dmi product_serial)" \
   --argjson disks "$(lsblk --json --bytes --nodeps -o NAME,SIZE,TYPE,MODEL,SERIAL,ROTA)" \
   --argjson links "$(ip -j link show)" \
-  '{mac: $mac, cpuModel: $cpuModel, cpus: $cpus, memoryBytes: $memoryBytes,
+  --argjson identity "$(identity)" \
+  '{mac: $mac, cpuModel: $cpuModel, cpus: $cpus, memoryBytes: $memoryBytes, identity: $identity,
     system: {vendor: $vendor, product: $product, serial: $serial},
     disks: [$disks.blockdevices[] | select(.type == "disk" and .size > 0)],
     nics: [$links[] | select(.link_type == "ether") | {name: .ifname, mac: .address, state: .operstate}]}')

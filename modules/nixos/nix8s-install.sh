@@ -17,10 +17,13 @@ if [[ -z $token ]]; then
   exit 0
 fi
 
+# Every report carries this machine's hardware identity: nix8sd compares it with what discovery (or the
+# first report) recorded and locks the machine, refusing the report, when it differs.
+ident=$(identity)
 post() {
   curl --fail --silent --show-error --max-time 30 --retry 10 --retry-delay 3 --retry-connrefused \
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    --data-binary "$1" "$server/machine/v1/progress?mac=$mac"
+    --data-binary "$(jq -c --argjson i "$ident" '. + {identity: $i}' <<< "$1")" "$server/machine/v1/progress?mac=$mac"
 }
 phase() { post "$(jq -cn --argjson g "$generation" --arg p "$1" '{generation: $g, phase: $p}')"; }
 fail() {
@@ -54,6 +57,9 @@ if [[ -n ${NIX8S_HOST_KEY:-} ]]; then
   rm -f "$key" "$key.pub"
   ssh-keygen -q -t ed25519 -N "" -C "" -f "$key" || fail install "generating the SSH host key failed"
   host_key=$(cut -d ' ' -f 1,2 < "$key.pub")
+  # What an operator compares before approving the member's secrets (provisioning.pxe.approve): the key's
+  # fingerprint on this console, never over the network the install came from.
+  say "host key $(ssh-keygen -lf "$key.pub" | cut -d ' ' -f 2); if nix8sd holds this member's secrets for approval, confirm it with POST /v1/machines/$mac/approve"
 fi
 report=$(jq -cn --argjson g "$generation" --arg k "$host_key" \
   '{generation: $g, phase: "done", done: true} + (if $k == "" then {} else {hostKey: $k} end)')
