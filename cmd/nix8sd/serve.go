@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,12 +21,14 @@ import (
 
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/api"
+	"github.com/nix8s/nix8s/internal/conns"
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/nixgen"
 	"github.com/nix8s/nix8s/internal/nodewatch"
 	"github.com/nix8s/nix8s/internal/provision"
+	"github.com/nix8s/nix8s/internal/pxe/storeboot"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/rollout"
 	"github.com/nix8s/nix8s/internal/store"
@@ -46,6 +50,10 @@ type serveOptions struct {
 	config         string
 	kubeconfig     string
 	pxe            pxeOptions
+	http           conns.Timeouts
+	maxConns       int
+	maxClientConns int
+	maxDiscovered  int
 }
 
 func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -77,6 +85,15 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	fs.DurationVar(&o.jobTimeout, "job-timeout", jobs.DefaultTimeout, "fail a job still running after `DURATION`")
 	fs.StringVar(&o.config, "config", getenv("NIX8S_CONFIG"), "replace the stored inventory with the config in `FILE` (YAML or JSON) at start, as PUT /v1/config does; with --flake, the flake is only read ($NIX8S_CONFIG)")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", getenv("NIX8S_KUBECONFIG"), "reach each cluster's API server through the context named after it in `FILE` (as 'nix8s kubeconfig --merge' writes) instead of fetching the admin kubeconfig over ssh ($NIX8S_KUBECONFIG)")
+	// Timeouts and caps of the listener: idle or slow clients cannot hold the daemon's file descriptors, and an
+	// idle flood gives way to a newcomer (internal/conns).
+	fs.DurationVar(&o.http.ReadHeader, "http-header-timeout", conns.DefaultTimeouts.ReadHeader, "close a connection that has not sent a request's header within `DURATION`")
+	fs.DurationVar(&o.http.Read, "http-read-timeout", conns.DefaultTimeouts.Read, "close a connection whose request (header and body) took longer than `DURATION`")
+	fs.DurationVar(&o.http.Write, "http-write-timeout", conns.DefaultTimeouts.Write, "give up on a response not written within `DURATION` (image downloads: on one that takes less than 1 MiB per 32 s instead)")
+	fs.DurationVar(&o.http.Idle, "http-idle-timeout", conns.DefaultTimeouts.Idle, "close a keep-alive connection idle for `DURATION`")
+	fs.IntVar(&o.maxConns, "http-max-conns", 0, "keep at most `N` connections open; over it, the longest-idle one is closed for a new one (default: half the file descriptor limit, at most 4096)")
+	fs.IntVar(&o.maxClientConns, "http-max-client-conns", 64, "keep at most `N` connections of one client address open, the same way (0: no cap)")
+	fs.IntVar(&o.maxDiscovered, "max-discovered", storeboot.DefaultMaxDiscovered, "refuse discover reports of new machines while `N` machines are in state discovered (0: no cap)")
 	o.pxe.bind(fs, getenv)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -103,6 +120,22 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if err := st.Migrate(ctx); err != nil {
 		return err
 	}
+	// The jobs' secret temporary files (extra files, token files) go to a directory of this daemon's own
+	// under the state directory, through TMPDIR; what a daemon that died left there goes first.
+	tmp, swept, err := jobs.OpenTempDir(o.stateDir)
+	if err != nil {
+		return fmt.Errorf("the temporary directory in %s: %w", o.stateDir, err)
+	}
+	defer tmp.Close()
+	for _, dir := range swept {
+		log.Warn("removed the temporary files of a daemon that stopped without cleaning up", "dir", dir)
+	}
+	if old, ok := os.LookupEnv("TMPDIR"); ok {
+		defer os.Setenv("TMPDIR", old)
+	} else {
+		defer os.Unsetenv("TMPDIR")
+	}
+	os.Setenv("TMPDIR", tmp.Dir)
 	for _, tf := range []struct{ file, scope string }{{o.adminTokenFile, "admin"}, {o.readTokenFile, "read"}} {
 		if tf.file == "" {
 			continue
@@ -111,7 +144,14 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		if err != nil {
 			return fmt.Errorf("reading the %s token: %w", tf.scope, err)
 		}
-		if err := st.EnsureToken(ctx, tf.scope+"-token-file", strings.TrimSpace(string(b)), tf.scope); err != nil {
+		err = st.EnsureToken(ctx, tf.scope+"-token-file", strings.TrimSpace(string(b)), tf.scope)
+		var revoked *store.RevokedError
+		if errors.As(err, &revoked) {
+			// Starting anyway would leave the clients of this file with 401s and no word why at the daemon.
+			return fmt.Errorf("%s (--%s-token-file): %w; put a new token in the file ('nix8sd token create --print-only > %s') and start again",
+				tf.file, tf.scope, err, tf.file)
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %w", tf.file, err)
 		}
 	}
@@ -147,6 +187,9 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		if fileCfg, err = readConfig(o.config); err != nil {
 			return err
 		}
+	}
+	if o.maxConns <= 0 {
+		o.maxConns = defaultMaxConns()
 	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -238,13 +281,21 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 		if err := boot.assign(ctx, st); err != nil {
 			return err
 		}
+		boot.adapter.MaxDiscovered = cmp.Or(o.maxDiscovered, -1)
 		boot.wire(plans, st, runner, forgetNode)
 		srv.SetBoot(boot.http, forgetNode)
 	} else {
 		srv.SetBoot(nil, forgetNode)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
-	log.Info("nix8sd serving", "addr", ln.Addr().String(), "flake", flakeDir)
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_http_connections_refused_total",
+		Help: "Connections the API listener closed at its caps: evicted (an idle one made room), full (every one was busy)."}, []string{"reason"})
+	refused.WithLabelValues("evicted")
+	refused.WithLabelValues("full")
+	limiter := &conns.Limiter{Max: o.maxConns, PerClient: o.maxClientConns, Refused: func(r string) { refused.WithLabelValues(r).Inc() }}
+	reg.MustRegister(refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nix8s_http_connections",
+		Help: "Connections open on the API listener (at most --http-max-conns)."}, func() float64 { return float64(limiter.Open()) }))
+	hs := o.http.Server(srv, limiter)
+	log.Info("nix8sd serving", "addr", ln.Addr().String(), "flake", flakeDir, "maxConns", o.maxConns)
 	go watcher.Run(ctx)
 	pxeDone := make(chan error, 1)
 	if boot != nil {
@@ -284,7 +335,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	}()
 
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(limiter.Listen(ln)) }()
 	select {
 	case err := <-errc:
 		return err
@@ -311,6 +362,16 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// defaultMaxConns is half the file descriptor limit (Go raises the soft limit to the hard one at start), at
+// most 4096: the other half is for the database, the state files, the PXE sockets and the jobs' programs.
+func defaultMaxConns() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur < 64 {
+		return 512
+	}
+	return int(min(rl.Cur/2, 4096))
 }
 
 // readConfig reads the config file of serve --config.

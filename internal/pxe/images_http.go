@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 )
 
 // fileResponse records the status and the body bytes of a file response for the metrics, and keeps the
@@ -48,10 +49,39 @@ func (w *fileResponse) ReadFrom(src io.Reader) (int64, error) {
 	if err := http.NewResponseController(w.ResponseWriter).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return 0, err
 	}
-	n, err := rf.ReadFrom(src)
-	w.n += n
-	return n, err
+	// No whole-response write timeout for a file of hundreds of MB: each chunk gets its own deadline, so a
+	// client must take at least fileChunk per fileChunkTime (32 KiB/s) or is cut, however large the file.
+	rc := http.NewResponseController(w.ResponseWriter)
+	var total int64
+	for {
+		if err := rc.SetWriteDeadline(time.Now().Add(fileChunkTime)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return total, err
+		}
+		// One level of io.LimitedReader around the file, as http.ServeContent passes it: sendfile(2) sees
+		// through exactly one.
+		want, r := int64(fileChunk), src
+		lr, limited := src.(*io.LimitedReader)
+		if limited {
+			want = min(want, lr.N)
+			r = lr.R
+		}
+		n, err := rf.ReadFrom(&io.LimitedReader{R: r, N: want})
+		if limited {
+			lr.N -= n
+		}
+		total += n
+		w.n += n
+		if err != nil || n < want || (limited && lr.N <= 0) {
+			return total, err
+		}
+	}
 }
+
+// fileChunk and fileChunkTime are the least rate a file download must keep: 1 MiB per 32 s.
+const (
+	fileChunk     = 1 << 20
+	fileChunkTime = 32 * time.Second
+)
 
 // Unwrap lets http.ResponseController reach the connection's writer (deadlines, flushes).
 func (w *fileResponse) Unwrap() http.ResponseWriter { return w.ResponseWriter }

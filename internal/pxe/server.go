@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/nix8s/nix8s/internal/conns"
 )
 
 // Server runs DHCP, TFTP and HTTP together on one address, as nix8sd does. Listen opens every socket before
@@ -21,7 +23,11 @@ type Server struct {
 	// HTTPAddr and TFTPAddr to listen on, e.g. 10.0.0.1:8081 and 10.0.0.1:69. An empty HTTPAddr serves no HTTP
 	// here: the HTTP handler is mounted elsewhere (nix8sd serves it on its API listener).
 	HTTPAddr, TFTPAddr string
-	Logger             *slog.Logger
+	// Timeouts and Conns bound the HTTP listener's requests and connections (conns.DefaultTimeouts; nil Conns:
+	// no cap).
+	Timeouts conns.Timeouts
+	Conns    *conns.Limiter
+	Logger   *slog.Logger
 
 	hl net.Listener
 	tc net.PacketConn
@@ -84,9 +90,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	hl, tc := s.hl, s.tc
 	defer func() { s.hl, s.tc = nil, nil }()
-	hs := &http.Server{Handler: s.HTTP, ReadHeaderTimeout: 10 * time.Second}
+	hs := s.Timeouts.Server(s.HTTP, s.Conns)
 	errc := make(chan error, 4)
 	if hl != nil {
+		if s.Conns != nil {
+			hl = s.Conns.Listen(hl)
+		}
 		go func() { errc <- hs.Serve(hl) }()
 	}
 	if tc != nil {
