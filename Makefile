@@ -42,6 +42,11 @@ bench-pxe:
 bench-storm:
 	$(GO) run ./bench/storm
 
+# Full-mode DHCP of nix8sd serve --pxe on PostgreSQL beside dnsmasq, loaded by ISC perfdhcp (root; docs/pxe.md).
+.PHONY: bench-dhcp
+bench-dhcp:
+	$(GO) run ./bench/dhcp
+
 # nix8sd's image serving beside nginx (Debian) serving the same file: CPU per GB and MB/s (root; docs/pxe.md).
 .PHONY: bench-images
 bench-images:

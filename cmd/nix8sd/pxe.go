@@ -202,7 +202,10 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 	}
 	metrics := pxe.NewMetrics(reg)
 	s := &pxeServices{log: log}
-	s.adapter = &storeboot.Adapter{Store: st, Clusters: []string(p.clusters), Arm: !p.noArm, Logger: log}
+	// provisioning.pxe.approve as the core resolved it ("servers" unless the config says otherwise): a done
+	// report of a member it names waits for POST /v1/machines/{mac}/approve instead of queueing the delivery.
+	s.adapter = &storeboot.Adapter{Store: st, Clusters: []string(p.clusters), Arm: !p.noArm, Logger: log,
+		Approve: srv.Approve, Approvals: st}
 	var images pxe.ImageSource
 	if p.images != "" {
 		images = pxe.DirImages{Dir: p.images}
@@ -222,6 +225,7 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 		Files: files.Files(), Metrics: metrics, Logger: log, WaitInterval: p.waitEvery}
 	d := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, BootFiles: files, HTTPBase: base, Port: p.dhcpPort,
 		LeaseTime: p.dhcpLease, Metrics: metrics, Logger: log}
+	d.Known = knownMACs(st, view, log).Known
 	if mode == pxe.ModeFull {
 		d.Leases = storeboot.Leases{Store: st}
 		if srv.Subnet != nil {
@@ -255,8 +259,37 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 	}
 	s.view = view
 	log.Info("pxe: serving network boot", "interface", iface, "ip", ip.String(), "mode", mode, "url", base,
-		"clusters", p.clusters.String(), "machines", len(view.Machines), "bootFiles", files.String())
+		"clusters", p.clusters.String(), "machines", len(view.Machines), "bootFiles", files.String(), "approve", srv.Approve)
 	return s, nil
+}
+
+// knownMACs is the set of MACs whose DHCP packets go first when the server falls behind: the served members'
+// from the start, then every stored machine (members, assigned and discovered machines), reloaded every few
+// seconds.
+func knownMACs(st *store.Store, view *core.PXEPlan, log *slog.Logger) *pxe.KnownMACs {
+	k := &pxe.KnownMACs{Logger: log, Load: func(ctx context.Context) ([]string, error) {
+		var macs []string
+		after := ""
+		for {
+			page, err := st.Machines(ctx, store.MachineFilter{After: after, Limit: 10000})
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range page {
+				macs = append(macs, m.MAC)
+			}
+			if len(page) < 10000 {
+				return macs, nil
+			}
+			after = page[len(page)-1].MAC
+		}
+	}}
+	var seed []string
+	for _, m := range view.Machines {
+		seed = append(seed, m.MAC)
+	}
+	k.Set(seed)
+	return k
 }
 
 // assign makes the served members' machines (each member with a MAC) and assigns them: the config's
@@ -271,7 +304,9 @@ func (s *pxeServices) assign(ctx context.Context, st *store.Store) error {
 }
 
 // wire connects the services to the daemon's plans and job runner: installer builds and, once an installer
-// reported done, the delivery of the member's token files over SSH (checked against the host key it reported).
+// reported done, the delivery of the member's token files over SSH (checked against the host key it reported),
+// unless provisioning.pxe.approve holds them for an operator (storeboot.Adapter.Approve; the approval queues
+// the same job).
 func (s *pxeServices) wire(plans storeboot.Planner, st *store.Store, runner *jobs.Runner, onArm func(context.Context, *store.Machine)) {
 	s.adapter.Plans = plans
 	s.adapter.OnArm = onArm

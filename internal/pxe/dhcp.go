@@ -27,7 +27,9 @@ const (
 )
 
 // DHCP answers PXE clients. Packets are parsed and answered by a bounded pool of workers; what does not fit
-// the queue is dropped (the client retries) rather than piling up goroutines.
+// the queue is dropped (the client retries) rather than piling up goroutines. Packets of known MACs (Known)
+// have a queue of their own that the workers empty first, so a flood of unknown machines does not starve
+// the members of a cluster powering on.
 type DHCP struct {
 	Mode Mode
 	// Interface to serve (SO_BINDTODEVICE) and the server's address on it.
@@ -46,24 +48,33 @@ type DHCP struct {
 	BootFiles BootFiles
 	// HTTPBase is the boot HTTP server's base URL (http://ip:port).
 	HTTPBase string
-	// Workers (default 8) and Queue (default 256) bound the packet handling.
+	// Workers (default 8) and Queue (default 256) bound the packet handling; Queue is the size of each of
+	// the two queues (known MACs, others).
 	Workers, Queue int
+	// Known says a MAC belongs to a machine nix8s knows (a member, a stored machine); its packets are answered
+	// before the others when the workers fall behind. It runs on the receiving goroutine for every packet, so
+	// it must be cheap and in memory (KnownMACs). Nil: every packet is in the one queue of others.
+	Known func(mac net.HardwareAddr) bool
 	// Port is the DHCP server port (67 unless a test moves it); proxy mode also serves Port+3944 (4011).
 	Port    int
 	Metrics *Metrics
 	Logger  *slog.Logger
 
 	conns  []net.PacketConn // opened by Listen
-	mu     sync.Mutex       // chain state
+	mu     sync.Mutex       // chain state and decisions
 	chains map[string][]time.Time
+	// decisions are the Booter's recent answers to DHCP, by MAC and firmware: an exchange asks twice (DISCOVER,
+	// REQUEST) within a moment, and a DHCP decision changes nothing, so the second is not asked again.
+	decisions map[decisionKey]decision
 	next   atomic.Uint32 // where the search for a free address resumes
 }
 
 type packet struct {
-	conn net.PacketConn
-	peer net.Addr
-	m    *dhcpv4.DHCPv4
-	alt  bool // arrived on the proxy port 4011
+	conn  net.PacketConn
+	peer  net.Addr
+	m     *dhcpv4.DHCPv4
+	alt   bool   // arrived on the proxy port 4011
+	class string // classKnown or classUnknown
 }
 
 // Check reports every problem of the configuration at once.
@@ -149,7 +160,7 @@ func (d *DHCP) Serve(ctx context.Context) error {
 	conns := d.conns
 	workers, queue := d.Workers, d.Queue
 	if workers <= 0 {
-		workers = 8
+		workers = 16 // most of a packet's time is a database round trip
 	}
 	if queue <= 0 {
 		queue = 256
@@ -157,15 +168,13 @@ func (d *DHCP) Serve(ctx context.Context) error {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	q := make(chan packet, queue)
+	known, others := make(chan packet, queue), make(chan packet, queue)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for p := range q {
-				d.serve(ctx, p)
-			}
+			d.work(ctx, known, others)
 		}()
 	}
 	var rwg sync.WaitGroup
@@ -181,13 +190,17 @@ func (d *DHCP) Serve(ctx context.Context) error {
 				}
 				m, err := dhcpv4.FromBytes(buf[:n])
 				if err != nil || m.OpCode != dhcpv4.OpcodeBootRequest {
-					d.Metrics.dhcpDrop("bad")
+					d.Metrics.dhcpDrop("bad", classUnknown)
 					continue
 				}
+				q, class := others, classUnknown
+				if d.Known != nil && len(m.ClientHWAddr) == 6 && d.Known(m.ClientHWAddr) {
+					q, class = known, classKnown
+				}
 				select {
-				case q <- packet{conn: c, peer: peer, m: m, alt: i == 1}:
+				case q <- packet{conn: c, peer: peer, m: m, alt: i == 1, class: class}:
 				default:
-					d.Metrics.dhcpDrop("busy")
+					d.Metrics.dhcpDrop("busy", class)
 				}
 			}
 		}()
@@ -199,9 +212,45 @@ func (d *DHCP) Serve(ctx context.Context) error {
 	}
 	d.conns = nil
 	rwg.Wait()
-	close(q)
+	close(known)
+	close(others)
 	wg.Wait()
 	return nil
+}
+
+// Drop and queue classes of a packet's MAC.
+const (
+	classKnown   = "known"
+	classUnknown = "unknown"
+)
+
+// work answers packets until both queues are closed and empty, a known MAC's packet always first.
+func (d *DHCP) work(ctx context.Context, known, others <-chan packet) {
+	for known != nil || others != nil {
+		var p packet
+		var ok bool
+		select {
+		case p, ok = <-known:
+			if !ok {
+				known = nil
+				continue
+			}
+		default:
+			select {
+			case p, ok = <-known:
+				if !ok {
+					known = nil
+					continue
+				}
+			case p, ok = <-others:
+				if !ok {
+					others = nil
+					continue
+				}
+			}
+		}
+		d.serve(ctx, p)
+	}
 }
 
 func (d *DHCP) serve(ctx context.Context, p packet) {
@@ -210,7 +259,7 @@ func (d *DHCP) serve(ctx context.Context, p packet) {
 		d.Logger.Warn("pxe: dhcp", "mac", p.m.ClientHWAddr.String(), "err", err)
 	}
 	if reply == nil {
-		d.Metrics.dhcpDrop("ignored")
+		d.Metrics.dhcpDrop("ignored", p.class)
 		return
 	}
 	dst := &net.UDPAddr{IP: net.IPv4bcast, Port: 68}
@@ -300,8 +349,13 @@ func (d *DHCP) Handle(ctx context.Context, m *dhcpv4.DHCPv4, alt bool) (*dhcpv4.
 	typ := m.MessageType()
 	var b Boot
 	if pxe || d.Mode == ModeFull { // full mode: an installed member's OS gets its plan IP too
+		// DHCP only asks: iPXE's DHCP must not count as its script request (which may arm an install).
+		ask := fw
+		if fw == FirmwareIPXE {
+			ask = FirmwareIPXEDHCP
+		}
 		var err error
-		if b, err = d.Booter.Boot(ctx, mac, fw); err != nil {
+		if b, err = d.decide(ctx, mac, ask); err != nil {
 			return nil, fmt.Errorf("boot decision: %w", err)
 		}
 	}
@@ -560,4 +614,40 @@ func checkInterface(name string, ip net.IP) error {
 		}
 	}
 	return fmt.Errorf("dhcp: interface %s does not have the server address %v (it has: %s)", name, ip, strings.Join(have, ", "))
+}
+
+// decisionTTL is how long a DHCP boot decision is reused for the same MAC and firmware.
+const decisionTTL = 2 * time.Second
+
+type decisionKey struct {
+	mac string
+	fw  Firmware
+}
+
+type decision struct {
+	b  Boot
+	at time.Time
+}
+
+// decide asks the Booter what to answer a DHCP request, reusing its answer of the last decisionTTL.
+func (d *DHCP) decide(ctx context.Context, mac net.HardwareAddr, fw Firmware) (Boot, error) {
+	k := decisionKey{mac.String(), fw}
+	now := time.Now()
+	d.mu.Lock()
+	c, ok := d.decisions[k]
+	d.mu.Unlock()
+	if ok && now.Sub(c.at) < decisionTTL {
+		return c.b, nil
+	}
+	b, err := d.Booter.Boot(ctx, mac, fw)
+	if err != nil {
+		return b, err
+	}
+	d.mu.Lock()
+	if d.decisions == nil || len(d.decisions) > 50000 {
+		d.decisions = map[decisionKey]decision{} // bounded: a flood of MACs forgets, it does not grow
+	}
+	d.decisions[k] = decision{b, now}
+	d.mu.Unlock()
+	return b, nil
 }

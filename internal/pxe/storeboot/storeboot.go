@@ -7,7 +7,8 @@
 //	unknown, discovered and unassigned   the discovery image (or nothing when discovery is off)
 //	discovered and assigned              armed (-> installing, new generation) on its iPXE script request once
 //	                                     every member of earlier join waves is ready; until then it waits
-//	installing, armed                    its member's installer, with the one-time token on the first script
+//	installing, armed                    its member's installer, with the one-time token on the first script;
+//	                                     locked (a conflict, conflict.go) it waits, never given a token
 //	installing, not armed                its disk (an install over SSH, or the installer reported done)
 //	deprovisioning                       nothing (no wipe image yet)
 //	anything else                        its disk: never reinstalled until an operator asks
@@ -35,10 +36,17 @@ type MachineStore interface {
 	Machine(ctx context.Context, mac string) (*store.Machine, error)
 	MemberStates(ctx context.Context, cluster string, members []string) (map[string]string, error)
 	CreateMachine(ctx context.Context, actor, mac string, facts json.RawMessage, reason string) (*store.Machine, error)
+	DiscoverMachine(ctx context.Context, actor, mac string, facts json.RawMessage, maxDiscovered int, reason string) (store.Discovery, error)
 	UpdateMachine(ctx context.Context, actor, mac string, c store.MachineChange) (*store.Machine, error)
 	ArmInstall(ctx context.Context, actor, mac string, version int64, reason string) (*store.Machine, error)
 	ClaimInstallToken(ctx context.Context, actor, mac string, generation int64, hash [32]byte) error
 	ReportInstall(ctx context.Context, actor, mac string, hash [32]byte, r store.InstallReport) error
+	// Identity and conflicts (conflict.go).
+	CheckInstallToken(ctx context.Context, mac string, generation int64, hash [32]byte) error
+	MachineIdentity(ctx context.Context, mac string) (*store.Identity, error)
+	RecordIdentity(ctx context.Context, mac string, identity json.RawMessage, source string, replace bool) (*store.Identity, error)
+	InstallClient(ctx context.Context, mac string, generation int64, kind string, ip net.IP) (net.IP, bool, error)
+	LockForConflict(ctx context.Context, actor, mac, cause, reason string) (bool, error)
 }
 
 // Planner is the core's plan of the stored inventory (*inventory.Plans, shared with the API server): decoded
@@ -76,7 +84,15 @@ type Adapter struct {
 	// installer reported ("" when it sent none): the daemon queues the delivery of the member's token files
 	// over ssh (jobs.Runner.QueueDeliverSecrets), which the netboot installer does not carry.
 	OnInstalled func(ctx context.Context, mac string, hostKey string)
-	Logger      *slog.Logger
+	// Approve is provisioning.pxe.approve from the core's PXE view ("servers", "all" or "none"; nix8sd sets
+	// it): a done report of a member it names does not run OnInstalled but records the reported host key in
+	// Approvals and waits for POST /v1/machines/{mac}/approve (approval.go). "" is "none".
+	Approve   string
+	Approvals Approvals
+	// MaxDiscovered is how many machines may wait in state discovered before new MACs are refused
+	// (default DefaultMaxDiscovered; negative: no cap).
+	MaxDiscovered int
+	Logger        *slog.Logger
 
 	mu        sync.RWMutex
 	discovery *string // set by SetDiscoveryImage, overrides DiscoveryImage
@@ -165,13 +181,15 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 			b.Action, b.Message = pxe.ActionWait, "locked: unlock it (POST /v1/machines/"+mac+"/unlock) to install it"
 			return b, nil
 		}
+		if fw != pxe.FirmwareIPXE {
+			// DHCP and the firmware only need to know that the machine boots iPXE (and its plan address): the
+			// join-order gate is the script request's, which is asked again every wait interval anyway.
+			b.Action = pxe.ActionWait
+			return b, nil
+		}
 		if wait, err := a.waitingFor(ctx, plan, *m.Member); err != nil || wait != "" {
 			b.Action, b.Message = pxe.ActionWait, wait
 			return b, err
-		}
-		if fw != pxe.FirmwareIPXE {
-			b.Action = pxe.ActionWait
-			return b, nil
 		}
 		m, err = a.Store.ArmInstall(ctx, actor, mac, m.Version, "network boot of an assigned machine, in its turn of the join order")
 		if errors.Is(err, store.ErrConflict) {
@@ -186,12 +204,32 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 		if a.OnArm != nil {
 			a.OnArm(ctx, m)
 		}
+		// The first script of the generation: its client is the one later script requests must come from.
+		if _, err := a.secondClient(ctx, mac, m.InstallGeneration, "script"); err != nil {
+			return pxe.Boot{}, err
+		}
 		return a.install(ctx, m, b)
 	case "installing":
 		if !m.InstallArmed || !served {
 			// Reported done (rebooting into the installed system), or installed over SSH: never wipe on our own.
 			b.Action = pxe.ActionLocal
 			return b, nil
+		}
+		if m.Locked {
+			b.Action, b.Message = pxe.ActionWait, lockedMessage(mac)
+			return b, nil
+		}
+		if fw == pxe.FirmwareIPXE {
+			// A script request of the armed generation from another client than its first: two hosts boot
+			// with this MAC. The machine is locked and the install stopped instead of one of them winning.
+			second, err := a.secondClient(ctx, mac, m.InstallGeneration, "script")
+			if err != nil {
+				return pxe.Boot{}, err
+			}
+			if second {
+				b.Action, b.Message = pxe.ActionWait, lockedMessage(mac)
+				return b, nil
+			}
 		}
 		return a.install(ctx, m, b)
 	case "deprovisioning":
@@ -272,43 +310,83 @@ func (a *Adapter) ClaimToken(ctx context.Context, hw net.HardwareAddr, generatio
 	return tok, nil
 }
 
-// Discovered implements pxe.Machines: a new machine is created as discovered; a known one in state
-// discovered gets its facts refreshed; any other state keeps its facts (a booted discovery image cannot
-// rewrite what an installed machine is).
+// Discovered implements pxe.Machines: a new machine is created as discovered, unless MaxDiscovered wait there
+// already (pxe.ErrFull); a known one in state discovered gets its facts replaced when they changed (the same
+// facts again write nothing, so a repeated report adds no event); any other state keeps its facts (a booted
+// discovery image cannot rewrite what an installed machine is). The facts' "identity" becomes the machine's
+// recorded identity; a report for a machine that is installing, or of other hardware for an assigned one,
+// locks the machine (pxe.ErrLocked, conflict.go).
 func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts json.RawMessage) error {
-	mac := hw.String()
-	_, err := a.Store.CreateMachine(ctx, actor, mac, facts, "reported by the discovery image")
-	if !errors.Is(err, store.ErrConflict) {
-		return err
+	limit := a.MaxDiscovered
+	if limit == 0 {
+		limit = DefaultMaxDiscovered
 	}
-	m, err := a.Store.Machine(ctx, mac)
+	// Identity and conflicts first (conflict.go): a report for a machine that is installing, or of other
+	// hardware for an assigned one, locks it and is refused.
+	id, err := identityOf(facts)
 	if err != nil {
+		a.log().Warn("pxe: discovery report with an identity not in its shape; not recorded", "mac", hw.String(), "err", err)
+		id = nil
+	}
+	m, err := a.Store.Machine(ctx, hw.String())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		m = nil
+	case err != nil:
+		return err
+	default:
+		if err := a.discoveredConflict(ctx, m, id); err != nil {
+			return err
+		}
+	}
+	d, err := a.Store.DiscoverMachine(ctx, actor, hw.String(), facts, limit, "reported by the discovery image")
+	if errors.Is(err, store.ErrDiscoveredFull) {
+		return fmt.Errorf("%w: %w", pxe.ErrFull, err)
+	}
+	if err == nil && a.Logger != nil && d != store.DiscoveryCreated {
+		a.Logger.Debug("pxe: discover report", "mac", hw.String(), "outcome", d)
+	}
+	if err != nil || id == nil || (d != store.DiscoveryCreated && d != store.DiscoveryUpdated) || (m != nil && m.Locked) {
 		return err
 	}
-	if m.State != "discovered" {
-		return nil
-	}
-	_, err = a.Store.UpdateMachine(ctx, actor, mac, store.MachineChange{Version: m.Version, Facts: facts, Reason: "reported by the discovery image"})
+	// The facts' identity is the machine's, until a new discovery report while it is discovered and unlocked.
+	raw, _ := json.Marshal(id)
+	_, err = a.Store.RecordIdentity(ctx, hw.String(), raw, "discovery", true)
 	return err
 }
 
-// Progress implements pxe.Machines: recorded as a progress event when the token is the armed generation's.
-// A recorded done report (without an error) runs OnInstalled.
+// DefaultMaxDiscovered is how many machines may wait in state discovered when Adapter.MaxDiscovered is 0.
+const DefaultMaxDiscovered = 1024
+
+// Progress implements pxe.Machines: recorded as a progress event when the token is the armed generation's and
+// the report passes checkReport (same client, same hardware; else the machine is locked and the report
+// refused). A recorded done report (without an error) runs OnInstalled, or waits for approval (Approve).
 func (a *Adapter) Progress(ctx context.Context, hw net.HardwareAddr, token string, p pxe.Progress) error {
 	if err := p.Check(); err != nil {
 		return err
 	}
 	mac := hw.String()
-	err := a.Store.ReportInstall(ctx, "machine:"+mac, mac, sha256.Sum256([]byte(token)),
-		store.InstallReport{Generation: p.Generation, Phase: p.Phase, Done: p.Done, Error: p.Error, HostKey: p.HostKey})
+	hash := sha256.Sum256([]byte(token))
+	if err := a.checkReport(ctx, mac, hash, p); err != nil {
+		return err
+	}
+	var identity json.RawMessage
+	if p.Identity != nil {
+		identity, _ = json.Marshal(p.Identity)
+	}
+	err := a.Store.ReportInstall(ctx, "machine:"+mac, mac, hash,
+		store.InstallReport{Generation: p.Generation, Phase: p.Phase, Done: p.Done, Error: p.Error, HostKey: p.HostKey, Identity: identity})
 	if errors.Is(err, store.ErrInstallToken) {
 		return pxe.ErrToken
+	}
+	if errors.Is(err, store.ErrLocked) {
+		return refused
 	}
 	if err != nil {
 		return err
 	}
-	if p.Done && p.Error == "" && a.OnInstalled != nil {
-		a.OnInstalled(ctx, mac, p.HostKey)
+	if p.Done && p.Error == "" {
+		a.installed(ctx, mac, p.HostKey)
 	}
 	return nil
 }
