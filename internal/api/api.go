@@ -83,6 +83,7 @@ func New(o Options) *Server {
 	s.st.Hooks.Transition = s.m.transition
 	s.st.Hooks.Left = s.m.left
 	s.st.Hooks.Failed = s.m.failed
+	s.st.Hooks.Locked = s.m.locked
 	s.st.Hooks.JobFinished = s.m.jobFinished
 	s.handler = s.routes()
 	return s
@@ -100,6 +101,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, s.observe, middleware.Recoverer)
+	r.Use(checkInput) // NUL and invalid UTF-8 in paths and queries: 400, not PostgreSQL's 500
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path, nil)
 	})
@@ -153,6 +155,7 @@ func (s *Server) routes() http.Handler {
 			r.Post("/machines/{mac}/unlock", s.lockMachine(false))
 			r.Post("/machines/{mac}/transition", s.transitionMachine)
 			r.Post("/machines/{mac}/reinstall", s.reinstallMachine)
+			r.Post("/machines/{mac}/approve", s.approveMachine)
 			r.Delete("/machines/{mac}", s.forgetMachine)
 			r.Post("/clusters/{name}/install", s.postInstall)
 			r.Post("/clusters/{name}/rollout", s.postRollout)
@@ -176,15 +179,19 @@ func (s *Server) routes() http.Handler {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	// Unauthenticated: the answer says what is wrong, never how the database is reached (user, host, port,
+	// name are in the connection error); those go to the log.
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	if err := s.st.Ping(ctx); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "database unreachable: "+err.Error(), nil)
+		s.log.Error("not ready: the database does not answer", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the database is unreachable; the daemon's log says why", nil)
 		return
 	}
 	pending, err := s.st.Pending(ctx)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "reading migrations: "+err.Error(), nil)
+		s.log.Error("not ready: reading the applied migrations", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the database's migrations could not be read; the daemon's log says why", nil)
 		return
 	}
 	if pending {

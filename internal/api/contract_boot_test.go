@@ -33,6 +33,27 @@ func (failingMachines) Progress(context.Context, net.HardwareAddr, string, pxe.P
 	return errors.New("the database is down")
 }
 
+// fullMachines refuses every new machine: as many as allowed wait in state discovered (503).
+type fullMachines struct{ *pxe.Memory }
+
+func (fullMachines) Discovered(context.Context, net.HardwareAddr, json.RawMessage) error {
+	return pxe.ErrFull
+}
+
+// heldMachines holds every discover report until held is closed, saying on entered that one is held: with
+// MaxInFlight 1, one held report leaves every other one busy (503).
+type heldMachines struct {
+	*pxe.Memory
+	entered chan struct{}
+	held    chan struct{}
+}
+
+func (m heldMachines) Discovered(ctx context.Context, _ net.HardwareAddr, _ json.RawMessage) error {
+	m.entered <- struct{}{}
+	<-m.held
+	return nil
+}
+
 // TestMachineFacingContract sends the machine-facing endpoints (/boot/*, /machine/v1/*) through the API
 // server, as nix8sd mounts them, a request for every status the spec documents for them; every answer is
 // checked against openapi/nix8s.yaml (e.req), and every documented status must have been answered, so the spec
@@ -68,6 +89,16 @@ func TestMachineFacingContract(t *testing.T) {
 			}}
 	}
 	normal, failing, limited := newHTTP(mem, rate.Inf), newHTTP(failingMachines{mem}, rate.Inf), newHTTP(mem, rate.Every(time.Hour))
+	full := newHTTP(fullMachines{mem}, rate.Inf)
+	allLimited := newHTTP(mem, rate.Inf)
+	allLimited.DiscoverRate = rate.Every(time.Hour) // reports from all addresses together: a burst of 50
+	// busy's one slot is held by a discover report for the whole test.
+	hold := heldMachines{mem, make(chan struct{}, 1), make(chan struct{})}
+	busy := newHTTP(hold, rate.Inf)
+	busy.MaxInFlight = 1
+	go busy.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/machine/v1/discover?mac="+m2, strings.NewReader(`{"mac":"`+m2+`"}`)))
+	<-hold.entered
+	t.Cleanup(func() { close(hold.held) })
 	hw2, _ := net.ParseMAC(m2)
 	future := time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)
 	past := time.Unix(0, 0).UTC().Format(http.TimeFormat)
@@ -94,12 +125,14 @@ func TestMachineFacingContract(t *testing.T) {
 		{name: "a kernel changed since", method: "GET", route: "/boot/images/{id}/{file}", path: "/boot/images/inst1/bzImage", headers: []string{"If-Unmodified-Since: " + past}, status: 412},
 		{name: "a range beyond the kernel", method: "GET", route: "/boot/images/{id}/{file}", path: "/boot/images/inst1/bzImage", headers: []string{"Range: bytes=900000-"}, status: 416},
 		{name: "an unknown image", method: "GET", route: "/boot/images/{id}/{file}", path: "/boot/images/nope/initrd", status: 404},
+		{name: "an image name with a NUL", method: "GET", route: "/boot/images/{id}/{file}", path: "/boot/images/inst1/a%00", status: 400},
 		{name: "an iPXE binary", method: "GET", route: "/boot/{file}", path: "/boot/ipxe.efi", status: 200},
 		{name: "part of an iPXE binary", method: "GET", route: "/boot/{file}", path: "/boot/ipxe.efi", headers: []string{"Range: bytes=0-1"}, status: 206},
 		{name: "an unchanged iPXE binary", method: "GET", route: "/boot/{file}", path: "/boot/ipxe.efi", headers: []string{"If-Modified-Since: " + future}, status: 304},
 		{name: "an iPXE binary changed since", method: "GET", route: "/boot/{file}", path: "/boot/ipxe.efi", headers: []string{"If-Unmodified-Since: " + past}, status: 412},
 		{name: "a range beyond the iPXE binary", method: "GET", route: "/boot/{file}", path: "/boot/ipxe.efi", headers: []string{"Range: bytes=900-"}, status: 416},
 		{name: "an iPXE binary that is not there", method: "GET", route: "/boot/{file}", path: "/boot/snponly.efi", status: 404},
+		{name: "an iPXE binary name that is not UTF-8", method: "GET", route: "/boot/{file}", path: "/boot/%ff.efi", status: 400},
 
 		{name: "facts", method: "POST", route: "/machine/v1/discover", path: "/machine/v1/discover?mac=" + m2, body: `{"mac":"` + m2 + `"}`, status: 204},
 		{name: "facts for a bad MAC", method: "POST", route: "/machine/v1/discover", path: "/machine/v1/discover?mac=nope", body: `{"mac":"nope"}`, status: 400, code: "bad_request"},
@@ -109,6 +142,9 @@ func TestMachineFacingContract(t *testing.T) {
 		{name: "facts too large", method: "POST", route: "/machine/v1/discover", path: discover, body: big, status: 413, code: "bad_request"},
 		{name: "facts too often", method: "POST", route: "/machine/v1/discover", path: "/machine/v1/discover?mac=" + m2, body: `{"mac":"` + m2 + `"}`, h: limited, times: 11, status: 429, code: "too_many_requests"},
 		{name: "facts not recorded", method: "POST", route: "/machine/v1/discover", path: discover, body: `{"mac":"` + m1 + `"}`, h: failing, status: 500, code: "internal"},
+		{name: "facts too often from all addresses", method: "POST", route: "/machine/v1/discover", path: "/machine/v1/discover?mac=" + m2, body: `{"mac":"` + m2 + `"}`, h: allLimited, times: 51, status: 429, code: "too_many_requests"},
+		{name: "facts of a new machine while too many wait discovered", method: "POST", route: "/machine/v1/discover", path: discover, body: `{"mac":"` + m1 + `"}`, h: full, status: 503, code: "unavailable"},
+		{name: "facts while the server is busy", method: "POST", route: "/machine/v1/discover", path: discover, body: `{"mac":"` + m1 + `"}`, h: busy, status: 503, code: "unavailable"},
 
 		{name: "progress for a bad MAC", method: "POST", route: "/machine/v1/progress", path: "/machine/v1/progress?mac=nope", token: tok, body: `{"generation":1,"phase":"disko"}`, status: 400, code: "bad_request"},
 		{name: "progress without a token", method: "POST", route: "/machine/v1/progress", path: progress, body: `{"generation":1,"phase":"disko"}`, status: 401, code: "unauthorized"},
@@ -118,6 +154,7 @@ func TestMachineFacingContract(t *testing.T) {
 		{name: "progress too large", method: "POST", route: "/machine/v1/progress", path: progress, token: tok, body: `{"generation":1,"phase":"` + strings.Repeat("a", 70000) + `"}`, status: 413, code: "bad_request"},
 		{name: "progress too often", method: "POST", route: "/machine/v1/progress", path: progress, token: tok, body: `{"generation":1,"phase":"disko"}`, h: limited, times: 11, status: 429, code: "too_many_requests"},
 		{name: "progress not recorded", method: "POST", route: "/machine/v1/progress", path: progress, token: tok, body: `{"generation":1,"phase":"disko"}`, h: failing, status: 500, code: "internal"},
+		{name: "progress while the server is busy", method: "POST", route: "/machine/v1/progress", path: progress, token: tok, body: `{"generation":1,"phase":"disko"}`, h: busy, status: 503, code: "unavailable"},
 		{name: "progress", method: "POST", route: "/machine/v1/progress", path: progress, token: tok, body: `{"generation":1,"phase":"disko"}`, status: 204},
 	}
 	answered := map[string]bool{} // "METHOD route status"

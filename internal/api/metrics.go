@@ -23,6 +23,7 @@ type metrics struct {
 	jobFailures *prometheus.CounterVec
 	stateTime   *prometheus.HistogramVec
 	failures    *prometheus.CounterVec
+	locks       *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
@@ -53,8 +54,12 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 			Name: "nix8s_machine_failures_total",
 			Help: "Machines moved to a failed state by this daemon, by state and cause (installer, deadline, job, operator, daemon).",
 		}, []string{"state", "cause"}),
+		locks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nix8s_machine_locks_total",
+			Help: "Machines this daemon locked for a conflict, by cause (identity: a report from other hardware; two-clients: two clients in one install; discovery: a discovery report for a machine that is installing).",
+		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.transitions, m.jobDuration, m.jobFailures, m.stateTime, m.failures,
+	reg.MustRegister(m.requests, m.duration, m.transitions, m.jobDuration, m.jobFailures, m.stateTime, m.failures, m.locks,
 		&dbCollector{st: st}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -62,6 +67,8 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 func (m *metrics) transition(from, to string) { m.transitions.WithLabelValues(from, to).Inc() }
 
 func (m *metrics) failed(state, cause string) { m.failures.WithLabelValues(state, cause).Inc() }
+
+func (m *metrics) locked(cause string) { m.locks.WithLabelValues(cause).Inc() }
 
 func (m *metrics) left(state, to string, seconds float64) {
 	m.stateTime.WithLabelValues(state, to).Observe(seconds)
@@ -105,12 +112,14 @@ var (
 	machinesDesc = prometheus.NewDesc("nix8s_machines", "Machines by state and assigned cluster (\"\" when unassigned).", []string{"state", "cluster"}, nil)
 	jobsDesc     = prometheus.NewDesc("nix8s_jobs", "Jobs by kind and status.", []string{"kind", "status"}, nil)
 	upDesc       = prometheus.NewDesc("nix8s_database_up", "1 when the inventory database answered the last scrape.", nil, nil)
+	awaitingDesc = prometheus.NewDesc("nix8s_machines_awaiting_approval", "Machines whose secrets wait for POST /v1/machines/{mac}/approve (provisioning.pxe.approve).", nil, nil)
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- machinesDesc
 	ch <- jobsDesc
 	ch <- upDesc
+	ch <- awaitingDesc
 }
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
@@ -126,7 +135,13 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0)
 		return
 	}
+	awaiting, err := c.st.AwaitingApproval(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0)
+		return
+	}
 	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(awaitingDesc, prometheus.GaugeValue, float64(awaiting))
 	for _, m := range ms {
 		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(m.N), m.State, m.Cluster)
 	}

@@ -52,14 +52,27 @@ type HTTP struct {
 	// (default 2/s, burst 10).
 	MaxReport  int64
 	ReportRate rate.Limit
+	// DiscoverRate limits discover reports from all addresses together (default 10/s, burst 50): addresses are
+	// cheap on a LAN, so the per-address limit alone does not bound how fast machines are created.
+	DiscoverRate rate.Limit
+	// MaxInFlight bounds the boot scripts and reports handled at once (default 8), below the database pool
+	// (16), so that a flood of machines leaves the operator API and /readyz connections to the database. A
+	// script over it is a wait script; a report is answered 503 and sent again.
+	MaxInFlight int
 	// WaitInterval is how long a waiting machine sleeps before asking again (default 15 s).
 	WaitInterval time.Duration
 
-	once     sync.Once
-	mux      *http.ServeMux
-	limitMu  sync.Mutex
-	limiters map[string]*rate.Limiter
+	once        sync.Once
+	mux         *http.ServeMux
+	limitMu     sync.Mutex
+	limiters    map[string]*rate.Limiter
+	allDiscover *rate.Limiter
+	inFlight    chan struct{}
 }
+
+// ErrFull is what Machines.Discovered answers for a new machine while as many as allowed wait in state
+// discovered (503: the discovery image tries again).
+var ErrFull = errors.New("too many machines wait in state discovered; assign or forget some")
 
 func (h *HTTP) init() {
 	h.once.Do(func() {
@@ -73,12 +86,30 @@ func (h *HTTP) init() {
 			h.ReportRate = 2
 		}
 		h.limiters = map[string]*rate.Limiter{}
+		if h.DiscoverRate == 0 {
+			h.DiscoverRate = 10
+		}
+		h.allDiscover = rate.NewLimiter(h.DiscoverRate, max(50, int(5*h.DiscoverRate)))
+		if h.MaxInFlight <= 0 {
+			h.MaxInFlight = 8
+		}
+		h.inFlight = make(chan struct{}, h.MaxInFlight)
 		m := http.NewServeMux()
 		m.HandleFunc("GET /boot/ipxe", h.script)
 		m.HandleFunc("GET /boot/images/{id}/{file}", h.image)
 		m.HandleFunc("GET /boot/{file}", h.ipxeBinary)
 		m.HandleFunc("POST /machine/v1/discover", h.discover)
 		m.HandleFunc("POST /machine/v1/progress", h.progress)
+		// Everything else under /machine/v1/ answers in the same error shape as the endpoints, like /v1 does.
+		for _, path := range []string{"/machine/v1/discover", "/machine/v1/progress"} {
+			m.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Allow", http.MethodPost)
+				machineError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use POST")
+			})
+		}
+		m.HandleFunc("/machine/v1/", func(w http.ResponseWriter, r *http.Request) {
+			machineError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+"; the machine API has POST /machine/v1/discover and POST /machine/v1/progress")
+		})
 		h.mux = m
 	})
 }
@@ -86,6 +117,13 @@ func (h *HTTP) init() {
 // ServeHTTP implements http.Handler.
 func (h *HTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.init()
+	// The client's address goes with the request to the Booter and Machines (ClientIP): two clients in one
+	// install conversation are a conflict (internal/pxe/storeboot, conflict.go).
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil {
+			r = r.WithContext(WithClient(r.Context(), ip))
+		}
+	}
 	h.mux.ServeHTTP(w, r)
 }
 
@@ -101,6 +139,26 @@ func (h *HTTP) waitInterval() time.Duration {
 // hands out the URL with the requesting MAC itself.
 func (h *HTTP) ScriptURL() string { return h.BaseURL + "/boot/ipxe?mac=${netX/mac}" }
 
+// acquire takes one of the MaxInFlight slots, waiting up to 2 s; false: none came free (release is not called).
+func (h *HTTP) acquire(ctx context.Context) bool {
+	select {
+	case h.inFlight <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case h.inFlight <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+func (h *HTTP) release() { <-h.inFlight }
+
 func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -111,6 +169,15 @@ func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "#!ipxe\necho nix8s: bad mac\nexit 1\n", http.StatusBadRequest)
 		return
 	}
+	if !h.acquire(r.Context()) {
+		// Busy: the machine asks again later, with no database call spent on it now.
+		h.Metrics.boot("busy")
+		s, _ := h.render(r.Context(), mac, Boot{Action: ActionWait, Message: "the server is busy, asking again shortly"})
+		n, _ := io.WriteString(w, s)
+		h.Metrics.http("script", http.StatusOK, int64(n))
+		return
+	}
+	defer h.release()
 	b, err := h.Booter.Boot(r.Context(), mac, FirmwareIPXE)
 	var s string
 	if err == nil {
@@ -209,6 +276,9 @@ func (h *HTTP) serveFile(w http.ResponseWriter, r *http.Request, kind, path stri
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
+	// The server's read timeout is for reading requests; a download of minutes keeps only the least rate
+	// (fileResponse.ReadFrom).
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	http.ServeContent(cw, r, "", st.ModTime(), f)
 }
 
@@ -283,9 +353,12 @@ var errorCodes = map[int]string{
 	http.StatusBadRequest:            "bad_request",
 	http.StatusUnauthorized:          "unauthorized",
 	http.StatusForbidden:             "forbidden",
+	http.StatusNotFound:              "not_found",
+	http.StatusMethodNotAllowed:      "method_not_allowed",
 	http.StatusRequestEntityTooLarge: "bad_request",
 	http.StatusTooManyRequests:       "too_many_requests",
 	http.StatusInternalServerError:   "internal",
+	http.StatusServiceUnavailable:    "unavailable",
 }
 
 // machineError answers a /machine/v1 request with the /v1 API's error body: {"code", "message", "details": []}.
@@ -315,6 +388,12 @@ func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
 	if !h.allow(r) {
 		h.Metrics.report("discover", "refused")
 		machineError(w, http.StatusTooManyRequests, "too many reports from this address")
+		return
+	}
+	if !h.allDiscover.Allow() {
+		h.Metrics.report("discover", "limited")
+		w.Header().Set("Retry-After", "10")
+		machineError(w, http.StatusTooManyRequests, "too many discover reports from all addresses; try again")
 		return
 	}
 	mac, status, err := h.machineMAC(r)
@@ -354,7 +433,24 @@ func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
 		machineError(w, http.StatusForbidden, "a machine can report only for its own MAC")
 		return
 	}
-	if err := h.Machines.Discovered(r.Context(), mac, body); err != nil {
+	if !h.acquire(r.Context()) {
+		h.Metrics.report("discover", "busy")
+		w.Header().Set("Retry-After", "10")
+		machineError(w, http.StatusServiceUnavailable, "the server is busy; try again")
+		return
+	}
+	defer h.release()
+	if err := h.Machines.Discovered(r.Context(), mac, body); errors.Is(err, ErrFull) {
+		h.Logger.Warn("pxe: discover report of a new machine refused", "mac", mac.String(), "err", err)
+		h.Metrics.report("discover", "full")
+		w.Header().Set("Retry-After", "60")
+		machineError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	} else if errors.Is(err, ErrLocked) {
+		h.Metrics.report("discover", "refused")
+		machineError(w, http.StatusForbidden, err.Error())
+		return
+	} else if err != nil {
 		h.Logger.Error("pxe: recording discovered machine", "mac", mac.String(), "err", err)
 		h.Metrics.report("discover", "error")
 		machineError(w, http.StatusInternalServerError, "could not record the facts; see the daemon's log")
@@ -404,8 +500,15 @@ func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
 		machineError(w, http.StatusBadRequest, "progress: "+err.Error())
 		return
 	}
+	if !h.acquire(r.Context()) {
+		h.Metrics.report("progress", "busy")
+		w.Header().Set("Retry-After", "5")
+		machineError(w, http.StatusServiceUnavailable, "the server is busy; try again")
+		return
+	}
+	defer h.release()
 	if err := h.Machines.Progress(r.Context(), mac, tok, p); err != nil {
-		if errors.Is(err, ErrToken) {
+		if errors.Is(err, ErrToken) || errors.Is(err, ErrLocked) {
 			h.Metrics.report("progress", "refused")
 			machineError(w, http.StatusForbidden, err.Error())
 			return

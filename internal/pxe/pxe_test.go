@@ -3,6 +3,7 @@ package pxe
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -518,5 +519,35 @@ func TestParseBootFile(t *testing.T) {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%q: error %v, want %q", tc.in, err, tc.err)
 		}
+	}
+}
+
+// Unknown paths and wrong methods under /machine/v1/ answer in the endpoints' error shape, not Go's plain text.
+func TestMachineAPIUnknownPathsAndMethods(t *testing.T) {
+	h, _ := newHTTP(t)
+	tests := []struct {
+		name, method, path string
+		status             int
+		code, allow        string
+	}{
+		{"unknown endpoint", http.MethodPost, "/machine/v1/nope", 404, "not_found", ""},
+		{"GET of a POST endpoint", http.MethodGet, "/machine/v1/progress?mac=52:54:00:00:00:01", 405, "method_not_allowed", "POST"},
+		{"PUT of discover", http.MethodPut, "/machine/v1/discover", 405, "method_not_allowed", "POST"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+			var body struct {
+				Code    string   `json:"code"`
+				Message string   `json:"message"`
+				Details []string `json:"details"`
+			}
+			err := json.Unmarshal(rec.Body.Bytes(), &body)
+			if rec.Code != tc.status || err != nil || body.Code != tc.code || body.Message == "" || body.Details == nil ||
+				rec.Header().Get("Content-Type") != "application/json" || rec.Header().Get("Allow") != tc.allow {
+				t.Errorf("%s %s: %d %v %q (Allow %q); want %d with code %s", tc.method, tc.path, rec.Code, rec.Header(), rec.Body, rec.Header().Get("Allow"), tc.status, tc.code)
+			}
+		})
 	}
 }

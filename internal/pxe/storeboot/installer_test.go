@@ -179,6 +179,10 @@ func TestInstallerProgramAgainstTheDaemon(t *testing.T) {
 	if f := strings.Fields(string(pub)); len(r.keys) != 1 || r.keys[0] != f[0]+" "+f[1] {
 		t.Fatalf("host key reported %q, the member's key is %q", r.keys, pub)
 	}
+	// The console shows the fingerprint an operator confirms with POST /v1/machines/{mac}/approve.
+	if fp := Fingerprint(r.keys[0]); !strings.Contains(out, "nix8s: host key "+fp+"; ") {
+		t.Errorf("the installer does not print the host key's fingerprint %s:\n%s", fp, out)
+	}
 	if m, _ := r.st.Machine(ctx, mac); m.State != "installing" || m.InstallArmed {
 		t.Fatalf("after done: %+v", m)
 	}
