@@ -48,7 +48,11 @@ type DHCP struct {
 	BootFiles BootFiles
 	// HTTPBase is the boot HTTP server's base URL (http://ip:port).
 	HTTPBase string
-	// Workers (default 8) and Queue (default 256) bound the packet handling; Queue is the size of each of
+	// MaxOffers bounds the offers outstanding (not yet taken with a REQUEST) to MACs without a plan address;
+	// default a quarter of the range, at least 8. A flood of fresh MACs that never take their offer cannot hold
+	// the whole range for offerHold; members keep their plan addresses whatever the flood.
+	MaxOffers int
+	// Workers (default 16) and Queue (default 256) bound the packet handling; Queue is the size of each of
 	// the two queues (known MACs, others).
 	Workers, Queue int
 	// Known says a MAC belongs to a machine nix8s knows (a member, a stored machine); its packets are answered
@@ -63,10 +67,11 @@ type DHCP struct {
 	conns  []net.PacketConn // opened by Listen
 	mu     sync.Mutex       // chain state and decisions
 	chains map[string][]time.Time
+	offers map[string]time.Time // outstanding offers by MAC, until they expire (under mu)
 	// decisions are the Booter's recent answers to DHCP, by MAC and firmware: an exchange asks twice (DISCOVER,
 	// REQUEST) within a moment, and a DHCP decision changes nothing, so the second is not asked again.
 	decisions map[decisionKey]decision
-	next   atomic.Uint32 // where the search for a free address resumes
+	next      atomic.Uint32 // where the search for a free address resumes
 }
 
 type packet struct {
@@ -435,6 +440,10 @@ func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageTyp
 	if want == nil || want.IsUnspecified() {
 		want = m.ClientIPAddr
 	}
+	if typ == dhcpv4.MessageTypeDiscover && b.IP == nil && !d.offerSlot(mac, time.Now()) {
+		d.Metrics.dhcpDrop("offers-full", "unknown")
+		return nil, nil
+	}
 	ip, err := d.allocate(ctx, mac, b.IP, want, time.Now().Add(hold))
 	if err != nil {
 		return nil, err
@@ -448,6 +457,9 @@ func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageTyp
 			return r, err
 		}
 		reply = dhcpv4.MessageTypeAck
+		d.mu.Lock()
+		delete(d.offers, mac) // taken: no longer an outstanding offer
+		d.mu.Unlock()
 	}
 	mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(reply), dhcpv4.WithYourIP(ip),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(d.ServerIP)),
@@ -650,4 +662,30 @@ func (d *DHCP) decide(ctx context.Context, mac net.HardwareAddr, fw Firmware) (B
 	d.decisions[k] = decision{b, now}
 	d.mu.Unlock()
 	return b, nil
+}
+
+// offerSlot reports whether mac may be offered an address now: it has an outstanding offer already, or fewer
+// than MaxOffers are outstanding.
+func (d *DHCP) offerSlot(mac string, now time.Time) bool {
+	limit := d.MaxOffers
+	if limit <= 0 {
+		limit = max(int((uint64(ip4(d.RangeEnd))-uint64(ip4(d.RangeStart))+1)/4), 8)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.offers == nil {
+		d.offers = map[string]time.Time{}
+	}
+	if _, ok := d.offers[mac]; !ok && len(d.offers) >= limit {
+		for k, until := range d.offers {
+			if now.After(until) {
+				delete(d.offers, k)
+			}
+		}
+		if len(d.offers) >= limit {
+			return false
+		}
+	}
+	d.offers[mac] = now.Add(offerHold)
+	return true
 }

@@ -5,7 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics are the PXE services' Prometheus metrics. A nil *Metrics counts nothing.
 type Metrics struct {
 	DHCPReplies   *prometheus.CounterVec // mode (proxy|full), type (offer|ack|nak)
-	DHCPDropped   *prometheus.CounterVec // reason (busy|ignored|bad), class (known|unknown)
+	DHCPDropped   *prometheus.CounterVec // reason (busy|ignored|bad|offers-full), class (known|unknown)
 	NoBootFile    *prometheus.CounterVec // arch (option 93 number, or other), reason (unknown-arch|no-binary)
 	TFTPTransfers *prometheus.CounterVec // file, result (ok|error)
 	TFTPBytes     prometheus.Counter
@@ -21,7 +21,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DHCPReplies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_replies_total",
 			Help: "DHCP replies sent, by mode (proxy, full) and message type (offer, ack, nak)."}, []string{"mode", "type"}),
 		DHCPDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_dropped_total",
-			Help: "DHCP packets not answered, by reason (busy: worker pool full; bad: unparsable; ignored: not for us) and class of the MAC (known: a machine nix8s knows, whose packets are answered first; unknown)."}, []string{"reason", "class"}),
+			Help: "DHCP packets not answered, by reason (busy: worker pool full; bad: unparsable; ignored: not for us; offers-full: too many offers outstanding to MACs without a plan address) and class of the MAC (known: a machine nix8s knows, whose packets are answered first; unknown)."}, []string{"reason", "class"}),
 		NoBootFile: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_no_boot_file_total",
 			Help: "PXE requests not answered for want of a boot file, by client architecture (DHCP option 93; other: not one nix8s boots) and reason (unknown-arch; no-binary: none configured for it)."}, []string{"arch", "reason"}),
 		TFTPTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_tftp_transfers_total",

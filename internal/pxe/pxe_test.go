@@ -551,3 +551,49 @@ func TestMachineAPIUnknownPathsAndMethods(t *testing.T) {
 		})
 	}
 }
+
+// The issue 11 flood: fresh MACs sending DISCOVERs and never taking their offer used to hold a 51-address range
+// with offers. Outstanding offers to MACs without a plan address are bounded (a quarter of the range here): the
+// rest get no answer and are counted; a client taking its offer frees its slot; a member still gets its plan
+// address in the middle of the flood.
+func TestDHCPOffersBounded(t *testing.T) {
+	mem := &Memory{DiscoveryImage: "disc"}
+	const member = "52:54:00:00:09:01"
+	mem.Assign(member, "prod-server1", "inst1", net.ParseIP("10.97.0.10"))
+	_, n, _ := net.ParseCIDR("10.97.0.0/24")
+	m := NewMetrics(prometheus.NewRegistry())
+	d := &DHCP{Mode: ModeFull, ServerIP: net.ParseIP("10.97.0.1"), Subnet: n, RangeStart: net.ParseIP("10.97.0.100"),
+		RangeEnd: net.ParseIP("10.97.0.150"), Leases: &MemLeases{}, Booter: mem, HTTPBase: "http://10.97.0.1:8081", Metrics: m}
+	ctx := context.Background()
+	pxeClass := dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001"))
+	var offered []*dhcpv4.DHCPv4
+	for i := range 280 {
+		r, err := d.Handle(ctx, discover(fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256), pxeClass), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r != nil {
+			offered = append(offered, r)
+		}
+	}
+	if len(offered) != 12 { // 51 addresses / 4
+		t.Fatalf("%d of 280 flooding MACs got an offer, want 12 (a quarter of the range)", len(offered))
+	}
+	if got := counter(m.DHCPDropped.WithLabelValues("offers-full", "unknown")); got != 268 {
+		t.Errorf("offers-full drops counted: %v, want 268", got)
+	}
+	if r, err := d.Handle(ctx, discover(member, pxeClass), false); err != nil || r == nil || !r.YourIPAddr.Equal(net.ParseIP("10.97.0.10")) {
+		t.Fatalf("the member in the flood: %v, %v; want its plan address", r, err)
+	}
+	// One flooding client takes its offer: its slot goes to the next newcomer.
+	req, _ := dhcpv4.NewRequestFromOffer(offered[0], pxeClass)
+	if r, err := d.Handle(ctx, req, false); err != nil || r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("REQUEST of an offer: %v, %v", r, err)
+	}
+	if r, _ := d.Handle(ctx, discover("02:00:00:00:ff:01", pxeClass), false); r == nil {
+		t.Error("a newcomer after an offer was taken got no offer")
+	}
+	if r, _ := d.Handle(ctx, discover("02:00:00:00:ff:02", pxeClass), false); r != nil {
+		t.Error("a second newcomer got an offer beyond the bound")
+	}
+}
