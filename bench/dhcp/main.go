@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nix8s/nix8s/bench/internal/daemon"
 	"github.com/nix8s/nix8s/internal/pgembed"
 	"github.com/nix8s/nix8s/internal/pxetest"
 )
@@ -132,11 +132,9 @@ func run(args []string) error {
 	}
 
 	// nix8sd: the real daemon, full mode, on PostgreSQL, the members in its config.
-	bin := filepath.Join(tmp, "nix8sd")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/nix8sd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building nix8sd: %w", err)
+	bin, err := daemon.Build("", tmp)
+	if err != nil {
+		return err
 	}
 	ctx := context.Background()
 	pg, err := pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(tmp, "pg")})
@@ -226,10 +224,10 @@ func withNix8sd(ctx context.Context, bin, tmp, db, iface, ip string, n int, f fu
 	os.WriteFile(cfgFile, data, 0o644)
 	tokFile := filepath.Join(dir, "admin-token")
 	os.WriteFile(tokFile, []byte("nix8s_dhcpbenchadmintoken0123456789abcdef"), 0o600)
-	addr := "127.0.0.1:" + freePort()
+	addr := "127.0.0.1:" + freePort("tcp")
 	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", addr, "--state-dir", dir, "--admin-token-file", tokFile,
 		"--config", cfgFile, "--pxe-interface", iface, "--pxe-ip", ip, "--pxe-mode", "full", "--pxe-images", images,
-		"--tftp-port", freeUDP(), "--no-router-advertisements", "--dhcp-lease", "10m",
+		"--tftp-port", freePort("udp"), "--no-router-advertisements", "--dhcp-lease", "10m",
 		"--node-watch-interval", "1h", "--log-level", "error")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+db)
 	var stderr bytes.Buffer
@@ -328,20 +326,11 @@ func tail(s string) string {
 	return s
 }
 
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freePort is a free loopback port of network ("tcp" or "udp"), as a flag value.
+func freePort(network string) string {
+	p, err := daemon.FreePort(network)
 	if err != nil {
 		return "0"
 	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
-
-func freeUDP() string {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return "0"
-	}
-	defer c.Close()
-	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
+	return strconv.Itoa(p)
 }

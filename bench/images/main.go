@@ -16,14 +16,12 @@ package main
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +32,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/nix8s/nix8s/bench/internal/daemon"
 )
 
 func main() {
@@ -82,10 +82,9 @@ func run(args []string) error {
 		return err
 	}
 	if o.nix8sd == "" {
-		o.nix8sd = filepath.Join(tmp, "nix8sd")
-		goCmd := cmp.Or(os.Getenv("GO"), "go")
-		if out, err := exec.Command(goCmd, "build", "-o", o.nix8sd, "./cmd/nix8sd").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/nix8sd (run the benchmark from the repository, or pass -nix8sd): %v\n%s", err, out)
+		var err error
+		if o.nix8sd, err = daemon.Build(os.Getenv("GO"), tmp); err != nil {
+			return fmt.Errorf("%w (run the benchmark from the repository, or pass -nix8sd)", err)
 		}
 	}
 
@@ -292,23 +291,6 @@ func usage(pids []int) (cpu float64, calls int64, err error) {
 	return cpu, calls, nil
 }
 
-func freePort(network string) (int, error) {
-	if network == "udp" {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port, nil
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // start runs a server process, stopped with SIGTERM (then killed after 30 s); done closes when it exited.
 func start(ctx context.Context, name string, args []string, logFile string) (cmd *exec.Cmd, stop func(), done chan struct{}, err error) {
 	log, err := os.Create(logFile)
@@ -367,7 +349,7 @@ func tail(file string) string {
 func startNix8sd(ctx context.Context, prog, tmp, images string) (*server, error) {
 	var ports [3]int
 	for i, network := range []string{"tcp", "udp", "udp"} {
-		p, err := freePort(network)
+		p, err := daemon.FreePort(network)
 		if err != nil {
 			return nil, err
 		}
@@ -445,7 +427,7 @@ func startNginx(ctx context.Context, prog, tmp, images string) (*server, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort("tcp")
+	port, err := daemon.FreePort("tcp")
 	if err != nil {
 		return nil, err
 	}

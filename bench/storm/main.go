@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nix8s/nix8s/bench/internal/daemon"
 	"github.com/nix8s/nix8s/internal/pgembed"
 )
 
@@ -52,11 +52,9 @@ func run(args []string) error {
 	}
 	defer os.RemoveAll(tmp)
 	os.Chmod(tmp, 0o711) // the PostgreSQL user (when we are root) must reach its directory
-	bin := filepath.Join(tmp, "nix8sd")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/nix8sd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building nix8sd: %w", err)
+	bin, err := daemon.Build("", tmp)
+	if err != nil {
+		return err
 	}
 	ctx := context.Background()
 	pg, err := pgembed.Start(ctx, pgembed.Options{Dir: filepath.Join(tmp, "pg")})
@@ -107,22 +105,13 @@ func config(n int) map[string]any {
 	}
 }
 
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freePort is a free loopback port of network ("tcp" or "udp"), as a flag value.
+func freePort(network string) string {
+	p, err := daemon.FreePort(network)
 	if err != nil {
 		return "0"
 	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
-
-func freeUDP() string {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return "0"
-	}
-	defer c.Close()
-	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
+	return strconv.Itoa(p)
 }
 
 func size(ctx context.Context, bin, tmp, db string, n, conc, passes, unknown int) error {
@@ -140,10 +129,10 @@ func size(ctx context.Context, bin, tmp, db string, n, conc, passes, unknown int
 	token := "nix8s_stormadmintoken0123456789abcdef"
 	tokFile := filepath.Join(dir, "admin-token")
 	os.WriteFile(tokFile, []byte(token), 0o600)
-	addr := "127.0.0.1:" + freePort()
+	addr := "127.0.0.1:" + freePort("tcp")
 	cmd := exec.CommandContext(ctx, bin, "serve", "--listen", addr, "--state-dir", dir, "--admin-token-file", tokFile,
 		"--config", cfgFile, "--pxe-interface", "lo", "--pxe-ip", "127.0.0.1", "--pxe-images", images,
-		"--dhcp-port", freeUDP(), "--tftp-port", freeUDP(), "--node-watch-interval", "1h", "--log-level", "error")
+		"--dhcp-port", freePort("udp"), "--tftp-port", freePort("udp"), "--node-watch-interval", "1h", "--log-level", "error")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+db)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
