@@ -96,6 +96,7 @@ func newRolloutEnv(t *testing.T) *rolloutEnv {
 			WaitTimeout:  10 * time.Second,
 			WaitInterval: 50 * time.Millisecond,
 			DrainTimeout: 2 * time.Second,
+			LockWait:     time.Second,
 			APIServer:    e.k8s.Config,
 		},
 		Worker: "test-daemon",
@@ -301,5 +302,43 @@ func TestRolloutJob(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+
+// A rollout takes each member's lock as an install does: while another attempt holds it (an install, or the
+// rollout of a daemon that died with its job), the member fails and nothing is switched; a machine such an
+// attempt left rebuilding is rolled out again, through rebuild_failed, once the lock is free.
+func TestRolloutJobUnderTheMemberLock(t *testing.T) {
+	e := newRolloutEnv(t)
+	held, err := e.st.LockMember(t.Context(), "r", "a1", "nix8sd:gone:1 job 99", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(e.switches(t))
+	id := expect(t, e.req("POST", "/v1/clusters/r/rollout", e.admin, `{"members": ["a1"]}`), 202, "")["id"]
+	j := e.wait(t, id)
+	log, _ := j["log"].(string)
+	if j["status"] != "failed" || !strings.Contains(log, "waiting up to 1s for nix8sd:gone:1 job 99 to let go of the member's lock") {
+		t.Fatalf("rollout while the member's lock is held: %v, %v\n%s", j["status"], j["error"], log)
+	}
+	if got := e.switches(t)[before:]; len(got) != 0 {
+		t.Errorf("nixos-rebuild ran under another attempt's lock: %q", got)
+	}
+	if got := e.states(t); got != "s1=ready a1=ready a2=ready" {
+		t.Errorf("machine states after the refused rollout: %s", got)
+	}
+	held.Release()
+
+	// a2's machine, left rebuilding by an attempt that is gone.
+	expect(t, e.req("POST", "/v1/machines/"+e.macs["a2"]+"/transition", e.admin, `{"state": "rebuilding"}`), 200, "")
+	id = expect(t, e.req("POST", "/v1/clusters/r/rollout", e.admin, `{"members": ["a2"]}`), 202, "")["id"]
+	j = e.wait(t, id)
+	log, _ = j["log"].(string)
+	if j["status"] != "succeeded" || !strings.Contains(log, "was left rebuilding by an earlier attempt that is gone") {
+		t.Fatalf("rollout of a machine left rebuilding: %v, %v\n%s", j["status"], j["error"], log)
+	}
+	actor := fmt.Sprintf("job:%v", id)
+	if got, want := e.stateEvents(t, "a2", id), []string{actor + ":rebuild_failed", actor + ":rebuilding", actor + ":ready"}; !slices.Equal(got, want) {
+		t.Errorf("a2's state events %v, want %v", got, want)
 	}
 }

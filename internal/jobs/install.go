@@ -294,22 +294,9 @@ func (o *machineObserver) warn(err error) {
 // lock, this attempt knows that one is gone.
 func (o *machineObserver) Installing(member string) error {
 	host := o.c.Members[member].HostName
-	lock, err := o.st.LockMember(o.jobCtx, o.c.Name, member, o.holder, o.lockWait, func(h *store.LockHeldError) {
-		who := "another attempt"
-		if h.Holder != "" {
-			who = h.Holder
-		}
-		fmt.Fprintf(o.log, "nix8s: %s: waiting up to %s for %s to let go of the member's install lock\n", host, o.lockWait, who)
-	})
-	if err != nil {
+	if err := o.takeLock(member); err != nil {
 		return err
 	}
-	o.mu.Lock()
-	if o.locks == nil {
-		o.locks = map[string]*store.MemberLock{}
-	}
-	o.locks[member] = lock
-	o.mu.Unlock()
 	if mach := o.machines[member]; mach != nil {
 		ctx, cancel := context.WithTimeout(o.ctx, 30*time.Second)
 		cur, err := o.st.Machine(ctx, mach.MAC)
@@ -328,6 +315,30 @@ func (o *machineObserver) Installing(member string) error {
 		}
 	}
 	return o.move(member, "installing", fmt.Sprintf("install job %d: nixos-anywhere starts", o.job))
+}
+
+// takeLock takes member's lock (store.LockMember) for this attempt, waiting at most lockWait for another
+// attempt (an install or a rollout, of this daemon or a dead one) to let go. Installs and rollouts of one
+// member exclude each other.
+func (o *machineObserver) takeLock(member string) error {
+	host := o.c.Members[member].HostName
+	lock, err := o.st.LockMember(o.jobCtx, o.c.Name, member, o.holder, o.lockWait, func(h *store.LockHeldError) {
+		who := "another attempt"
+		if h.Holder != "" {
+			who = h.Holder
+		}
+		fmt.Fprintf(o.log, "nix8s: %s: waiting up to %s for %s to let go of the member's lock\n", host, o.lockWait, who)
+	})
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	if o.locks == nil {
+		o.locks = map[string]*store.MemberLock{}
+	}
+	o.locks[member] = lock
+	o.mu.Unlock()
+	return nil
 }
 
 // lock is the install lock held for member; nil when none is.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/nix8s/nix8s/internal/rollout"
 	"github.com/nix8s/nix8s/internal/store"
@@ -66,7 +67,8 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		fmt.Fprintf(log, "nix8s: %s: API server %s (credentials from %s)\n", c.Name, host, from)
 		o.Client = client
 		obs := &rebuildObserver{&machineObserver{st: r.Store, actor: fmt.Sprintf("job:%d", j.ID), job: j.ID, log: log,
-			ctx: context.WithoutCancel(ctx), c: c}}
+			ctx: context.WithoutCancel(ctx), c: c, holder: fmt.Sprintf("%s job %d", r.Worker, j.ID), lockWait: cfg.lockWait(), jobCtx: ctx}}
+		defer obs.releaseAll()
 		if obs.machines, err = r.Store.MachinesOfCluster(ctx, c.Name); err != nil {
 			return nil, err
 		}
@@ -91,12 +93,34 @@ type rebuildObserver struct{ *machineObserver }
 // Starting implements rollout.Observer: the database must allow the machine into rebuilding (from ready,
 // or rebuild_failed for another try) before its node is cordoned; else that member fails with the
 // database's reason and nothing is touched.
+// First the member's lock, as an install takes it: no switch starts while an earlier attempt (an install, or a
+// rollout of a daemon that died with this job) may still run. A machine such an attempt left rebuilding goes to
+// rebuild_failed first, saying so: holding the lock, this attempt knows that one is gone.
 func (o *rebuildObserver) Starting(member string) error {
+	if err := o.takeLock(member); err != nil {
+		return err
+	}
+	if mach := o.machines[member]; mach != nil {
+		ctx, cancel := context.WithTimeout(o.ctx, 30*time.Second)
+		cur, err := o.st.Machine(ctx, mach.MAC)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("machine %s (member %s): %w", mach.MAC, member, err)
+		}
+		if cur.State == "rebuilding" {
+			host := o.c.Members[member].HostName
+			fmt.Fprintf(o.log, "nix8s: %s: machine %s was left rebuilding by an earlier attempt that is gone (the member's lock was free); rolling it out again\n", host, mach.MAC)
+			if err := o.move(member, "rebuild_failed", fmt.Sprintf("rollout job %d: an earlier attempt, gone, left it rebuilding; rolling out again", o.job)); err != nil {
+				return err
+			}
+		}
+	}
 	return o.move(member, "rebuilding", fmt.Sprintf("rollout job %d: cordon, drain, switch", o.job))
 }
 
 // Ready implements rollout.Observer.
 func (o *rebuildObserver) Ready(member string) {
+	defer o.release(member)
 	if o.current(member) != "rebuilding" {
 		return
 	}
@@ -106,6 +130,7 @@ func (o *rebuildObserver) Ready(member string) {
 // Failed implements rollout.Observer. A member that fails after Ready (uncordon) keeps its machine ready:
 // it runs its configuration; the log and the report say its node is cordoned.
 func (o *rebuildObserver) Failed(member string, phase rollout.Phase, err error) {
+	defer o.release(member)
 	if o.current(member) != "rebuilding" {
 		return
 	}
