@@ -1,7 +1,8 @@
 # The pure core of nix8s: plain Nix with builtins only, so `nix-instantiate` (and the Go tools through it) can
 # validate and plan without nixpkgs or any flake input. See docs/core.md for the contract.
 let
-  model = import ./model.nix;
+  model = import ./model.nix { };
+  jsonModel = import ./model.nix { dataInput = true; };
   validateModel = import ./validate.nix;
   planModel = import ./plan.nix;
   nixosModel = import ./nixos.nix;
@@ -24,6 +25,12 @@ in {
   # validate and plan in one pass over the config: `{ report; plan; }`, without `plan` when there are errors.
   check = cfg:
     let m = model cfg; r = validateModel m; in
+    { report = r; } // (if r.errors == [ ] then { plan = planModel m; } else { });
+
+  # check of a config parsed from JSON (what nix8s and nix8sd pass): the same result with less work, as JSON holds
+  # no Nix-only values to leave out.
+  checkJSON = cfg:
+    let m = jsonModel cfg; r = validateModel m; in
     { report = r; } // (if r.errors == [ ] then { plan = planModel m; } else { });
 
   nixos = cfg: checked cfg (m: nixosModel m (planModel m));

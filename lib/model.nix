@@ -7,11 +7,15 @@ let
 
   # Member keys that describe the membership itself; everything else on a member overrides the node template.
   memberKeys = [ "node" "role" "ip" "name" ];
-
-  attrsOr = v: if isAttrs v && !(u.isNixOnly v) then v else { };
 in
+# dataInput: the config was parsed from JSON (as the Go tools pass it), so it holds no Nix-only values and the
+# members' overrides need no data-only copy; the result is the same.
+{ dataInput ? false }:
 cfg:
 let
+  # What JSON cannot hold, it does not hold: in dataInput mode no value is Nix-only.
+  nixOnly = v: !dataInput && u.isNixOnly v;
+  attrsOr = v: if isAttrs v && !(nixOnly v) then v else { };
   raw = if isAttrs cfg then cfg else { };
   nodes = attrsOr (raw.nodes or { });
   clusters = attrsOr (raw.clusters or { });
@@ -40,13 +44,13 @@ let
       templateData =
         if nodeName != null && nodesData ? ${nodeName} then nodesData.${nodeName}
         else u.dataOnly template;
-      config = if overrides == { } then templateData else u.dataUpdate templateData (u.dataOnly overrides);
+      config = if overrides == { } then templateData else u.dataUpdate templateData (if dataInput then overrides else u.dataOnly overrides);
       mac = (config.network.mac or null);
     in {
       name = mname;
       cluster = cname;
       hostName = "${cname}-${mname}";
-      isAttrs = isAttrs m && !(u.isNixOnly m);
+      isAttrs = isAttrs m && !(nixOnly m);
       raw = mm;
       inherit ref refKind nodeName template overrides config mac;
       role = mm.role or null;
@@ -92,7 +96,7 @@ let
     };
 in {
   inherit raw nodes provisioning;
-  isAttrs = isAttrs cfg && !(u.isNixOnly cfg);
+  isAttrs = isAttrs cfg && !(nixOnly cfg);
   input = cfg;
   clusters = mapAttrs cluster clusters;
   nodeNames = attrNames nodes;

@@ -54,6 +54,7 @@ let
       # bind its own address only; k3s then also uses that address for its in-node loopback clients.
       bindOwnAddress = c.loadBalancer == "keepalived";
       serverArgs = extra.server or [ ];
+      agentArgs = extra.agent or [ ];
       # A server flag the agents learn from the servers: one backend per cluster, so every member opens its ports.
       flannelBackend = lastFlag "flannel-backend" "vxlan" serverArgs;
       # Behind a load balancer (haproxy on the VIP, or an external one) the servers answer /readyz anonymously, so
@@ -66,9 +67,10 @@ let
         let
           isServer = m.role == "server";
           isFirst = m.name == c.firstServer;
+          # Built for every member: agents take the short way (no optionals over server-only flags).
           flags =
-            [ (flag "node-ip" m.ip) ]
-            ++ optionals isServer (concatLists [
+            [ "--node-ip=${m.ip}" ]
+            ++ (if !isServer then agentArgs else concatLists [
               (optionals bindOwnAddress [ (flag "bind-address" m.ip) (flag "advertise-address" m.ip) ])
               (optionals (c.vip != null) [ (flag "tls-san" c.vip) ])
               (optionals (net ? clusterCidr) [ (flag "cluster-cidr" net.clusterCidr) ])
@@ -76,8 +78,7 @@ let
               (optionals (net ? clusterDns) [ (flag "cluster-dns" net.clusterDns) ])
               (optionals healthEndpoints [ (flag "kube-apiserver-arg" "authentication-config=${healthAuthenticationPath}") ])
               serverArgs
-            ])
-            ++ optionals (!isServer) (extra.agent or [ ]);
+            ]);
         in {
           inherit (m) name hostName role ip mac config;
           node = m.nodeName;

@@ -66,7 +66,7 @@ func BenchmarkCore(b *testing.B) {
 			{"parse", read},
 			{"validate", "(import ./lib).validate " + read},
 			{"plan", "(import ./lib).plan " + read},
-			{"check", "(import ./lib).check " + read},
+			{"check", "(import ./lib).checkJSON " + read}, // what nix8s and nix8sd evaluate
 		} {
 			b.Run(fmt.Sprintf("%s/members=%d", c.name, n), func(b *testing.B) {
 				for i := 0; i < b.N; i++ {

@@ -433,4 +433,12 @@ in [
     [ (core.pxe pxeBase [ ]).machines (catAttrs "cluster" (core.pxe pxeBase [ "dev" "dev" ]).machines) ])
   (case "pxe: an invalid member config is reported by validate, not planned" { errors = [ "clusters.dev.members.agent.role" ]; machines = [ ]; }
     (let r = core.pxe (withMember pxeBase "dev" "agent" (m: m // { role = "boss"; })) null; in { errors = catAttrs "path" r.errors; inherit (r) machines; }))
+
+  # checkJSON is check for configs parsed from JSON (the Go tools'): the same report and plan, every example.
+  (case "checkJSON gives check's result for every example" true
+    (builtins.all (ex: let cfg = builtins.fromJSON (builtins.toJSON (import (../examples + "/${ex}/config.nix"))); in
+      core.checkJSON cfg == core.check cfg) [ "minimal" "ha" "multi-cluster" "lima" ]))
+  (case "checkJSON reports the same errors as check" true
+    (let cfg = { clusters.dev.members.s = { node = "nope"; role = "boss"; ip = "1"; network.mac = "x"; }; }; in
+      core.checkJSON cfg == core.check cfg))
 ]

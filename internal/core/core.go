@@ -199,7 +199,8 @@ type Planned struct {
 // Plan validates cfg and plans it in one evaluation (the core's check). When cfg has errors the result is
 // an *InvalidError carrying the whole report.
 func (e *Evaluator) Plan(ctx context.Context, cfg any) (*Planned, error) {
-	out, err := e.Eval(ctx, cfg, "core.check cfg")
+	// checkJSON: the config reaches the core as JSON, with no Nix-only values (the same result as check).
+	out, err := e.Eval(ctx, cfg, "core.checkJSON cfg")
 	if err != nil {
 		return nil, err
 	}
