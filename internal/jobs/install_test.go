@@ -133,7 +133,7 @@ func TestInstallUnderTheMemberLock(t *testing.T) {
 		!strings.Contains(*j.Error, "no second attempt starts while an earlier one may still run") {
 		t.Errorf("install while the lock is held: %s %v\n%s", j.Status, j.Error, j.Log)
 	}
-	if !strings.Contains(j.Log, "t-s1: waiting up to 1s for nix8sd:gone:1 job 1 to let go of the member's install lock") {
+	if !strings.Contains(j.Log, "t-s1: waiting up to 1s for nix8sd:gone:1 job 1 to let go of the member's lock") {
 		t.Errorf("the log does not say what it waited for:\n%s", j.Log)
 	}
 	if n := starts(t, si, "t-s1"); n != 0 {
