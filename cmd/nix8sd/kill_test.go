@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,39 +69,13 @@ func startDaemon(t *testing.T, dbURL string, args ...string) *daemon {
 	}
 }
 
-// standIns are the live stand-in nixos-anywhere processes.
+// standIns are the live stand-in nixos-anywhere processes (the daemon only has PROG among its flags).
 func standIns(prog string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		// The stand-in runs as `/bin/sh PROG ...` (its #!), its leader as `/proc/self/exe PROG ...`; the daemon
-		// only has PROG among its flags.
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		argv := strings.SplitN(string(cmdline), "\x00", 3)
-		if st, ok := toolrun.ProcStat(pid); err == nil && ok && st.State != "Z" && (argv[0] == prog || len(argv) > 1 && argv[1] == prog) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return toolrun.Live(func(pid int, _ toolrun.Stat) bool { return toolrun.Runs(pid, prog) })
 }
 
 func inGroup(pgid int) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := toolrun.ProcStat(pid); ok && st.State != "Z" && st.PGID == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return toolrun.Live(func(_ int, st toolrun.Stat) bool { return st.PGID == pgid })
 }
 
 // extraFilesDirs are the install's secret temporary directories (the installed system's private host key)

@@ -5,7 +5,6 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,39 +19,15 @@ import (
 )
 
 // standInsRunning are the stand-in nixos-anywhere processes alive (zombies aside) of this machine.
-func standInsRunning(t *testing.T, si *sshtest.StandIns) []string {
+func standInsRunning(t *testing.T, si *sshtest.StandIns) []int {
 	t.Helper()
 	prog := filepath.Join(si.LocalBin, "nixos-anywhere")
-	ents, _ := os.ReadDir("/proc")
-	var alive []string
-	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		argv := strings.SplitN(string(cmdline), "\x00", 3) // `/bin/sh PROG` (its #!) or its leader's `/proc/self/exe PROG`
-		if err == nil && (argv[0] == prog || len(argv) > 1 && argv[1] == prog) && !strings.Contains(string(stat), ") Z ") {
-			alive = append(alive, e.Name())
-		}
-	}
-	return alive
+	return toolrun.Live(func(pid int, _ toolrun.Stat) bool { return toolrun.Runs(pid, prog) })
 }
 
 // groupMembers are the live processes of process group pgid.
 func groupMembers(pgid int) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := toolrun.ProcStat(pid); ok && st.State != "Z" && st.PGID == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return toolrun.Live(func(_ int, st toolrun.Stat) bool { return st.PGID == pgid })
 }
 
 func starts(t *testing.T, si *sshtest.StandIns, host string) int {
@@ -181,7 +156,7 @@ func TestInstallUnderTheMemberLock(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The stand-in's process group: its sleep and ssh children are in it.
-	pid, _ := strconv.Atoi(standInsRunning(t, si)[0])
+	pid := standInsRunning(t, si)[0]
 	group, _ := toolrun.ProcStat(pid)
 	holder := "w job " + strconv.FormatInt(j.ID, 10)
 	if _, err := st.Pool().Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, holder); err != nil {

@@ -127,9 +127,15 @@ func endGroup(grace time.Duration) {
 	}
 }
 
-// members are the live processes (not zombies) of this process's group, or whose parent it is, but itself.
+// members are the live processes of this process's group, or whose parent it is, but itself.
 func members() []int {
 	self, pgrp := os.Getpid(), syscall.Getpgrp()
+	return Live(func(_ int, st Stat) bool { return st.PGID == pgrp || st.PPID == self })
+}
+
+// Live are the live processes (zombies and dying ones aside) for which match says yes, this one excepted.
+func Live(match func(pid int, st Stat) bool) []int {
+	self := os.Getpid()
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -140,15 +146,22 @@ func members() []int {
 		if err != nil || pid == self {
 			continue
 		}
-		st, ok := ProcStat(pid)
-		if !ok || st.State == "Z" || st.State == "X" {
-			continue
-		}
-		if st.PGID == pgrp || st.PPID == self {
+		if st, ok := ProcStat(pid); ok && st.State != "Z" && st.State != "X" && match(pid, st) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// Runs reports whether process pid runs prog: as the program itself, or as the first argument of its
+// interpreter (`/bin/sh PROG`, a script's #!) or of its leader (`/proc/self/exe PROG`).
+func Runs(pid int, prog string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	argv := strings.SplitN(string(b), "\x00", 3)
+	return argv[0] == prog || len(argv) > 1 && argv[1] == prog
 }
 
 // Stat is what /proc/<pid>/stat says of a process's place.

@@ -76,15 +76,8 @@ func survivors(pids map[string]int, pgid int) []string {
 			alive = append(alive, name+"="+strconv.Itoa(pid))
 		}
 	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := ProcStat(pid); ok && st.State != "Z" && st.PGID == pgid {
-			alive = append(alive, "group member "+strconv.Itoa(pid))
-		}
+	for _, pid := range Live(func(_ int, st Stat) bool { return st.PGID == pgid }) {
+		alive = append(alive, "group member "+strconv.Itoa(pid))
 	}
 	return alive
 }
