@@ -25,15 +25,7 @@ func TestQEMUNetboot(t *testing.T) {
 		t.Skip("QEMU boots take ~10 s each")
 	}
 	r := startRig(t, ModeFull)
-	kernel, e1000 := pxetest.Kernel(t)
-	initrd := filepath.Join(t.TempDir(), "initrd")
-	pxetest.Initramfs(t, initrd, e1000)
-	for _, img := range []struct{ id, role string }{{"installer", "install"}, {"discovery", "discover"}} {
-		d := filepath.Join(r.images, img.id)
-		writeImage(t, r.images, img.id, nil, nil, "console=ttyS0", "quiet", "panic=-1", "nix8s.role="+img.role)
-		symlinkOrCopy(t, kernel, filepath.Join(d, "bzImage"))
-		symlinkOrCopy(t, initrd, filepath.Join(d, "initrd"))
-	}
+	standInImages(t, r.images)
 
 	const assigned, unknown, installed, uefi = "52:54:00:dd:00:01", "52:54:00:dd:00:02", "52:54:00:dd:00:03", "52:54:00:dd:00:04"
 	plan := net.ParseIP(r.net.Prefix + "31")
@@ -178,15 +170,7 @@ func TestQEMUSecondNIC(t *testing.T) {
 		t.Skip("QEMU boots take ~10 s each")
 	}
 	r := startRig(t, ModeFull)
-	kernel, e1000 := pxetest.Kernel(t)
-	initrd := filepath.Join(t.TempDir(), "initrd")
-	pxetest.Initramfs(t, initrd, e1000)
-	for _, img := range []struct{ id, role string }{{"installer", "install"}, {"discovery", "discover"}} {
-		d := filepath.Join(r.images, img.id)
-		writeImage(t, r.images, img.id, nil, nil, "console=ttyS0", "quiet", "panic=-1", "nix8s.role="+img.role)
-		symlinkOrCopy(t, kernel, filepath.Join(d, "bzImage"))
-		symlinkOrCopy(t, initrd, filepath.Join(d, "initrd"))
-	}
+	standInImages(t, r.images)
 	const first, second = "52:54:00:dd:03:01", "52:54:00:dd:03:02"
 	r.mem.Assign(second, "prod-server1", "installer", nil)
 	if _, _, err := r.mem.Arm(second); err != nil {
@@ -207,5 +191,20 @@ func TestQEMUSecondNIC(t *testing.T) {
 	}
 	if m := r.mem.Machine(first); m != nil {
 		t.Errorf("the first NIC's MAC was recorded (state %q)", m.State)
+	}
+}
+
+// standInImages puts the installer and discovery images the QEMU tests boot into dir: a Debian kernel and a
+// busybox initramfs that prints its role on the serial console (NixOS netboot images cannot be built here).
+func standInImages(t *testing.T, dir string) {
+	t.Helper()
+	kernel, e1000 := pxetest.Kernel(t)
+	initrd := filepath.Join(t.TempDir(), "initrd")
+	pxetest.Initramfs(t, initrd, e1000)
+	for _, img := range []struct{ id, role string }{{"installer", "install"}, {"discovery", "discover"}} {
+		d := filepath.Join(dir, img.id)
+		writeImage(t, dir, img.id, nil, nil, "console=ttyS0", "quiet", "panic=-1", "nix8s.role="+img.role)
+		symlinkOrCopy(t, kernel, filepath.Join(d, "bzImage"))
+		symlinkOrCopy(t, initrd, filepath.Join(d, "initrd"))
 	}
 }
