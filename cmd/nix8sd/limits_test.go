@@ -285,12 +285,7 @@ func TestServeTimeoutsCloseSlowAndIdleConnections(t *testing.T) {
 // and the operator API keep answering from the pool's other connections. When the lock goes, the held ones
 // get their scripts.
 func TestServeBootFloodKeepsTheOperatorAPI(t *testing.T) {
-	if os.Geteuid() != 0 {
-		pxetest.Unavailable(t, "binding DHCP to an interface needs root (SO_BINDTODEVICE)")
-	}
-	if _, err := os.Stat("/usr/lib/ipxe/undionly.kpxe"); err != nil {
-		pxetest.Unavailable(t, "the ipxe package (/usr/lib/ipxe): %v", err)
-	}
+	requireServeBoot(t)
 	dir := t.TempDir()
 	images := filepath.Join(dir, "images")
 	os.MkdirAll(filepath.Join(images, "discovery"), 0o755)
