@@ -131,7 +131,8 @@ func maxConcurrent(ss []span) int {
 func TestInstallWavesAndTokens(t *testing.T) {
 	t.Parallel()
 	e := setup(t, []string{"s1", "s2", "s3"}, []string{"a1", "a2", "a3", "a4", "a5"})
-	e.si.SetSleep(t, "0.3")
+	// --parallel 2: the agents' installs wait for each other in twos, so the overlap below is by construction.
+	e.si.SetTogether(t, 2, "t-a1", "t-a2", "t-a3", "t-a4", "t-a5")
 	extra := t.TempDir()
 	os.MkdirAll(filepath.Join(extra, "t-a1", "var", "lib", "sops-nix"), 0o700)
 	os.WriteFile(filepath.Join(extra, "t-a1", "var", "lib", "sops-nix", "key.txt"), []byte("AGE-SECRET-KEY-1"), 0o600)

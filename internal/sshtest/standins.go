@@ -3,6 +3,7 @@ package sshtest
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -61,6 +62,13 @@ func (n *Net) StandIns(t testing.TB) *StandIns {
 // SetSleep makes every install take secs seconds.
 func (s *StandIns) SetSleep(t testing.TB, secs string) {
 	write(t, filepath.Join(s.Dir, "sleep"), secs+"\n")
+}
+
+// SetTogether makes each install of these hosts (`<c>-<m>`) wait, at most 60 s, until min(n, those not yet
+// finished) of them are in flight: an installer that runs n at a time always shows n together, however slow
+// the machine; one that runs fewer than n makes each wait out the bound.
+func (s *StandIns) SetTogether(t testing.TB, n int, hosts ...string) {
+	write(t, filepath.Join(s.Dir, "together"), strconv.Itoa(n)+"\n"+strings.Join(hosts, "\n")+"\n")
 }
 
 // SetFail makes the installs of these hosts (`<c>-<m>`) fail.
@@ -158,6 +166,20 @@ if [ -n "$extra" ]; then
   done
 fi
 echo "installing $host"
+# SetTogether: an install of the group waits (bounded) until min(n, unfinished) of its group are in flight, so
+# a test sees the overlap --parallel promises without depending on how fast the machine is.
+if [ -s "$S/together" ] && tail -n +2 "$S/together" | grep -qx "$host"; then
+  mkdir -p "$S/in" "$S/done"
+  touch "$S/in/$host"
+  trap 'touch "$S/done/$host"' EXIT
+  n=$(head -n 1 "$S/together"); total=$(($(wc -l <"$S/together") - 1))
+  for _ in $(seq 600); do
+    in=$(ls "$S/in" | wc -l); done_=$(ls "$S/done" | wc -l)
+    want=$(( total - done_ < n ? total - done_ : n ))
+    [ $((in - done_)) -ge "$want" ] && break
+    sleep 0.1
+  done
+fi
 sleep "$(cat "$S/sleep" 2>/dev/null || echo 0)"
 if listed fail; then
   echo "fail $host $(now)" >>"$S/log"
