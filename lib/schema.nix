@@ -5,6 +5,8 @@ let
   pattern = p: description: { type = "string"; pattern = "^${p}$"; inherit description; };
   strList = description: { type = "array"; items.type = "string"; inherit description; };
   freeform = description: props: { type = "object"; inherit description; properties = props; additionalProperties = true; };
+  # One example value, which editors show and the flake module's option docs and docs/options.md reuse.
+  eg = example: s: s // { examples = [ example ]; };
 
   ipv4 = "(0|[1-9][0-9]{0,2})(\\.(0|[1-9][0-9]{0,2})){3}";
   cidr = "${ipv4}/(0|[1-9][0-9]?)";
@@ -16,15 +18,16 @@ let
   # Fields of a node template; members accept the same fields as overrides.
   nodeProps = {
     network = freeform "Network identity of the machine." {
-      mac = pattern mac "MAC address of the boot interface (PXE matches machines by it), e.g. aa:bb:cc:dd:ee:01.";
-      interface = str "Primary interface name; without it the member's address goes on eth0 (net.ifnames=0).";
+      mac = eg "aa:bb:cc:dd:ee:01" (pattern mac "MAC address of the boot interface; PXE matches machines by it.");
+      interface = eg "enp1s0" (str "Primary interface; without it the member's address goes on `eth0` (classic names, `net.ifnames=0`).");
     };
-    install = freeform "Simple disk layout: GPT, 512M ESP on /boot, optional swap, ext4 root. Exclusive with disko." {
-      disk = pattern "/dev/.+" "Root disk, e.g. /dev/sda or /dev/disk/by-id/...";
-      swapSize = pattern "[1-9][0-9]*[KMGT]" "Swap partition size, e.g. 16G.";
+    system = eg "aarch64-linux" (str "The machine's platform, as nixpkgs names it; without it `x86_64-linux`. Lima VMs on Apple silicon are `aarch64-linux`.");
+    install = freeform "Standard disk layout: GPT, 512M ESP (vfat, `/boot`), optional swap, ext4 root. Exclusive with `disko`." {
+      disk = eg "/dev/nvme0n1" (pattern "/dev/.+" "Root disk: a `/dev` path (`/dev/disk/by-id/...` survives renumbering).");
+      swapSize = eg "16G" (pattern "[1-9][0-9]*[KMGT]" "Swap partition size.");
     };
-    disko = freeform "Custom disko configuration (passthrough). Exclusive with install.disk." {
-      devices = { type = "object"; description = "disko.devices, in disko's own format."; };
+    disko = freeform "Your own disko layout, passed through untouched, instead of `install.disk` (not both)." {
+      devices = { type = "object"; description = "`disko.devices`, in disko's own format."; };
     };
     extensions = freeform "Features enabled by flags." {
       nvidia = extension "NVIDIA GPU" {
@@ -33,7 +36,7 @@ let
         containerRuntime = { type = "boolean"; default = true; description = "NVIDIA container runtime for k3s's containerd."; };
       };
       drbd = extension "DRBD 9 (out-of-tree module, not the in-tree 8.4)" { devices = strList "Backing devices."; };
-      zfs = extension "ZFS (with a stable networking.hostId derived from the member)" { };
+      zfs = extension "ZFS (with a stable `networking.hostId` derived from the host name)" { };
       monitoring = extension "Prometheus node exporter" { };
     };
     boot = freeform "Boot settings." {
@@ -43,19 +46,19 @@ let
     hardware = freeform "Hardware settings." {
       cpu = freeform "CPU." {
         vendor = { type = "string"; enum = [ "intel" "amd" ]; description = "Selects the microcode updates."; };
-        updateMicrocode = { type = "boolean"; default = true; };
+        updateMicrocode = { type = "boolean"; default = true; description = "Install the vendor's microcode updates."; };
       };
     };
   };
 
   member = {
     type = "object";
-    description = "A member of the cluster: a node template, a role and an address; any other field overrides the template.";
+    description = "A member of the cluster: a node template, a role and an address; every other field overrides the template's, merged recursively (lists are replaced).";
     required = [ "node" "role" "ip" ];
     properties = nodeProps // {
-      node = str "Name of a node template under nodes.";
-      role = { type = "string"; enum = [ "server" "agent" ]; description = "k3s role."; };
-      ip = pattern ipv4 "The member's IPv4 address in the cluster network.";
+      node = eg "server-nvme" (str "The node template: its name under `nodes`, or (Nix only) the template itself (`config.nix8s.nodes.x`). Required.");
+      role = { type = "string"; enum = [ "server" "agent" ]; description = "k3s role: `server` (control plane and etcd; also runs workloads) or `agent`. Required."; };
+      ip = eg "192.168.1.10" (pattern ipv4 "The member's IPv4 address (static, on `network.interface`). Required.");
     };
     additionalProperties = true;
   };
@@ -65,37 +68,38 @@ let
     description = "A k3s cluster. Its members become nixosConfigurations.<cluster>-<member>.";
     properties = {
       k3s = freeform "k3s settings." {
-        version = pattern "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+" "k3s release, e.g. v1.34.2+k3s1; selects pkgs.k3s_1_34.";
+        version = eg "v1.34.2+k3s1" (pattern "v1\\.[0-9]+\\.[0-9]+\\+k3s[0-9]+" "k3s release, as k3s names them; `v1.34.x` selects `pkgs.k3s_1_34`.");
         network = freeform "Cluster networks." {
           clusterCidr = pattern cidr "Pod network, e.g. 10.42.0.0/16.";
           serviceCidr = pattern cidr "Service network, e.g. 10.43.0.0/16.";
           clusterDns = pattern ipv4 "Cluster DNS address inside serviceCidr, e.g. 10.43.0.10.";
         };
         extraArgs = freeform "Extra k3s flags." {
-          server = strList "Extra flags for servers, e.g. --disable=traefik.";
+          server = eg [ "--disable=traefik" ] (strList "Extra flags for servers; the last `--flannel-backend` also picks the ports opened on every member.");
           agent = strList "Extra flags for agents.";
         };
       };
-      ha = freeform "High availability." {
-        enable = { type = "boolean"; default = false; };
-        vip = pattern ipv4 "Virtual IP of the API; required with more than one server.";
+      ha = freeform "High availability of the API." {
+        enable = { type = "boolean"; default = false; description = "Run several servers behind a virtual IP."; };
+        vip = eg "192.168.1.100" (pattern ipv4 "Virtual IP of the API; required with more than one server.");
         firstServer = str "The server that initialises the cluster; default: the alphabetically first server.";
         interface = str "Interface keepalived puts the VIP on.";
         loadBalancer = { type = "string"; enum = [ "keepalived" "external" ]; default = "keepalived"; description = "keepalived + haproxy on the servers, or an external load balancer serving the VIP."; };
       };
       network = freeform "Static addressing of the members." {
-        prefixLength = { type = "integer"; minimum = 1; maximum = 32; default = 24; };
+        prefixLength = { type = "integer"; minimum = 1; maximum = 32; default = 24; description = "Prefix length of the members' addresses."; };
         gateway = pattern ipv4 "Default gateway.";
-        nameservers = { type = "array"; items = pattern ipv4 "DNS server."; };
+        nameservers = { type = "array"; items = pattern ipv4 "DNS server."; description = "DNS servers of the members."; };
       };
-      secrets = freeform "Where the k3s tokens are on the node. Never put token values here: they would land in the world-readable Nix store." {
-        tokenFile = pattern "/.*" "Path of the cluster token file on servers.";
+      secrets = freeform "Where the k3s tokens are on the nodes. Without `tokenFile` and `agentTokenFile` nix8s manages `/var/lib/nix8s/secrets/k3s-token` (servers) and `/var/lib/nix8s/secrets/k3s-agent-token` (all), delivered over SSH after the install's first boot." {
+        tokenFile = eg "/run/secrets/k3s-token" (pattern "/.*" "Path of the cluster token file on servers (e.g. from sops-nix).");
         agentTokenFile = pattern "/.*" "Path of the agent token file.";
+        token = str "The cluster token itself. Works, with a warning: it is copied into the world-readable Nix store; use `tokenFile` instead." // { deprecated = true; };
       };
-      cozystack = freeform "Cozystack installation (planned)." { enable = { type = "boolean"; default = false; }; };
+      cozystack = freeform "Cozystack installation (planned)." { enable = { type = "boolean"; default = false; description = "Install Cozystack on the cluster (not built yet)."; }; };
       members = {
         type = "object";
-        description = "Members by name (a host name label).";
+        description = "Members by name (a host name label): each becomes `nixosConfigurations.<cluster>-<member>`.";
         propertyNames.pattern = "^${label}$";
         additionalProperties = member;
       };
@@ -112,20 +116,20 @@ in {
     nodes = {
       type = "object";
       description = "Hardware templates by name.";
-      additionalProperties = { type = "object"; properties = nodeProps; additionalProperties = true; };
+      additionalProperties = { type = "object"; description = "A hardware template: its fields apply to every member made from it."; properties = nodeProps; additionalProperties = true; };
     };
     clusters = {
       type = "object";
-      description = "Clusters by name (a host name label).";
+      description = "k3s clusters by name (host name labels).";
       propertyNames.pattern = "^${label}$";
       additionalProperties = cluster;
     };
-    provisioning = freeform "How machines are deployed." {
+    provisioning = freeform "How machines are deployed: `ssh`, `nixos-anywhere`, `pxe`, `lima`." {
       ssh = freeform "SSH access to the nodes." { authorizedKeys = strList "Public keys authorised for root on every node."; };
       nixos-anywhere = freeform "nixos-anywhere installs over SSH." {
         ssh = freeform "How to reach the machines." {
           user = str "SSH user (default root).";
-          port = { type = "integer"; minimum = 1; maximum = 65535; default = 22; };
+          port = { type = "integer"; minimum = 1; maximum = 65535; default = 22; description = "SSH port."; };
           keyFile = str "Private key on the operator's machine.";
         };
       };
@@ -143,10 +147,10 @@ in {
         };
       };
       lima = freeform "Local VMs with Lima." {
-        cpus = { type = "integer"; minimum = 1; };
-        memory = str "e.g. 4GiB";
-        disk = str "e.g. 30GiB";
-        network = pattern cidr "e.g. 192.168.105.0/24";
+        cpus = { type = "integer"; minimum = 1; description = "CPUs per VM."; };
+        memory = eg "4GiB" (str "Memory per VM.");
+        disk = eg "30GiB" (str "Disk per VM.");
+        network = eg "192.168.105.0/24" (pattern cidr "The members' network.");
       };
     };
   };

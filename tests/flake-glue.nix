@@ -28,8 +28,9 @@ let
     mkIf = condition: content: { _type = "if"; inherit condition content; };
     mkMerge = contents: { _type = "merge"; inherit contents; };
     types = let t = name: { inherit name; }; f = name: _: t name; in {
-      lazyAttrsOf = f "lazyAttrsOf"; attrsOf = f "attrsOf"; listOf = f "listOf"; nullOr = f "nullOr";
-      submodule = f "submodule"; functionTo = f "functionTo"; either = a: f "either";
+      lazyAttrsOf = f "lazyAttrsOf"; attrsOf = elem: { name = "attrsOf"; inherit elem; }; listOf = f "listOf"; nullOr = f "nullOr";
+      # Kept, so that the option declarations inside submodules can be walked (optionDocs below).
+      submodule = module: { name = "submodule"; inherit module; }; functionTo = f "functionTo"; either = a: f "either";
       anything = t "anything"; str = t "str"; bool = t "bool"; deferredModule = t "deferredModule";
       path = t "path"; raw = t "raw"; package = t "package";
     };
@@ -91,8 +92,28 @@ let
     flake = merged.flake;
   };
   perSystem = foldl' merge { } (map (f: f { inherit pkgs; system = "x86_64-linux"; }) perSystems);
+
+  # Every option core.nix declares, by dotted path (`<name>` for an attrsOf element), with its description and
+  # example: forcing them checks that each field the module documents from lib/schema.nix is there.
+  optionDocs =
+    let
+      subOptions = t:
+        if t.name or null == "submodule" then
+          let m = if isFunction t.module then t.module { name = "<name>"; } else t.module; in m.options or { }
+        else if t.name or null == "attrsOf" then subOptions t.elem
+        else { };
+      isOption = o: isAttrs o && o ? description;
+      walk = prefix: opts: concatMap (n:
+        let o = opts.${n}; path = if prefix == "" then n else "${prefix}.${n}"; in
+        if isOption o then
+          [ { name = path; value = { inherit (o) description; example = o.example or null; }; } ]
+          ++ walk (if (o.type.name or null) == "attrsOf" then "${path}.<name>" else path) (subOptions (o.type or { }))
+        else if isAttrs o then walk path o else [ ]) (attrNames opts);
+    in
+    listToAttrs (walk "" ((import ../modules/flake/core.nix) args).options);
 in
 {
+  inherit optionDocs;
   systems = mapAttrs (host: s: {
     hostName = s.args.specialArgs.nix8s.member.hostName;
     role = s.args.specialArgs.nix8s.member.role;

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -150,4 +151,60 @@ func sorted(xs []string) []string {
 	out := slices.Clone(xs)
 	sort.Strings(out)
 	return out
+}
+
+// The flake module's option docs are lib/schema.nix's: every nix8s.nodes/clusters/provisioning option the module
+// declares has the description and example of the schema field at the same path, so the two cannot drift (and a
+// field the module documents that the schema lacks fails the evaluation). Only the Nix-only options are the
+// module's own.
+func TestFlakeGlueOptionDocsAreTheSchemas(t *testing.T) {
+	type doc struct {
+		Description string `json:"description"`
+		Example     any    `json:"example"`
+	}
+	var docs map[string]doc
+	if err := json.Unmarshal(nixEval(t, "(import ./tests/flake-glue.nix { nix8s = import ./examples/minimal/config.nix; }).optionDocs"), &docs); err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(nixEval(t, "(import ./lib).schema"), &schema); err != nil {
+		t.Fatal(err)
+	}
+	nixOnly := map[string]bool{"nixosModules": true, "_nix8sName": true}
+	checked := 0
+	for path, d := range docs {
+		parts := strings.Split(strings.TrimPrefix(path, "nix8s."), ".")
+		if !slices.Contains([]string{"nodes", "clusters", "provisioning"}, parts[0]) || nixOnly[parts[len(parts)-1]] {
+			continue
+		}
+		node := any(schema)
+		for _, p := range parts {
+			m, _ := node.(map[string]any)
+			if p == "<name>" {
+				node = m["additionalProperties"]
+			} else {
+				props, _ := m["properties"].(map[string]any)
+				node = props[p]
+			}
+		}
+		field, ok := node.(map[string]any)
+		if !ok {
+			t.Errorf("%s: the module declares it, lib/schema.nix has no such field", path)
+			continue
+		}
+		if field["description"] != d.Description {
+			t.Errorf("%s: the module says %q, lib/schema.nix %q", path, d.Description, field["description"])
+		}
+		var example any
+		if ex, ok := field["examples"].([]any); ok {
+			example = ex[0]
+		}
+		if !reflect.DeepEqual(example, d.Example) {
+			t.Errorf("%s: the module's example is %v, lib/schema.nix's %v", path, d.Example, example)
+		}
+		checked++
+	}
+	if checked < 20 {
+		t.Errorf("only %d options checked; the walk over the module's options missed some: %v", checked, keys(docs))
+	}
 }

@@ -9,15 +9,26 @@ let
 
   freeform = types.lazyAttrsOf types.anything;
 
+  # Descriptions and examples come from the core's JSON Schema (lib/schema.nix), the one source of field
+  # documentation (docs/options.md is generated from it too). `path` names a field there; `"*"` stands for any
+  # name (a node, a cluster, a member).
+  fromSchema = path:
+    let
+      at = s: k:
+        if k == "*" then s.additionalProperties
+        else s.properties.${k} or (throw "nix8s: modules/flake/core.nix: ${builtins.concatStringsSep "." path} is not in lib/schema.nix");
+      s = builtins.foldl' at core.schema path;
+    in
+    { inherit (s) description; } // (if s ? examples then { example = builtins.head s.examples; } else { });
+
   # An optional typed field: null means "not set" and is pruned before the config reaches the core.
-  field = type: description: extra: mkOption ({ type = types.nullOr type; default = null; inherit description; } // extra);
+  field = type: path: mkOption ({ type = types.nullOr type; default = null; } // fromSchema path);
 
   # A namespace of typed fields that also accepts any other attribute.
-  section = description: options: mkOption {
+  section = path: options: mkOption ({
     type = types.submodule { freeformType = freeform; inherit options; };
     default = { };
-    inherit description;
-  };
+  } // fromSchema path);
 
   # Fields are typed loosely (strings, not patterns or enums) on purpose: the core checks their values and
   # reports every problem at once with its path, where a module-system type error would stop at the first.
@@ -33,19 +44,16 @@ let
         internal = true;
         description = "The template's name, so that `node = config.nix8s.nodes.x` can be resolved to \"x\".";
       };
-      network = section "Network identity of the machine." {
-        mac = field types.str "MAC address of the boot interface; PXE matches machines by it." { example = "aa:bb:cc:dd:ee:01"; };
-        interface = field types.str "Primary interface; without it the member's address goes on eth0 (classic names)." { example = "enp1s0"; };
+      network = section [ "nodes" "*" "network" ] {
+        mac = field types.str [ "nodes" "*" "network" "mac" ];
+        interface = field types.str [ "nodes" "*" "network" "interface" ];
       };
-      system = field types.str ''
-        The machine's platform, as nixpkgs names it; without it `x86_64-linux`. Lima VMs on Apple silicon are
-        `aarch64-linux`.
-      '' { example = "aarch64-linux"; };
-      install = section "Standard disk layout: GPT, 512M ESP on /boot, optional swap, ext4 root. Exclusive with `disko`." {
-        disk = field types.str "Root disk." { example = "/dev/nvme0n1"; };
-        swapSize = field types.str "Swap partition size." { example = "16G"; };
+      system = field types.str [ "nodes" "*" "system" ];
+      install = section [ "nodes" "*" "install" ] {
+        disk = field types.str [ "nodes" "*" "install" "disk" ];
+        swapSize = field types.str [ "nodes" "*" "install" "swapSize" ];
       };
-      disko = field freeform "Your own disko configuration (`{ devices = …; }`), instead of `install.disk`." { };
+      disko = field freeform [ "nodes" "*" "disko" ];
       nixosModules = mkOption {
         type = types.listOf types.deferredModule;
         default = [ ];
@@ -59,14 +67,10 @@ let
     options = {
       # Required, but left null here: a member may be declared partly in Nix over the inventory file, and the
       # core names every missing field at once.
-      node = field (types.either types.str freeform)
-        "The node template: its name, or the template itself (`config.nix8s.nodes.x`). Required."
-        { example = "server-nvme"; };
+      node = field (types.either types.str freeform) [ "clusters" "*" "members" "*" "node" ];
       # One of server/agent, checked by the core (see `ipv4` above for why this is not an enum).
-      role = field (types.str // { description = "\"server\" or \"agent\""; })
-        "k3s role: `server` (control plane and etcd; also runs workloads) or `agent`. Required."
-        { example = "server"; };
-      ip = field ipv4 "The member's IPv4 address (static, on `network.interface`). Required." { example = "192.168.1.10"; };
+      role = field (types.str // { description = "\"server\" or \"agent\""; }) [ "clusters" "*" "members" "*" "role" ];
+      ip = field ipv4 [ "clusters" "*" "members" "*" "ip" ];
       nixosModules = mkOption {
         type = types.listOf types.deferredModule;
         default = [ ];
@@ -78,30 +82,25 @@ let
   clusterOptions = {
     freeformType = freeform;
     options = {
-      k3s = section "k3s settings (also `network`, `extraArgs.server`, `extraArgs.agent`)." {
-        version = field types.str "k3s release, as k3s names them; `v1.34.x` selects `pkgs.k3s_1_34`." { example = "v1.34.2+k3s1"; };
+      k3s = section [ "clusters" "*" "k3s" ] {
+        version = field types.str [ "clusters" "*" "k3s" "version" ];
       };
-      ha = section "High availability of the API." {
-        enable = field types.bool "Run several servers behind a virtual IP." { };
-        vip = field ipv4 "Virtual IP of the API (required with more than one server)." { example = "192.168.1.100"; };
-        firstServer = field types.str "The server that initialises the cluster; default: the alphabetically first." { };
-        interface = field types.str "Interface keepalived puts the VIP on." { };
-        loadBalancer = field types.str "`keepalived`: keepalived + haproxy on the servers (default), or an external load balancer." { };
+      ha = section [ "clusters" "*" "ha" ] {
+        enable = field types.bool [ "clusters" "*" "ha" "enable" ];
+        vip = field ipv4 [ "clusters" "*" "ha" "vip" ];
+        firstServer = field types.str [ "clusters" "*" "ha" "firstServer" ];
+        interface = field types.str [ "clusters" "*" "ha" "interface" ];
+        loadBalancer = field types.str [ "clusters" "*" "ha" "loadBalancer" ];
       };
-      secrets = section "Where the k3s tokens are on the nodes." {
-        tokenFile = field types.str "Path of the cluster token file on servers (e.g. from sops-nix)." { example = "/run/secrets/k3s-token"; };
-        agentTokenFile = field types.str "Path of the agent token file." { };
-        token = field types.str ''
-          The cluster token itself.
-
-          **WARNING**: it is copied into the world-readable Nix store. Use `tokenFile` instead.
-        '' { };
+      secrets = section [ "clusters" "*" "secrets" ] {
+        tokenFile = field types.str [ "clusters" "*" "secrets" "tokenFile" ];
+        agentTokenFile = field types.str [ "clusters" "*" "secrets" "agentTokenFile" ];
+        token = field types.str [ "clusters" "*" "secrets" "token" ];
       };
-      members = mkOption {
+      members = mkOption ({
         type = types.attrsOf (types.submodule memberOptions);
         default = { };
-        description = "Members by name: each becomes `nixosConfigurations.<cluster>-<member>`.";
-      };
+      } // fromSchema [ "clusters" "*" "members" ]);
     };
   };
 
@@ -118,21 +117,18 @@ let
 in
 {
   options.nix8s = {
-    nodes = mkOption {
+    nodes = mkOption ({
       type = types.attrsOf (types.submodule nodeOptions);
       default = { };
-      description = "Hardware templates by name.";
-    };
-    clusters = mkOption {
+    } // fromSchema [ "nodes" ]);
+    clusters = mkOption ({
       type = types.attrsOf (types.submodule clusterOptions);
       default = { };
-      description = "k3s clusters by name.";
-    };
-    provisioning = mkOption {
+    } // fromSchema [ "clusters" ]);
+    provisioning = mkOption ({
       type = types.submodule { freeformType = freeform; };
       default = { };
-      description = "How machines are deployed: `ssh`, `nixos-anywhere`, `pxe`, `lima`.";
-    };
+    } // fromSchema [ "provisioning" ]);
     nixosModulesFor = mkOption {
       type = types.attrsOf (types.listOf types.deferredModule);
       default = { };
