@@ -23,8 +23,8 @@ test:
 
 # Validate and plan the HA example with the nix8s command (needs nix-instantiate; see README).
 example:
-	$(GO) run ./cmd/nix8s validate examples/ha/config.yaml
-	$(GO) run ./cmd/nix8s plan examples/ha/config.yaml
+	$(GO) run ./cmd/nix8s validate --config examples/ha/config.yaml
+	$(GO) run ./cmd/nix8s plan --config examples/ha/config.yaml
 
 bench:
 	bench/core.sh

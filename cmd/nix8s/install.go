@@ -32,6 +32,28 @@ func (a *app) clusterFlags(fs *flag.FlagSet, o *clusterOptions) {
 	a.evalFlags(fs)
 }
 
+// configFile is the config every command reads: --config FILE, else $NIX8S_CONFIG. validate and plan also take
+// it as their one argument (pos), as they always did; naming it twice, differently, is a mistake.
+func (a *app) configFile(cmd, flagValue string, pos []string) (string, error) {
+	file := flagValue
+	if len(pos) == 1 {
+		if file != "" && file != pos[0] {
+			return "", usageError{cmd: cmd, msg: fmt.Sprintf("two configs given: --config %s and %s; pass one", file, pos[0])}
+		}
+		file = pos[0]
+	}
+	if file == "" {
+		file = a.getenv("NIX8S_CONFIG")
+	}
+	if file == "" {
+		return "", &core.HintError{
+			Err:  errors.New("no config given"),
+			Hint: "pass --config FILE (the cluster config as YAML or JSON) or set NIX8S_CONFIG",
+		}
+	}
+	return file, nil
+}
+
 func (o clusterOptions) ssh() *remote.SSH {
 	return &remote.SSH{KnownHostsFile: o.knownHosts, ConfigFile: o.sshConfig, ConnectTimeout: o.connect}
 }
@@ -39,15 +61,9 @@ func (o clusterOptions) ssh() *remote.SSH {
 // loadCluster evaluates the config through the core and returns the plan of one cluster and the ssh
 // settings of provisioning.nixos-anywhere.ssh.
 func (a *app) loadCluster(ctx context.Context, o clusterOptions, name string) (core.Cluster, remote.Settings, error) {
-	file := o.config
-	if file == "" {
-		file = a.getenv("NIX8S_CONFIG")
-	}
-	if file == "" {
-		return core.Cluster{}, remote.Settings{}, &core.HintError{
-			Err:  errors.New("no config given"),
-			Hint: "pass --config FILE (the cluster config as YAML or JSON) or set NIX8S_CONFIG",
-		}
+	file, err := a.configFile("", o.config, nil)
+	if err != nil {
+		return core.Cluster{}, remote.Settings{}, err
 	}
 	cfg, err := core.LoadFile(file)
 	if err != nil {
@@ -63,7 +79,7 @@ func (a *app) loadCluster(ctx context.Context, o clusterOptions, name string) (c
 		printProblems(a.stderr, "error", inv.Report.Errors)
 		return core.Cluster{}, remote.Settings{}, &core.HintError{
 			Err:  fmt.Errorf("%s: %s", file, count(len(inv.Report.Errors), "error")),
-			Hint: "fix the errors above; 'nix8s validate " + file + "' lists them again",
+			Hint: "fix the errors above; 'nix8s validate --config " + file + "' lists them again",
 		}
 	}
 	if err != nil {

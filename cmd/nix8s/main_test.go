@@ -58,8 +58,8 @@ func TestUsage(t *testing.T) {
 	}{
 		{"no command", nil, 2, "Usage:\n  nix8s"},
 		{"unknown command", []string{"frobnicate"}, 2, "nix8s: error: unknown command \"frobnicate\"\nnix8s: hint: run 'nix8s help' for usage\n"},
-		{"missing file", []string{"validate"}, 2, "nix8s: error: validate: missing FILE\nnix8s: hint: run 'nix8s help validate' for usage\n"},
-		{"too many files", []string{"plan", "a", "b"}, 2, "nix8s: error: plan takes 1 argument, got 2\n"},
+		{"missing file", []string{"validate"}, 1, "nix8s: error: no config given\nnix8s: hint: pass --config FILE (the cluster config as YAML or JSON) or set NIX8S_CONFIG\n"},
+		{"too many files", []string{"plan", "a", "b"}, 2, "nix8s: error: plan takes one config, got 2 arguments\nnix8s: hint: run 'nix8s help plan' for usage\n"},
 		{"unknown flag", []string{"plan", "--yaml", "a"}, 2, "nix8s: error: flag provided but not defined: -yaml\n"},
 		{"schema takes no file", []string{"schema", "x"}, 2, "nix8s: error: schema takes 0 arguments, got 1\n"},
 	}

@@ -14,6 +14,7 @@ import (
 type planOptions struct {
 	json    bool
 	cluster string
+	config  string
 }
 
 func newPlanCommand(a *app) *command {
@@ -21,19 +22,27 @@ func newPlanCommand(a *app) *command {
 	fs := newFlagSet("plan")
 	fs.BoolVar(&o.json, "json", false, "print the core's plan as JSON instead of a summary")
 	fs.StringVar(&o.cluster, "cluster", "", "show only `CLUSTER` (with --json: that cluster's plan)")
+	fs.StringVar(&o.config, "config", "", "the config `FILE` (YAML or JSON; default $NIX8S_CONFIG; a lone FILE argument works too)")
 	a.evalFlags(fs)
 	return &command{
 		name:    "plan",
 		summary: "Show what nix8s would build: endpoints, members, join waves and rollout order.",
-		usage:   "plan [--json] [--cluster CLUSTER] FILE",
-		example: "  $ nix8s plan --cluster prod cluster.yaml\n  $ nix8s plan --json cluster.yaml | jq '.clusters.prod.provision'",
+		usage:   "plan [--json] [--cluster CLUSTER] --config FILE",
+		example: "  $ nix8s plan --config cluster.yaml --cluster prod\n  $ nix8s plan --json --config cluster.yaml | jq '.clusters.prod.provision'",
 		flags:   fs,
-		args:    1,
-		run:     func(ctx context.Context, args []string) error { return a.plan(ctx, o, args[0]) },
+		args:    -1,
+		run:     func(ctx context.Context, args []string) error { return a.plan(ctx, o, args) },
 	}
 }
 
-func (a *app) plan(ctx context.Context, o planOptions, file string) error {
+func (a *app) plan(ctx context.Context, o planOptions, args []string) error {
+	if len(args) > 1 {
+		return usageError{cmd: "plan", msg: fmt.Sprintf("plan takes one config, got %d arguments", len(args))}
+	}
+	file, err := a.configFile("plan", o.config, args)
+	if err != nil {
+		return err
+	}
 	cfg, err := core.LoadFile(file)
 	if err != nil {
 		return err
@@ -50,7 +59,7 @@ func (a *app) plan(ctx context.Context, o planOptions, file string) error {
 		printProblems(a.stderr, "warning", inv.Report.Warnings)
 		return &core.HintError{
 			Err:  fmt.Errorf("%s: %s, nothing planned", file, count(len(inv.Report.Errors), "error")),
-			Hint: "fix the errors above; 'nix8s validate " + file + "' lists them again",
+			Hint: "fix the errors above; 'nix8s validate --config " + file + "' lists them again",
 		}
 	}
 	if err != nil {

@@ -9,27 +9,36 @@ import (
 )
 
 type validateOptions struct {
-	json bool
+	json   bool
+	config string
 }
 
 func newValidateCommand(a *app) *command {
 	var o validateOptions
 	fs := newFlagSet("validate")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON ({\"errors\": [...], \"warnings\": [...]})")
+	fs.StringVar(&o.config, "config", "", "the config `FILE` (YAML or JSON; default $NIX8S_CONFIG; a lone FILE argument works too)")
 	a.evalFlags(fs)
 	return &command{
 		name:    "validate",
 		summary: "Check a config and print every error and warning with its config path.",
-		usage:   "validate [--json] FILE",
-		example: "  $ nix8s validate cluster.yaml\n  error: clusters.prod.members.agent1.node: no node named \"agent-gpu\"; known nodes: \"server-nvme\"\n  nix8s: error: cluster.yaml: 1 error, 0 warnings",
+		usage:   "validate [--json] --config FILE",
+		example: "  $ nix8s validate --config cluster.yaml\n  error: clusters.prod.members.agent1.node: no node named \"agent-gpu\"; known nodes: \"server-nvme\"\n  nix8s: error: cluster.yaml: 1 error, 0 warnings",
 		flags:   fs,
-		args:    1,
-		run:     func(ctx context.Context, args []string) error { return a.validate(ctx, o, args[0]) },
+		args:    -1,
+		run:     func(ctx context.Context, args []string) error { return a.validate(ctx, o, args) },
 	}
 }
 
 // validate exits 1 when the config has errors; warnings alone do not fail it.
-func (a *app) validate(ctx context.Context, o validateOptions, file string) error {
+func (a *app) validate(ctx context.Context, o validateOptions, args []string) error {
+	if len(args) > 1 {
+		return usageError{cmd: "validate", msg: fmt.Sprintf("validate takes one config, got %d arguments", len(args))}
+	}
+	file, err := a.configFile("validate", o.config, args)
+	if err != nil {
+		return err
+	}
 	cfg, err := core.LoadFile(file)
 	if err != nil {
 		return err
