@@ -3,7 +3,7 @@
 let
   u = import ./util.nix;
   inherit (builtins)
-    attrNames filter head isAttrs isList isString length listToAttrs mapAttrs removeAttrs sort tail typeOf;
+    attrNames catAttrs filter head isAttrs isList isString length listToAttrs mapAttrs removeAttrs sort tail typeOf;
 
   # Member keys that describe the membership itself; everything else on a member overrides the node template.
   memberKeys = [ "node" "role" "ip" "name" ];
@@ -21,43 +21,52 @@ let
   clusters = attrsOr (raw.clusters or { });
   provisioning = attrsOr (raw.provisioning or { });
   nodesData = mapAttrs (_: n: if isAttrs n then u.dataOnly n else { }) nodes;
+  # What a member naming a node template gets, looked up once per template rather than once per member.
+  namedNodes = mapAttrs (name: n: { template = attrsOr n; data = nodesData.${name}; }) nodes;
 
+  # Built for every member: each binding and field below is a thunk allocated per member, so there are no more of
+  # them than validate, plan, nixos and pxe read.
   member = cname: mname: m:
     let
-      mm = attrsOr m;
+      ok = isAttrs m && (dataInput || !(u.isNixOnly m));
+      mm = if ok then m else { };
       ref = mm.node or null;
+      named = if isString ref then namedNodes.${ref} or null else null;
       refKind =
-        if ref == null then "missing"
-        else if isString ref then (if nodes ? ${ref} then "name" else "unknown")
+        if named != null then "name"
+        else if ref == null then "missing"
+        else if isString ref then "unknown"
         else if isAttrs ref && !(u.isNixOnly ref) then "value"
         else "invalid";
       nodeName =
-        if refKind == "name" then ref
+        if named != null then ref
         else if refKind == "value" && isString (ref._nix8sName or null) then ref._nix8sName
         else null;
       template =
-        if refKind == "name" then attrsOr nodes.${ref}
+        if named != null then named.template
         else if refKind == "value" then ref
         else { };
       overrides = removeAttrs mm memberKeys;
       # Templates are made data-only once per node, not once per member; members without overrides share them.
-      templateData =
-        if nodeName != null && nodesData ? ${nodeName} then nodesData.${nodeName}
-        else u.dataOnly template;
-      config = if overrides == { } then templateData else u.dataUpdate templateData (if dataInput then overrides else u.dataOnly overrides);
-      mac = (config.network.mac or null);
+      config =
+        let
+          templateData =
+            if named != null then named.data
+            else if nodeName != null && nodesData ? ${nodeName} then nodesData.${nodeName}
+            else u.dataOnly template;
+        in
+        if overrides == { } then templateData
+        else u.dataUpdate templateData (if dataInput then overrides else u.dataOnly overrides);
     in {
       name = mname;
       cluster = cname;
       hostName = "${cname}-${mname}";
-      isAttrs = isAttrs m && !(nixOnly m);
+      isAttrs = ok;
       raw = mm;
-      inherit ref refKind nodeName template overrides config mac;
+      inherit ref refKind nodeName template overrides config;
+      mac = config.network.mac or null;
       role = mm.role or null;
       ip = mm.ip or null;
-      # Computed once per member, read by validation's own checks and its duplicate checks.
-      ipValid = u.isIPv4 (mm.ip or null);
-      macValid = u.isMAC mac;
     };
 
   cluster = cname: c:
@@ -65,8 +74,11 @@ let
       cc = attrsOr c;
       members = mapAttrs (member cname) (attrsOr (cc.members or { }));
       names = attrNames members; # sorted
-      servers = filter (n: members.${n}.role == "server") names;
-      agents = filter (n: members.${n}.role == "agent") names;
+      memberList = builtins.attrValues members; # in the order of names
+      # One pass over the members (groupBy keeps their order).
+      byRole = builtins.groupBy (m: if isString m.role then m.role else "") memberList;
+      servers = catAttrs "name" (byRole.server or [ ]);
+      agents = catAttrs "name" (byRole.agent or [ ]);
       ha = attrsOr (cc.ha or { });
       haEnable = ha.enable or false == true;
       vip = if haEnable && isString (ha.vip or null) then ha.vip else null;
@@ -81,7 +93,7 @@ let
     in {
       name = cname;
       raw = cc;
-      inherit members names servers agents otherServers firstServer ha haEnable vip;
+      inherit members memberList names servers agents otherServers firstServer ha haEnable vip;
       # keepalived moves the VIP between servers and haproxy on the VIP spreads API traffic over all of them;
       # "external" means the VIP is served by a load balancer outside the cluster.
       loadBalancer = if vip != null && lb == "keepalived" then "keepalived" else if vip != null then lb else null;
@@ -95,7 +107,7 @@ let
       endpointHost = if vip != null then vip else if firstServer != null then members.${firstServer}.ip else null;
     };
 in {
-  inherit raw nodes provisioning;
+  inherit raw nodes nodesData provisioning dataInput;
   isAttrs = isAttrs cfg && !(nixOnly cfg);
   input = cfg;
   clusters = mapAttrs cluster clusters;

@@ -63,35 +63,39 @@ let
       healthEndpoints = c.loadBalancer != null
         && !(hasApiServerArg "authentication-config" serverArgs) && !(hasApiServerArg "anonymous-auth" serverArgs);
 
-      memberPlan = m:
-        let
-          isServer = m.role == "server";
-          isFirst = m.name == c.firstServer;
-          # Built for every member: agents take the short way (no optionals over server-only flags).
-          flags =
+      # Servers hold the cluster token; agents only ever get the agent token.
+      agentsTokenFile = if agentTokenFile == null then tokenFile else agentTokenFile;
+      serverK3s = m:
+        let isFirst = m.name == c.firstServer; in {
+          inherit (m) role;
+          clusterInit = isFirst;
+          serverAddr = if isFirst then null else apiEndpoint;
+          flags = concatLists [
             [ "--node-ip=${m.ip}" ]
-            ++ (if !isServer then agentArgs else concatLists [
-              (optionals bindOwnAddress [ (flag "bind-address" m.ip) (flag "advertise-address" m.ip) ])
-              (optionals (c.vip != null) [ (flag "tls-san" c.vip) ])
-              (optionals (net ? clusterCidr) [ (flag "cluster-cidr" net.clusterCidr) ])
-              (optionals (net ? serviceCidr) [ (flag "service-cidr" net.serviceCidr) ])
-              (optionals (net ? clusterDns) [ (flag "cluster-dns" net.clusterDns) ])
-              (optionals healthEndpoints [ (flag "kube-apiserver-arg" "authentication-config=${healthAuthenticationPath}") ])
-              serverArgs
-            ]);
-        in {
-          inherit (m) name hostName role ip mac config;
-          node = m.nodeName;
-          k3s = {
-            inherit (m) role;
-            clusterInit = isFirst;
-            serverAddr = if isFirst then null else apiEndpoint;
-            inherit flags;
-            # Servers hold the cluster token; agents only ever get the agent token.
-            tokenFile = if isServer || agentTokenFile == null then tokenFile else agentTokenFile;
-            agentTokenFile = if isServer then agentTokenFile else null;
-          };
+            (optionals bindOwnAddress [ (flag "bind-address" m.ip) (flag "advertise-address" m.ip) ])
+            (optionals (c.vip != null) [ (flag "tls-san" c.vip) ])
+            (optionals (net ? clusterCidr) [ (flag "cluster-cidr" net.clusterCidr) ])
+            (optionals (net ? serviceCidr) [ (flag "service-cidr" net.serviceCidr) ])
+            (optionals (net ? clusterDns) [ (flag "cluster-dns" net.clusterDns) ])
+            (optionals healthEndpoints [ (flag "kube-apiserver-arg" "authentication-config=${healthAuthenticationPath}") ])
+            serverArgs
+          ];
+          inherit tokenFile agentTokenFile;
         };
+      # Built for every agent, so as few thunks as it takes: an agent is never the first server (that is a server).
+      agentK3s = m: {
+        inherit (m) role;
+        clusterInit = false;
+        serverAddr = apiEndpoint;
+        flags = [ "--node-ip=${m.ip}" ] ++ agentArgs;
+        tokenFile = agentsTokenFile;
+        agentTokenFile = null;
+      };
+      memberPlan = _: m: {
+        inherit (m) name hostName role ip mac config;
+        node = m.nodeName;
+        k3s = if m.role == "server" then serverK3s m else agentK3s m;
+      };
     in {
       inherit (c) name firstServer servers agents;
       inherit apiEndpoint;
@@ -113,7 +117,7 @@ let
       # API server).
       upgradeRollout = c.otherServers ++ [ c.firstServer ] ++ c.agents;
       upgradeRolloutWaves = map (s: [ s ]) (c.otherServers ++ [ c.firstServer ]) ++ optionals (c.agents != [ ]) [ c.agents ];
-      members = mapAttrs (_: memberPlan) c.members;
+      members = mapAttrs memberPlan c.members;
     };
 in {
   clusters = mapAttrs (_: clusterPlan) model.clusters;

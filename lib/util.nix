@@ -37,16 +37,19 @@ rec {
     else if t == "lambda" || t == "path" then null
     else v;
 
-  dataAttrs = v: listToAttrs (builtins.concatMap (n:
+  # An attribute set of strings only (a member's `network = { mac = ...; }`) is its own data-only form: no call per key.
+  dataAttrs = v: if !(v ? nixosModules || v ? _nix8sName) && all builtins.isString (builtins.attrValues v) then v else listToAttrs (builtins.concatMap (n:
     let x = v.${n}; tx = typeOf x; in
     if n == "nixosModules" || n == "_nix8sName" || tx == "lambda" || tx == "path" then [ ]
     else if tx == "set" then (if isNixOnly x then [ ] else [ { name = n; value = dataAttrs x; } ])
     else if tx == "list" then [ { name = n; value = dataOnly x; } ]
     else [ { name = n; value = x; } ]) (attrNames v));
 
-  # recursiveUpdate for values already made data-only.
+  # recursiveUpdate for values already made data-only. Without a key in common (a member overriding only
+  # network.mac of a template without one) it is a plain `//`, with no call per key.
   dataUpdate = lhs: rhs:
-    if isAttrs lhs && isAttrs rhs then lhs // mapAttrs (n: r: if lhs ? ${n} then dataUpdate lhs.${n} r else r) rhs
+    if isAttrs lhs && isAttrs rhs then
+      lhs // (if builtins.intersectAttrs lhs rhs == { } then rhs else mapAttrs (n: r: if lhs ? ${n} then dataUpdate lhs.${n} r else r) rhs)
     else rhs;
 
   # ---- formatting ------------------------------------------------------------------------------------------------
@@ -114,14 +117,17 @@ rec {
     let os = parseIPv4 ipStr; in
     os != null && (let n = ipToInt os; in n >= c.network && n < c.network + c.size);
 
-  isMAC = s: typeOf s == "string" && match "[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}" s != null;
+  # Written out without groups: a group makes every match allocate its capture, and this runs for every member.
+  macRe = let h = "[0-9a-fA-F]{2}"; in "${h}:${h}:${h}:${h}:${h}:${h}";
+  isMAC = s: typeOf s == "string" && match macRe s != null;
 
   # MACs compare and print in lower case.
   toLower = builtins.replaceStrings [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ]
     [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ];
 
   # RFC 1123 label, lowercase as Kubernetes node names require.
-  isLabel = s: typeOf s == "string" && match "[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?" s != null;
+  labelRe = "[a-z0-9]|[a-z0-9][-a-z0-9]{0,61}[a-z0-9]"; # no group: see macRe
+  isLabel = s: typeOf s == "string" && match labelRe s != null;
 
   # ---- misc ------------------------------------------------------------------------------------------------------------
 

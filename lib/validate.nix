@@ -4,8 +4,8 @@ let
   u = import ./util.nix;
   inherit (u) problem show quoteList;
   inherit (builtins)
-    all attrNames attrValues concatLists concatMap elem filter groupBy head isAttrs isBool isInt isList isString
-    length match stringLength tail typeOf;
+    all attrNames attrValues catAttrs concatLists concatMap elem filter groupBy head isAttrs isBool isInt isList
+    isString length match stringLength tail typeOf;
 
   opt = cond: p: if cond then [ p ] else [ ];
 
@@ -100,7 +100,7 @@ let
           [ (problem segs "after merging node ${show (if m.nodeName != null then m.nodeName else "(inline)")} with this member's overrides both install.disk and disko are set; they are mutually exclusive, override one of them with null or drop one") ]
         else [ ];
       ipErr =
-        if m.ipValid then (if c.vip != null && m.ip == c.vip then [ (problem (segs ++ [ "ip" ]) "${show m.ip} is also the cluster's ha.vip; the VIP must be an address no member uses") ] else [ ])
+        if u.isIPv4 m.ip then (if c.vip != null && m.ip == c.vip then [ (problem (segs ++ [ "ip" ]) "${show m.ip} is also the cluster's ha.vip; the VIP must be an address no member uses") ] else [ ])
         else checkIPv4 (segs ++ [ "ip" ]) "ip" m.ip;
     in
     if !m.isAttrs then { errors = [ (problem segs "must be an attribute set with node, role and ip, got ${show m.raw}") ]; warnings = [ ]; }
@@ -120,16 +120,72 @@ let
     concatMap (k: let g = groups.${k}; in map (x: mkProblem x (head g)) (tail g))
       (filter (k: length groups.${k} > 1) (attrNames groups));
 
-  clusterProblems = model: c:
+  # ---- the common case in one pass ---------------------------------------------------------------------------------
+  # The checks above build a member's problem lists with several calls per member. A large cluster is usually
+  # clean, so a cluster is first tested as a whole, with builtins over lists of the members' fields and no
+  # function call per member; only when that test fails do the per-member checks run, and they find and word
+  # every problem, so the result is the same either way. Each test here may refuse a clean cluster (then the
+  # per-member checks find nothing), never accept one with a problem.
+
+  # No two of these strings (keyed by `key`, a builtin) are equal: then no subset of them has a duplicate either.
+  # (attrValues, unlike attrNames, makes no new string per key.)
+  distinct = key: xs: length (attrValues (groupBy key xs)) == length xs;
+
+  # MACs compare in lower case; for hex digits only A-F change (valid MACs are all the duplicate check sees).
+  # MACs are usually written in lower case, and then they compare as they are: lowering each costs more.
+  hexLower = builtins.replaceStrings [ "A" "B" "C" "D" "E" "F" ] [ "a" "b" "c" "d" "e" "f" ];
+  lowerMacRe = let h = "[0-9a-f]{2}"; in "${h}:${h}:${h}:${h}:${h}:${h}";
+
+  noNulls = xs: !(elem null xs);
+
+  # Member names that are host name labels and short enough for "<cluster>-<member>" (at most 63 characters).
+  nameRe = c:
+    let max = 62 - stringLength c.name; in
+    if max >= 2 then "[a-z0-9]|[a-z0-9][-a-z0-9]{0,${toString (max - 2)}}[a-z0-9]" else null;
+
+  # The overrides members make, grouped by key (`{ network = [ { mac = ...; } ... ]; }`): network.mac, the usual
+  # one, is tested as one list; other keys with node checks run them on each value; install and disko, which
+  # change what the merge checks and the disk warning see, take the per-member way. In a config from JSON a string
+  # network.mac of an override is the member's MAC (it replaces the template's), so macsValid (every member's MAC
+  # string is a valid MAC) tests it with no second regex per member; in Nix a Nix-only `network` would not be.
+  overridesClean = model: macsValid: ms:
+    let byKey = builtins.zipAttrsWith (_: vs: vs) (catAttrs "overrides" ms); in
+    all (k: let vs = byKey.${k}; in
+      if k == "network" then
+        (let macs = catAttrs "mac" (filter isAttrs vs); in
+          all isString macs && (if model.dataInput then macsValid else noNulls (map (match u.macRe) macs)))
+      else if k == "install" || k == "disko" then false
+      else if nodeChecks ? ${k} then all (v: nodeChecks.${k} [ ] { ${k} = v; } == [ ]) vs
+      else true) (attrNames byKey);
+
+  # No member has an error or a warning of memberProblems (the IP duplicates are checked apart).
+  membersClean = model: macsValid: c: ms:
+    let
+      ips = catAttrs "ip" ms;
+      re = nameRe c;
+      refs = catAttrs "ref" ms;
+      # Templates whose data has no disk layout: their members get the disk warning.
+      diskless = filter (n: let t = model.nodesData.${n}; in !(isAttrs t) || (t.install.disk or null) == null && (t.disko or null) == null) model.nodeNames;
+    in
+    !(elem false (catAttrs "isAttrs" ms))
+    && length c.servers + length c.agents == length ms
+    && all isString refs && !(elem "unknown" (catAttrs "refKind" ms))
+    && re != null && noNulls (map (match re) c.names)
+    && all isString ips && noNulls (map (match u.ipv4Re) ips) && !(elem c.vip ips)
+    && all (n: !(elem n refs)) diskless
+    && overridesClean model macsValid ms;
+
+  clusterProblems = model: macsValid: c:
     let
       segs = [ "clusters" c.name ];
-      ms = map (n: c.members.${n}) c.names;
+      ms = c.memberList;
+      clean = membersClean model macsValid c ms;
       valid = filter (m: m.isAttrs) ms;
       k3s = c.k3s;
       netw = if isAttrs (k3s.network or null) then k3s.network else { };
       svc = u.parseCIDR (netw.serviceCidr or null);
       mp = map (m: memberProblems m model c) ms;
-      withIP = filter (m: m.ipValid) valid;
+      withIP = filter (m: u.isIPv4 m.ip) valid;
       ha = c.ha;
       secrets = c.secrets;
       cnet = if isAttrs (c.raw.network or null) then c.raw.network else { };
@@ -171,12 +227,12 @@ let
           opt (f != null && !(isString f && match "/.*" f != null))
             (problem (segs ++ [ "secrets" k ]) "must be an absolute path on the node (such as \"/run/secrets/k3s-token\"), got ${show f}"))
           [ "tokenFile" "agentTokenFile" ])
-        (concatMap (x: x.errors) mp)
-        (duplicates withIP (m: m.ip) (m: first:
+        (if clean then [ ] else concatMap (x: x.errors) mp)
+        (if distinct toString (filter isString (catAttrs "ip" ms)) then [ ] else duplicates withIP (m: m.ip) (m: first:
           problem [ "clusters" c.name "members" m.name "ip" ] "${show m.ip} is also the ip of member ${show first.name}; every member needs its own address"))
       ];
       warnings = concatLists [
-        (concatMap (x: x.warnings) mp)
+        (if clean then [ ] else concatMap (x: x.warnings) mp)
         (opt (!c.haEnable && length c.servers > 1)
           (problem (segs ++ [ "ha" "enable" ]) "${toString (length c.servers)} servers but ha.enable is false: everything joins through ${show c.firstServer}, which stays a single point of failure; set ha.enable and ha.vip"))
         (concatMap (k: opt ((secrets.${k} or null) != null)
@@ -233,8 +289,13 @@ in
 model:
 let
   np = map (n: nodeProblems n model.nodes.${n}) model.nodeNames;
-  cp = map (c: clusterProblems model c) (attrValues model.clusters);
-  allMembers = concatMap (c: map (n: c.members.${n}) c.names) (attrValues model.clusters);
+  cp = map (clusterProblems model (validMACs != null)) (attrValues model.clusters);
+  allMembers = concatMap (c: c.memberList) (attrValues model.clusters);
+  # The MACs the duplicate check sees, when every MAC string is a valid MAC (members that are not attribute sets
+  # have none); otherwise null, and the check takes the per-member way.
+  macStrings = filter isString (catAttrs "mac" allMembers);
+  lowerMACs = noNulls (map (match lowerMacRe) macStrings);
+  validMACs = if lowerMACs || noNulls (map (match u.macRe) macStrings) then macStrings else null;
   raw = model.raw;
   sections = [ "nodes" "clusters" "provisioning" ];
   topLevel = concatMap (k: checkAttrs [ k ] (raw.${k} or null)) sections
@@ -269,7 +330,8 @@ in {
     # <cluster>-<member> can only collide across clusters (member names are unique within one).
     (duplicates (if length (attrNames model.clusters) < 2 then [ ] else filter (m: u.isLabel m.name) allMembers) (m: m.hostName) (m: first:
       problem [ "clusters" m.cluster "members" m.name ] "host name ${show m.hostName} is also the host name of clusters.${first.cluster}.members.${first.name}; rename one of them"))
-    (duplicates (filter (m: m.isAttrs && m.macValid) allMembers) (m: u.toLower m.mac) sharedMAC)
+    (if validMACs != null && distinct (if lowerMACs then toString else hexLower) validMACs then [ ]
+     else duplicates (filter (m: m.isAttrs && u.isMAC m.mac) allMembers) (m: u.toLower m.mac) sharedMAC)
     (provisioningProblems model.provisioning)
   ];
   warnings = concatLists [
