@@ -9,7 +9,7 @@ import (
 	_ "github.com/pin/tftp/v3"
 	_ "github.com/pressly/goose/v3"
 	_ "github.com/prometheus/client_golang/prometheus"
-	_ "go.yaml.in/yaml/v3"
 	_ "github.com/rogpeppe/go-internal/testscript"
 	_ "github.com/santhosh-tekuri/jsonschema/v6"
+	_ "go.yaml.in/yaml/v3"
 )

@@ -163,4 +163,41 @@ func TestNixOSModulePXE(t *testing.T) {
 	if udp, _ := get(cfg, "networking", "firewall", "allowedUDPPorts").([]any); len(udp) != 3 || udp[2] != 4011.0 {
 		t.Errorf("firewall udp %v", udp)
 	}
+	if strings.Contains(exec, "--machine-listen") {
+		t.Errorf("ExecStart %q has a machine listener by default", exec)
+	}
+
+	// A machine listener of its own: the flag, and its port opened beside the API's.
+	cfg = evalModule(t, `{ enable = true; package = "/p"; openFirewall = true; listenAddress = "192.168.1.10";
+		pxe = { enable = true; machinePort = 8081; machineListenAddress = "10.0.0.1"; }; }`)
+	exec = get(cfg, "systemd", "services", "nix8sd", "serviceConfig", "ExecStart").(string)
+	for _, want := range []string{"'--listen' '192.168.1.10:8080'", "'--machine-listen' '10.0.0.1:8081'"} {
+		if !strings.Contains(exec, want) {
+			t.Errorf("ExecStart %q lacks %q", exec, want)
+		}
+	}
+	if tcp, _ := get(cfg, "networking", "firewall", "allowedTCPPorts").([]any); len(tcp) != 2 || tcp[0] != 8080.0 || tcp[1] != 8081.0 {
+		t.Errorf("firewall tcp %v, want the API's and the machines' port", tcp)
+	}
+}
+
+// A machine port equal to the API's port fails the evaluation's assertions, naming both fixes.
+func TestNixOSModuleMachinePortClash(t *testing.T) {
+	failed := func(settings string) []string {
+		var msgs []string
+		as, _ := get(evalModule(t, settings), "assertions").([]any)
+		for _, a := range as {
+			if m := a.(map[string]any); m["assertion"] == false {
+				msgs = append(msgs, m["message"].(string))
+			}
+		}
+		return msgs
+	}
+	if msgs := failed(`{ enable = true; package = "/p"; pxe = { enable = true; machinePort = 8081; }; }`); len(msgs) != 0 {
+		t.Errorf("failed assertions with distinct ports: %q", msgs)
+	}
+	msgs := failed(`{ enable = true; package = "/p"; pxe = { enable = true; machinePort = 8080; }; }`)
+	if want := "services.nix8sd: pxe.machinePort must differ from port (8080); set it to another port, or to null to serve machines on port"; len(msgs) != 1 || msgs[0] != want {
+		t.Errorf("failed assertions %q, want %q", msgs, want)
+	}
 }

@@ -23,6 +23,7 @@ let
       ++ optionals (pxe.interface != null) [ "--pxe-interface" pxe.interface ]
       ++ optionals (pxe.ip != null) [ "--pxe-ip" pxe.ip ]
       ++ optionals (pxe.mode != null) [ "--pxe-mode" pxe.mode ]
+      ++ optionals (pxe.machinePort != null) [ "--machine-listen" "${pxe.machineListenAddress}:${toString pxe.machinePort}" ]
       ++ optionals (!pxe.autoInstall) [ "--no-auto-install" ]
       ++ optionals (!pxe.discovery) [ "--discovery=false" ])
     ++ cfg.extraArgs;
@@ -42,13 +43,17 @@ in
     listenAddress = mkOption {
       type = types.str;
       default = "0.0.0.0";
-      description = "Address the REST API listens on.";
+      example = "192.168.1.10";
+      description = ''
+        Address the REST API listens on. With `pxe.machinePort`, give an address of the operator network
+        only, so that the provisioning LAN cannot reach the API at all (docs/security.md).
+      '';
     };
 
     port = mkOption {
       type = types.port;
       default = 8080;
-      description = "TCP port of the REST API (and, with the PXE services, of the netboot HTTP files).";
+      description = "TCP port of the REST API (and, with the PXE services and no `pxe.machinePort`, of the netboot HTTP files and the machines' reports).";
     };
 
     stateDir = mkOption {
@@ -113,7 +118,7 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open DHCP (67/udp, and 4011/udp for proxy mode), TFTP (69/udp) and the API/HTTP port (`port`/tcp) for the PXE network.";
+      description = "Open DHCP (67/udp, and 4011/udp for proxy mode), TFTP (69/udp), the API/HTTP port (`port`/tcp) and `pxe.machinePort`/tcp, on every interface.";
     };
 
     # Network boot (docs/pxe.md). Interface, address and DHCP mode default to the inventory's
@@ -135,6 +140,25 @@ in
         type = types.nullOr types.str;
         default = null;
         description = "This host's address on that interface (`--pxe-ip`); default `provisioning.pxe.server.ip`.";
+      };
+      machinePort = mkOption {
+        type = types.nullOr types.port;
+        default = null;
+        example = 8081;
+        description = ''
+          Serve the machine-facing endpoints (`/boot`, `/machine/v1`) on a listener of their own
+          (`--machine-listen`), with its own connection caps, and hand machines URLs with this port; the
+          `port` listener then serves only the operator API, health and metrics. Then a flood from the
+          provisioning LAN (many addresses holding slow image downloads) cannot take the operator API's
+          connections. `null`: one listener on `port` for both (the default, so existing firewall rules and
+          installs in progress keep working). Pass its caps and timeouts (`--machine-http-*`) in `extraArgs`.
+        '';
+      };
+      machineListenAddress = mkOption {
+        type = types.str;
+        default = "0.0.0.0";
+        example = "10.0.0.1";
+        description = "Address of the `machinePort` listener: this host's address on the provisioning LAN (`ip`) keeps it off the other networks.";
       };
       mode = mkOption {
         type = types.nullOr (types.enum [ "proxy" "full" ]);
@@ -260,7 +284,11 @@ in
     assertions = [{
       assertion = localDb -> cfg.database.urlFile == null;
       message = "services.nix8sd: set database.createLocally = false to use database.urlFile";
-    }];
+    }
+      {
+        assertion = pxe.machinePort != cfg.port;
+        message = "services.nix8sd: pxe.machinePort must differ from port (${toString cfg.port}); set it to another port, or to null to serve machines on port";
+      }];
 
     services.postgresql = mkIf localDb {
       enable = true;
@@ -277,7 +305,7 @@ in
 
     networking.firewall = mkIf cfg.openFirewall {
       allowedUDPPorts = [ 67 69 ] ++ optional pxe.enable 4011;
-      allowedTCPPorts = [ cfg.port ];
+      allowedTCPPorts = [ cfg.port ] ++ optional (pxe.enable && pxe.machinePort != null) pxe.machinePort;
     };
 
     systemd.services.nix8sd = {

@@ -25,6 +25,7 @@ import (
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/api"
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/pgembed"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -82,7 +83,7 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	hs := httptest.NewServer(api.New(api.Options{Store: st, Core: ev}))
+	hs := httptest.NewServer(api.New(api.Options{Store: st, Inventory: inventory.New(inventory.Options{Store: st, Core: ev})}))
 	defer hs.Close()
 	token, err := st.CreateToken(ctx, "bench", store.ScopeAdmin)
 	if err != nil {

@@ -174,6 +174,7 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 		Reinstall:   o.reinstall,
 		DryRun:      o.dryRun,
 		Tokens:      tokens,
+		JoinTokens:  &provision.JoinTokens{Runner: ssh, TTL: provision.DefaultJoinTokenTTL}, // agents: never the agent token
 		ExtraFiles:  o.extraFiles,
 		SSH:         settings,
 		WaitTimeout: o.waitTimeout,

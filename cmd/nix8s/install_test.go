@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/nix8s/nix8s/internal/secrets"
 	"github.com/nix8s/nix8s/internal/sshtest"
 )
 
@@ -69,6 +71,12 @@ func (e *opsEnv) genSecrets(t *testing.T) {
 func TestInstallCommand(t *testing.T) {
 	e := newOpsEnv(t)
 	e.genSecrets(t)
+	// The first server's k3s makes the agents' join tokens (a stand-in over the StandIns' k3s: k3s cannot
+	// run here); it takes an agent as a Ready node once the agent holds a live token of its.
+	k3s := e.net.K3sTokens(t, e.net.Node("s1"))
+	for _, a := range []string{"a1", "a2"} {
+		k3s.JoinFrom(t, "t-"+a, e.net.Node(a), "/var/lib/nix8s/secrets/k3s-agent-token")
+	}
 
 	code, stdout, stderr := e.run(t, "install", "--dry-run", "t", "--all")
 	if code != 0 || !strings.Contains(stdout, "wave 3: t-a1 (agent)\n") || len(e.si.Log(t)) != 0 {
@@ -93,6 +101,25 @@ func TestInstallCommand(t *testing.T) {
 	agentFiles := e.net.Node("a1").Exec(t, "find /var/lib/nix8s -type f | sort")
 	if agentFiles != "/var/lib/nix8s/secrets/k3s-agent-token\n" {
 		t.Errorf("files on agent a1: %q", agentFiles)
+	}
+	// The agents hold join tokens of their own, deleted on s1 once they were Ready; never the agent token.
+	tokens, err := secrets.Load(context.Background(), e.secrets, "t", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := k3s.Tokens(t)
+	for _, a := range []string{"a1", "a2"} {
+		got := e.net.Node(a).Exec(t, "cat /var/lib/nix8s/secrets/k3s-agent-token")
+		_, join, _ := strings.Cut(got, "::")
+		if strings.Contains(got, tokens.AgentToken) || strings.Contains(got, tokens.Token) || !slices.Contains(made, join) {
+			t.Errorf("%s holds %q, want a join token made on s1 (%q)", a, got, made)
+		}
+		if id, _, _ := strings.Cut(join, "."); !slices.Contains(k3s.Deleted(t), id) {
+			t.Errorf("%s's join token was not deleted: %q", a, k3s.Calls(t))
+		}
+	}
+	if len(made) != 2 || !strings.Contains(stderr, "nix8s: t-a1: a Ready node; deleted its join token ") {
+		t.Errorf("join tokens made %q; stderr:\n%s", made, stderr)
 	}
 
 	t.Run("a second install skips everything, --json", func(t *testing.T) {

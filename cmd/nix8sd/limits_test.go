@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,4 +395,133 @@ func TestServeBootFloodKeepsTheOperatorAPI(t *testing.T) {
 	if n := sampleBy(t, op, addr, busy) - before; n != flood-inFlight {
 		t.Errorf("%s rose by %v, want %d", busy, n, flood-inFlight)
 	}
+}
+
+// Many addresses on the provisioning LAN each holding busy image downloads (read at a rate above the least one,
+// so nothing times them out) fill the machine listener (--machine-listen): newcomers there are closed and
+// counted, but the operator listener (--listen) is another budget: /readyz and an authenticated /v1 call
+// answer. The machine listener never serves /v1 or /readyz, the operator listener never /boot, and the boot
+// scripts name the machine listener's port.
+func TestServeBusyMachineFloodKeepsTheOperatorAPI(t *testing.T) {
+	requireServeBoot(t)
+	dir := t.TempDir()
+	images := filepath.Join(dir, "images")
+	os.MkdirAll(filepath.Join(images, "discovery"), 0o755)
+	// A kernel of 1 GiB (sparse): no download of it ends while the test runs.
+	if f, err := os.Create(filepath.Join(images, "discovery", "bzImage")); err != nil || f.Truncate(1<<30) != nil || f.Close() != nil {
+		t.Fatalf("the big kernel: %v", err)
+	}
+	os.WriteFile(filepath.Join(images, "discovery", "initrd"), []byte("i"), 0o644)
+	tok, tokFile := adminToken(t, dir)
+	port := func() string {
+		c, _ := net.ListenPacket("udp4", "127.0.0.1:0")
+		defer c.Close()
+		return fmt.Sprint(c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	addr, maddr := freeAddr(t), freeAddr(t)
+	const maxConns, perClient = 20, 2
+	_, stop := serveAt(t, addr, map[string]string{"DATABASE_URL": pgtest.Database(t)}, "--state-dir", dir, "--admin-token-file", tokFile,
+		"--pxe-interface", "lo", "--pxe-ip", "127.0.0.1", "--pxe-images", images, "--dhcp-port", port(), "--tftp-port", port(),
+		"--http-max-conns", "40", "--http-max-client-conns", "30",
+		"--machine-listen", maddr, "--machine-http-max-conns", fmt.Sprint(maxConns), "--machine-http-max-client-conns", fmt.Sprint(perClient))
+	defer func() {
+		if code, stderr := stop(); code != 0 || t.Failed() {
+			t.Logf("nix8sd exited %d:\n%s", code, tail(stderr, 8000))
+		}
+	}()
+	const op = "127.0.0.2"
+
+	// Each listener serves its side only; the boot script sends machines to the machine listener.
+	_, mport, _ := net.SplitHostPort(maddr)
+	if code, body := get(t, "127.0.0.3", maddr, "/boot/ipxe?mac=52:54:00:cc:01:01", ""); code != 200 ||
+		!strings.Contains(body, "http://127.0.0.1:"+mport+"/boot/images/discovery/bzImage") {
+		t.Errorf("boot script on the machine listener: %d\n%s", code, body)
+	}
+	for _, path := range []string{"/v1/clusters", "/readyz", "/metrics", "/v1/openapi.yaml", "/boot/../v1/clusters", "/%62oot/x"} {
+		if code, body := get(t, "127.0.0.3", maddr, path, tok); code != 404 || !strings.Contains(body, `"code":"not_found"`) {
+			t.Errorf("GET %s with an admin token on the machine listener: %d %s", path, code, body)
+		}
+	}
+	if code, body := get(t, op, addr, "/boot/ipxe?mac=52:54:00:cc:01:01", ""); code != 404 || !strings.Contains(body, "--machine-listen") {
+		t.Errorf("boot script on the operator listener: %d %s", code, body)
+	}
+
+	// The flood: perClient downloads from each of maxConns/perClient addresses, each read slowly for good.
+	var flood []net.Conn
+	stopReading := make(chan struct{})
+	var readers sync.WaitGroup
+	var downloading atomic.Int32
+	defer func() {
+		close(stopReading)
+		for _, c := range flood {
+			c.Close()
+		}
+		readers.Wait()
+	}()
+	for i := range maxConns / perClient {
+		ip := fmt.Sprintf("127.0.0.%d", 10+i)
+		for _, c := range dialFrom(t, ip, maddr, perClient) {
+			flood = append(flood, c)
+			fmt.Fprint(c, "GET /boot/images/discovery/bzImage HTTP/1.1\r\nHost: nix8sd\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(c)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("download from %s: %v %v", ip, res, err)
+			}
+			c.SetReadDeadline(time.Time{})
+			downloading.Add(1)
+			readers.Go(func() {
+				defer downloading.Add(-1)
+				buf := make([]byte, 64<<10)
+				for {
+					select {
+					case <-stopReading:
+						return
+					case <-time.After(500 * time.Millisecond):
+					}
+					if _, err := io.ReadFull(res.Body, buf); err != nil {
+						return
+					}
+				}
+			})
+		}
+	}
+	pxetest.WaitFor(t, 30*time.Second, "the machine listener to hold the flood's downloads", func() bool {
+		return sampleBy(t, op, addr, "nix8s_machine_http_connections") == maxConns
+	})
+	full := `nix8s_machine_http_connections_refused_total{reason="full"}`
+	before := sampleBy(t, op, addr, full)
+
+	// Newcomers to the full machine listener, from a new address and from a flooding one: closed unanswered.
+	for _, ip := range []string{"127.0.0.30", "127.0.0.10"} {
+		c := dialFrom(t, ip, maddr, 1)[0]
+		fmt.Fprint(c, "GET /boot/ipxe?mac=52:54:00:cc:01:02 HTTP/1.1\r\nHost: nix8sd\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if b, err := io.ReadAll(c); len(b) > 0 || isTimeout(err) {
+			t.Errorf("a newcomer from %s to the full machine listener: %q %v, want it closed unanswered", ip, b, err)
+		}
+	}
+	if n := sampleBy(t, op, addr, full) - before; n != 2 {
+		t.Errorf("%s rose by %v, want 2", full, n)
+	}
+
+	// The operator listener is untouched: /readyz and an authenticated call answer at once.
+	if code, body := get(t, op, addr, "/readyz", ""); code != 200 {
+		t.Errorf("/readyz during the machine flood: %d %s", code, body)
+	}
+	if code, body := get(t, op, addr, "/v1/clusters", tok); code != 200 {
+		t.Errorf("GET /v1/clusters during the machine flood: %d %s", code, body)
+	}
+	if n := sampleBy(t, op, addr, "nix8s_machine_http_connections"); n != maxConns {
+		t.Errorf("%v connections open on the machine listener after the operator's calls, want the flood's %d", n, maxConns)
+	}
+	if n := downloading.Load(); n != maxConns {
+		t.Errorf("%d of the flood's %d downloads still going, want all", n, maxConns)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/pxe"
 	"github.com/nix8s/nix8s/internal/pxe/storeboot"
@@ -42,6 +44,8 @@ type pxeOptions struct {
 	nix        string
 	nodeWatch  time.Duration
 	raDisabled bool
+	// maxDiscovered is --max-discovered: storeboot.Adapter.MaxDiscovered, 0 for no cap.
+	maxDiscovered int
 }
 
 type listFlag []string
@@ -60,7 +64,7 @@ func (p *pxeOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&p.images, "pxe-images", getenv("NIX8S_PXE_IMAGES"), "serve prebuilt images from `DIR`/<cluster>-<member>/ and DIR/discovery/ (bzImage, initrd, cmdline) instead of building them from the flake")
 	fs.BoolVar(&p.discovery, "discovery", true, "boot unknown machines into the discovery image (false: they fall through to their next boot device)")
 	fs.BoolVar(&p.noArm, "no-auto-install", false, "do not install assigned machines when they boot; only POST /v1/machines/{mac}/reinstall arms an install")
-	fs.StringVar(&p.baseURL, "pxe-url", getenv("NIX8S_PXE_URL"), "`URL` machines reach this daemon's API on (default http://<pxe-ip>:<listen port>)")
+	fs.StringVar(&p.baseURL, "pxe-url", getenv("NIX8S_PXE_URL"), "`URL` machines reach this daemon's API on (default http://<pxe-ip>:<port of --machine-listen, else of --listen>)")
 	fs.IntVar(&p.dhcpPort, "dhcp-port", 67, "DHCP server `PORT` (proxy mode also uses PORT+3944)")
 	fs.IntVar(&p.tftpPort, "tftp-port", 69, "TFTP `PORT`")
 	fs.DurationVar(&p.waitEvery, "pxe-wait", 15*time.Second, "how often a machine waiting for its turn asks again")
@@ -68,6 +72,7 @@ func (p *pxeOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&p.nix, "nix", envOr(getenv, "NIX8S_NIX", "nix"), "the nix `PROGRAM` that builds installer images ($NIX8S_NIX)")
 	fs.DurationVar(&p.nodeWatch, "node-watch-interval", 10*time.Second, "how often the clusters' API servers are asked which nodes registered and are Ready")
 	fs.BoolVar(&p.raDisabled, "no-router-advertisements", false, "do not answer IPv6 router solicitations (iPXE waits ~16 s for one on IPv4-only networks)")
+	fs.IntVar(&p.maxDiscovered, "max-discovered", storeboot.DefaultMaxDiscovered, "refuse discover reports of new machines while `N` machines are in state discovered (0: no cap)")
 }
 
 func (p *pxeOptions) enabled() bool { return p.enable || len(p.clusters) > 0 || p.iface != "" }
@@ -129,18 +134,43 @@ type pxeServices struct {
 	nixb    *pxe.NixBuild
 	log     *slog.Logger
 	view    *core.PXEPlan
+	// running: server.Run owns the sockets (and closes them when it returns).
+	running bool
+}
+
+// closeUnlessRunning closes the sockets of a start that failed before the services ran.
+func (s *pxeServices) closeUnlessRunning() {
+	if !s.running {
+		s.server.Close()
+	}
+}
+
+// pxeDeps are the parts of the daemon network boot works with, all made before it.
+type pxeDeps struct {
+	core  *core.Evaluator
+	store *store.Store
+	// inv gives the boot decisions the members' plans.
+	inv *inventory.Inventory
+	// runner builds installer images and, once an installer reported done, delivers the member's token
+	// files over SSH, checked against the host key it reported (unless provisioning.pxe.approve holds them
+	// for an operator: storeboot.Adapter.Approve; the approval queues the same job).
+	runner *jobs.Runner
+	// onArm runs after a boot armed an install (nodewatch.Watcher.ForgetOldNode).
+	onArm func(context.Context, *store.Machine)
+	reg   prometheus.Registerer
+	log   *slog.Logger
 }
 
 // setupPXE checks everything network boot needs before anything is stored or served: the core's PXE view of
 // the config (shared MACs, members without a MAC, plan IPs outside the subnet, ...), the interface and its
-// address, the iPXE files, and the sockets (a port in use is an error here).
+// address, the iPXE files, and the sockets (a port in use is an error here). Then it makes the services.
 //
 // fromFile says the config file is all there is (serve --config, the pxe-server-<c> app): then a served member
 // without a MAC is an error, since no machine can ever be matched to it; otherwise an operator may still assign
-// a discovered machine to it over REST.
-func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.Store, cfg map[string]any, fromFile bool,
-	listen string, flake string, reg prometheus.Registerer, log *slog.Logger) (*pxeServices, error) {
-	view, err := ev.PXE(ctx, p.overlay(cfg), p.clusters)
+// a discovered machine to it over REST. listen is the address of the listener machines reach.
+func setupPXE(ctx context.Context, p *pxeOptions, d pxeDeps, cfg map[string]any, fromFile bool, listen, flake string) (*pxeServices, error) {
+	st, log := d.store, d.log
+	view, err := d.core.PXE(ctx, p.overlay(cfg), p.clusters)
 	if err != nil {
 		var inv *core.InvalidError
 		if errors.As(err, &inv) {
@@ -196,57 +226,53 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 	if base == "" {
 		_, port, err := net.SplitHostPort(listen)
 		if err != nil {
-			return nil, fmt.Errorf("--listen %q: %w", listen, err)
+			return nil, fmt.Errorf("the machines' listener %q: %w", listen, err)
 		}
 		base = "http://" + net.JoinHostPort(ip.String(), port)
 	}
-	metrics := pxe.NewMetrics(reg)
-	s := &pxeServices{log: log}
-	// provisioning.pxe.approve as the core resolved it ("servers" unless the config says otherwise): a done
-	// report of a member it names waits for POST /v1/machines/{mac}/approve instead of queueing the delivery.
-	s.adapter = &storeboot.Adapter{Store: st, Clusters: []string(p.clusters), Arm: !p.noArm, Logger: log,
-		Approve: srv.Approve, Approvals: st}
+	metrics := pxe.NewMetrics(d.reg)
+	s := &pxeServices{log: log, view: view}
 	var images pxe.ImageSource
+	var installers storeboot.Images
+	discovery := ""
 	if p.images != "" {
 		images = pxe.DirImages{Dir: p.images}
-		s.adapter.Images = storeboot.DirInstallers{Dir: p.images}
-		if p.discovery && (storeboot.DirInstallers{Dir: p.images}).Exists("discovery") {
-			s.adapter.DiscoveryImage = "discovery"
+		dir := storeboot.DirInstallers{Dir: p.images}
+		installers = dir
+		if p.discovery && dir.Exists("discovery") {
+			discovery = "discovery"
 		} else if p.discovery {
 			log.Warn("pxe: no discovery image in the images directory; unknown machines fall through", "dir", p.images+"/discovery")
 		}
 	} else {
 		s.nixb = &pxe.NixBuild{Flake: flake, Nix: p.nix}
-		s.builds = &storeboot.Builds{Store: st, Builder: s.nixb}
-		s.adapter.Images = s.builds
-		images = s.nixb
+		s.builds = &storeboot.Builds{Store: st, Builder: s.nixb, Wake: d.runner.Wake}
+		d.runner.Handle(storeboot.JobKind, s.builds.Handle)
+		installers, images = s.builds, s.nixb
 	}
-	s.http = &pxe.HTTP{Booter: s.adapter, Machines: s.adapter, Images: images, BaseURL: base, IPXEDir: p.ipxeDir,
-		Files: files.Files(), Metrics: metrics, Logger: log, WaitInterval: p.waitEvery}
-	d := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, BootFiles: files, HTTPBase: base, Port: p.dhcpPort,
-		LeaseTime: p.dhcpLease, Metrics: metrics, Logger: log}
-	d.Known = knownMACs(st, view, log).Known
+	// provisioning.pxe.approve as the core resolved it ("servers" unless the config says otherwise): a done
+	// report of a member it names waits for POST /v1/machines/{mac}/approve instead of queueing the delivery.
+	s.adapter = &storeboot.Adapter{Store: st, Plans: d.inv, Images: installers, Clusters: []string(p.clusters),
+		DiscoveryImage: discovery, Arm: !p.noArm, OnArm: d.onArm, OnInstalled: d.runner.Installed,
+		Approve: srv.Approve, Approvals: st, MaxDiscovered: cmp.Or(p.maxDiscovered, -1), Logger: log}
+	dhcp := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, BootFiles: files, HTTPBase: base, Port: p.dhcpPort,
+		LeaseTime: p.dhcpLease, Known: knownMACs(st, view, log).Known, Metrics: metrics, Logger: log}
+	var clientMAC func(net.IP) (net.HardwareAddr, bool)
 	if mode == pxe.ModeFull {
-		d.Leases = storeboot.Leases{Store: st}
+		dhcp.Leases = storeboot.Leases{Store: st}
 		if srv.Subnet != nil {
 			if _, n, err := net.ParseCIDR(*srv.Subnet); err == nil {
-				d.Subnet = n
+				dhcp.Subnet = n
 			}
 		}
-		d.RangeStart, d.RangeEnd = parseIP(srv.RangeStart), parseIP(srv.RangeEnd)
-		d.Gateway = parseIP(srv.Gateway)
-		if d.Leases != nil {
-			s.http.ClientMAC = func(cip net.IP) (net.HardwareAddr, bool) {
-				l, err := st.LeaseByIP(context.Background(), cip)
-				if err != nil || l == nil {
-					return nil, false
-				}
-				hw, err := net.ParseMAC(l.MAC)
-				return hw, err == nil
-			}
-		}
+		dhcp.RangeStart, dhcp.RangeEnd = parseIP(srv.RangeStart), parseIP(srv.RangeEnd)
+		dhcp.Gateway = parseIP(srv.Gateway)
+		clientMAC = leasedMAC(st)
 	}
-	s.server = &pxe.Server{DHCP: d, TFTP: &pxe.TFTP{Dir: p.ipxeDir, Files: files.Files(), Metrics: metrics, Logger: log}, HTTP: s.http,
+	s.http = &pxe.HTTP{Booter: s.adapter, Machines: s.adapter, Images: images, BaseURL: base, IPXEDir: p.ipxeDir,
+		Files: files.Files(), ClientMAC: clientMAC, Unavailable: databaseUnavailable(st), Metrics: metrics, Logger: log,
+		WaitInterval: p.waitEvery}
+	s.server = &pxe.Server{DHCP: dhcp, TFTP: &pxe.TFTP{Dir: p.ipxeDir, Files: files.Files(), Metrics: metrics, Logger: log}, HTTP: s.http,
 		TFTPAddr: net.JoinHostPort(ip.String(), strconv.Itoa(p.tftpPort)), Logger: log}
 	if !p.raDisabled {
 		s.server.RA = &pxe.RouterAdvertiser{Interface: iface, Logger: log}
@@ -257,7 +283,6 @@ func setupPXE(ctx context.Context, p *pxeOptions, ev *core.Evaluator, st *store.
 		}
 		return nil, err
 	}
-	s.view = view
 	log.Info("pxe: serving network boot", "interface", iface, "ip", ip.String(), "mode", mode, "url", base,
 		"clusters", p.clusters.String(), "machines", len(view.Machines), "bootFiles", files.String(), "approve", srv.Approve)
 	return s, nil
@@ -303,28 +328,28 @@ func (s *pxeServices) assign(ctx context.Context, st *store.Store) error {
 	return nil
 }
 
-// wire connects the services to the daemon's plans and job runner: installer builds and, once an installer
-// reported done, the delivery of the member's token files over SSH (checked against the host key it reported),
-// unless provisioning.pxe.approve holds them for an operator (storeboot.Adapter.Approve; the approval queues
-// the same job).
-func (s *pxeServices) wire(plans storeboot.Planner, st *store.Store, runner *jobs.Runner, onArm func(context.Context, *store.Machine)) {
-	s.adapter.Plans = plans
-	s.adapter.OnArm = onArm
-	s.adapter.OnInstalled = func(ctx context.Context, mac, hostKey string) {
-		m, err := st.Machine(ctx, mac)
-		if err == nil && (m.Cluster == nil || m.Member == nil) {
-			err = errors.New("not assigned")
+// leasedMAC is pxe.HTTP's ClientMAC in full mode: the MAC holding the lease of a client address.
+func leasedMAC(st *store.Store) func(net.IP) (net.HardwareAddr, bool) {
+	return func(cip net.IP) (net.HardwareAddr, bool) {
+		l, err := st.LeaseByIP(context.Background(), cip)
+		if err != nil || l == nil {
+			return nil, false
 		}
-		if err == nil {
-			_, err = runner.QueueDeliverSecrets(context.WithoutCancel(ctx), *m.Cluster, *m.Member, mac, hostKey)
-		}
-		if err != nil {
-			s.log.Error("pxe: could not queue the delivery of the installed machine's secrets", "mac", mac, "err", err)
-		}
+		hw, err := net.ParseMAC(l.MAC)
+		return hw, err == nil
 	}
-	if s.builds != nil {
-		s.builds.Wake = runner.Wake
-		runner.Handle(storeboot.JobKind, s.builds.Handle)
+}
+
+// databaseUnavailable is pxe.HTTP's Unavailable: a boot decision or report failed, and the database does not
+// answer a ping either, so the machine is told to ask again (a wait script, 503 with Retry-After).
+func databaseUnavailable(st *store.Store) func(ctx context.Context, err error) bool {
+	return func(ctx context.Context, err error) bool {
+		if ctx.Err() != nil {
+			return false // the machine went away; nothing to tell it
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		return st.Ping(pctx) != nil
 	}
 }
 

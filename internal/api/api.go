@@ -7,7 +7,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -16,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nix8s/nix8s/internal/inventory"
-	"github.com/nix8s/nix8s/internal/nixgen"
 	"github.com/nix8s/nix8s/internal/store"
 	"github.com/nix8s/nix8s/openapi"
 )
@@ -24,14 +22,14 @@ import (
 // Options configure a Server.
 type Options struct {
 	Store *store.Store
-	// Core validates and plans configs (internal/core in the daemon).
-	Core nixgen.Core
+	// Inventory is the stored inventory with its plans, shared with the daemon's other readers (the jobs,
+	// network boot, the node watcher): the config endpoints change it, the plan and operation endpoints read
+	// it.
+	Inventory *inventory.Inventory
 	// Logger gets one line per request; default slog.Default().
 	Logger *slog.Logger
 	// Registry gets the daemon's metrics; default a new registry (served at /metrics either way).
 	Registry *prometheus.Registry
-	// Workspace, when set, receives the inventory after every change to it (nixgen).
-	Workspace *nixgen.Workspace
 	// MaxBody bounds request bodies; default 16 MiB.
 	MaxBody int64
 	// Operations run install, rollout and kubeconfig (internal/jobs); nil answers their endpoints with 501.
@@ -40,38 +38,28 @@ type Options struct {
 	Boot http.Handler
 	// OnReinstall, when set, runs after POST /v1/machines/{mac}/reinstall armed an install.
 	OnReinstall func(ctx context.Context, m *store.Machine)
-	// Plans is the plan of the stored inventory, shared with the daemon's other readers (network boot); default
-	// a new one on Store and Core.
-	Plans *inventory.Plans
 }
 
 // Server serves the API.
 type Server struct {
 	st      *store.Store
-	core    nixgen.Core
+	inv     *inventory.Inventory
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	m       *metrics
-	ws      *nixgen.Workspace
 	ops     Operations
 	boot    http.Handler
 	onArm   func(ctx context.Context, m *store.Machine)
 	maxBody int64
 	handler http.Handler
-
-	writeMu sync.Mutex
-	plans   *inventory.Plans
 }
 
 // New builds the server and installs the store's metric hooks.
 func New(o Options) *Server {
-	s := &Server{st: o.Store, core: o.Core, log: o.Logger, reg: o.Registry, ws: o.Workspace, ops: o.Operations, maxBody: o.MaxBody,
-		boot: o.Boot, onArm: o.OnReinstall, plans: o.Plans}
+	s := &Server{st: o.Store, inv: o.Inventory, log: o.Logger, reg: o.Registry, ops: o.Operations, maxBody: o.MaxBody,
+		boot: o.Boot, onArm: o.OnReinstall}
 	if s.log == nil {
 		s.log = slog.Default()
-	}
-	if s.plans == nil {
-		s.plans = inventory.NewPlans(o.Store, o.Core, s.log)
 	}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
@@ -87,12 +75,6 @@ func New(o Options) *Server {
 	s.st.Hooks.JobFinished = s.m.jobFinished
 	s.handler = s.routes()
 	return s
-}
-
-// SetBoot sets the handler of /boot/ and /machine/v1/ (Options.Boot) and what runs after a reinstall was
-// armed (Options.OnReinstall); call it before serving.
-func (s *Server) SetBoot(h http.Handler, onReinstall func(ctx context.Context, m *store.Machine)) {
-	s.boot, s.onArm = h, onReinstall
 }
 
 // ServeHTTP implements http.Handler.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nix8s/nix8s"
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/nixgen"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/store"
@@ -60,20 +61,30 @@ type env struct {
 	t           testing.TB
 	url         string
 	st          *store.Store
+	inv         *inventory.Inventory
 	srv         *Server
 	admin, read string
 	ws          string
 }
 
-func newEnv(t testing.TB) *env {
+// newEnv is a server on a new database with the real core and a workspace; each of with may change its
+// Options first (the job runner, the boot handler, another inventory), given the env's store and inventory.
+func newEnv(t testing.TB, with ...func(e *env, o *Options)) *env {
 	t.Helper()
 	ctx := context.Background()
 	st := storetest.Open(t)
 	ws := filepath.Join(t.TempDir(), "flake")
-	srv := New(Options{Store: st, Core: theCore(t), Workspace: &nixgen.Workspace{Dir: ws}})
-	hs := httptest.NewServer(srv)
+	e := &env{t: t, st: st, ws: ws}
+	e.inv = inventory.New(inventory.Options{Store: st, Core: theCore(t), Workspace: &nixgen.Workspace{Dir: ws}})
+	o := Options{Store: st, Inventory: e.inv}
+	for _, w := range with {
+		w(e, &o)
+	}
+	e.inv = o.Inventory
+	e.srv = New(o)
+	hs := httptest.NewServer(e.srv)
 	t.Cleanup(hs.Close)
-	e := &env{t: t, url: hs.URL, st: st, srv: srv, ws: ws}
+	e.url = hs.URL
 	var err error
 	if e.admin, err = st.CreateToken(ctx, "admin", store.ScopeAdmin); err != nil {
 		t.Fatal(err)
@@ -760,8 +771,7 @@ func TestMetricsAfterActivity(t *testing.T) {
 }
 
 func TestBodyLimits(t *testing.T) {
-	e := newEnv(t)
-	e.srv.maxBody = 100
+	e := newEnv(t, func(_ *env, o *Options) { o.MaxBody = 100 })
 	big := `{"nodes": {"a": {"x": "` + strings.Repeat("y", 200) + `"}}}`
 	expect(t, e.req("PUT", "/v1/config", e.admin, big), 413, "bad_request")
 }
@@ -778,8 +788,9 @@ func (brokenCore) Plan(context.Context, any) (*core.Planned, error) {
 }
 
 func TestBrokenCoreIsAServerError(t *testing.T) {
-	e := newEnv(t)
-	e.srv.core = brokenCore{}
+	e := newEnv(t, func(e *env, o *Options) {
+		o.Inventory = inventory.New(inventory.Options{Store: e.st, Core: brokenCore{}})
+	})
 	expect(t, e.putConfigYAML(readFile(t, "testdata/config.yaml")), 500, "internal")
 	m := expect(t, e.req("GET", "/v1/config", e.read, nil), 200, "")
 	if len(m) != 0 {

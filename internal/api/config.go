@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -57,97 +57,11 @@ func checkVersion(what string, want, have int64, exists bool) error {
 	return nil
 }
 
-// validate asks the core about next; errors refuse the change. The core decides (unknown top-level keys, shared
-// MACs, ...); the store's shape check comes after it, only as the guard of what its tables can hold. It is one
-// evaluation that also plans next: the plan of the version the write stores, which nobody evaluates again.
-func (s *Server) validate(ctx context.Context, next map[string]any) ([]Problem, *core.Planned, error) {
-	planned, err := s.core.Plan(ctx, next)
-	var rep core.Report
-	var inv *core.InvalidError
-	var ee *core.EvalError
-	switch {
-	case errors.As(err, &inv):
-		rep = inv.Report
-	case errors.As(err, &ee):
-		// The core threw instead of reporting: still the config's fault as far as the client can tell.
-		return nil, nil, &rejected{report: core.Report{Errors: []Problem{{Path: "", Message: ee.Message}}}}
-	case err != nil:
-		return nil, nil, fmt.Errorf("validating through the core: %w", err)
-	default:
-		rep = core.Report{Errors: []Problem{}, Warnings: planned.Warnings}
-	}
-	// The core only warns about secret values in the config (a flake may accept the risk); the daemon refuses
-	// them: the inventory is readable with any read token and rendered into a flake workspace.
-	warnings := []Problem{}
-	for _, w := range rep.Warnings {
-		if strings.HasSuffix(w.Path, ".secrets.token") || strings.HasSuffix(w.Path, ".secrets.agentToken") {
-			rep.Errors = append(rep.Errors, Problem{Path: w.Path, Message: "nix8sd does not store secret values: " + w.Message})
-			continue
-		}
-		warnings = append(warnings, w)
-	}
-	if !rep.OK() {
-		return nil, nil, &rejected{report: rep}
-	}
-	if err := store.CheckShape(next); err != nil {
-		return nil, nil, err
-	}
-	return warnings, planned, nil
-}
-
-// modify runs a change of the config layers: compute, validate through the core, store. Changes from this
-// daemon queue here rather than race: every evaluation lost to a concurrent writer would be done again.
-// (Other daemons sharing the database are caught by the store's optimistic inventory version.)
+// modify runs a change of the config layers through the inventory: compute, validate through the core,
+// store (inventory.Inventory.Modify). A config with errors is answered 422 with the core's report.
 func (s *Server) modify(r *http.Request, change func(snap *store.Snapshot) (map[string]any, error)) (int64, []Problem, error) {
-	return s.modifyAs(r.Context(), actor(r), change)
-}
-
-func (s *Server) modifyAs(ctx context.Context, actor string, change func(snap *store.Snapshot) (map[string]any, error)) (int64, []Problem, error) {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	var warnings []Problem
-	var planned *core.Planned
-	v, err := s.st.Modify(ctx, actor, func(snap *store.Snapshot) (map[string]any, error) {
-		next, err := change(snap)
-		if err != nil {
-			return nil, err
-		}
-		warnings, planned, err = s.validate(ctx, next)
-		return next, err
-	})
-	if err == nil {
-		// The plan of the stored version comes from the write's own evaluation: boot decisions right after a
-		// change wait for no evaluation.
-		s.plans.Planned(ctx, v, planned)
-		s.RenderWorkspace(ctx)
-	}
-	return v, warnings, err
-}
-
-// ReplaceConfig replaces the stored inventory with cfg, as PUT /v1/config does (nix8sd serve --config): the
-// core validates it first; a config with errors changes nothing and the error carries the core's report.
-func (s *Server) ReplaceConfig(ctx context.Context, actor string, cfg map[string]any) ([]Problem, error) {
-	_, warnings, err := s.modifyAs(ctx, actor, func(*store.Snapshot) (map[string]any, error) { return cfg, nil })
-	var rej *rejected
-	if errors.As(err, &rej) {
-		return nil, &core.InvalidError{Report: rej.report}
-	}
-	return warnings, err
-}
-
-// RenderWorkspace writes the stored inventory into the flake workspace (after every change, and by serve at
-// start). A failure is logged, not returned: the inventory itself is safely stored.
-func (s *Server) RenderWorkspace(ctx context.Context) {
-	if s.ws == nil {
-		return
-	}
-	snap, err := s.st.Snapshot(ctx)
-	if err == nil {
-		err = s.ws.Render(snap.Config)
-	}
-	if err != nil {
-		s.log.Error("rendering the flake workspace", "dir", s.ws.Dir, "err", err)
-	}
+	v, warnings, err := s.inv.Modify(r.Context(), actor(r), change)
+	return v, warnings, inventoryError(err)
 }
 
 func (s *Server) getConfig(w http.ResponseWriter, r *http.Request) {
@@ -415,9 +329,9 @@ func deletePath(m map[string]any, path []string) {
 // evaluation per inventory version serves every cluster and every daemon).
 func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
-	plan, err := s.plans.Current(r.Context())
+	plan, err := s.inv.Current(r.Context())
 	if err != nil {
-		s.fail(w, r, planError(err))
+		s.fail(w, r, inventoryError(err))
 		return
 	}
 	c, ok := plan.Raw[name]
@@ -430,12 +344,19 @@ func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 	w.Write(c)
 }
 
-// planError is how a failure to plan the stored inventory reaches a client: the core's report when the
-// inventory is invalid.
-func planError(err error) error {
-	var inv *core.InvalidError
-	if errors.As(err, &inv) {
-		return &rejected{report: inv.Report}
+// inventoryError is how the inventory's refusals reach a client: the core's report of an invalid config
+// (422), no such cluster (404), settings the operations cannot use (422 naming their path).
+func inventoryError(err error) error {
+	var invalid *core.InvalidError
+	var ce *inventory.ConfigError
+	switch {
+	case errors.As(err, &invalid):
+		return &rejected{report: invalid.Report}
+	case errors.Is(err, inventory.ErrNoCluster):
+		return notFound(err.Error())
+	case errors.As(err, &ce):
+		return &httpError{status: http.StatusUnprocessableEntity, code: "invalid_config",
+			msg: ce.Error(), details: []Problem{{Path: ce.Path, Message: ce.Error()}}}
 	}
 	return err
 }

@@ -60,9 +60,10 @@ func (m heldMachines) Discovered(ctx context.Context, _ net.HardwareAddr, _ json
 // lists no status the server never sends. The machines are pxe's in-memory model (the PostgreSQL-backed one,
 // storeboot, is tested with the real store in its own package; the HTTP layer is the same).
 func TestMachineFacingContract(t *testing.T) {
-	e := newEnv(t)
 	var current atomic.Pointer[pxe.HTTP]
-	e.srv.SetBoot(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.Load().ServeHTTP(w, r) }), nil)
+	e := newEnv(t, func(_ *env, o *Options) {
+		o.Boot = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { current.Load().ServeHTTP(w, r) })
+	})
 
 	images, ipxeDir := t.TempDir(), t.TempDir()
 	os.MkdirAll(filepath.Join(images, "inst1"), 0o755)
@@ -181,7 +182,7 @@ func TestMachineFacingContract(t *testing.T) {
 	}
 
 	// Without --pxe every machine-facing endpoint answers 501 (the API server's own answer).
-	bare := httptest.NewServer(New(Options{Store: e.st, Core: theCore(t)}))
+	bare := httptest.NewServer(New(Options{Store: e.st, Inventory: e.inv}))
 	t.Cleanup(bare.Close)
 	off := *e
 	off.url = bare.URL

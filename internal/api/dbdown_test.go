@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/pgembed"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -64,7 +65,8 @@ func TestDatabaseDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	srv := New(Options{Store: st, Core: theCore(t), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	srv := New(Options{Store: st, Inventory: inventory.New(inventory.Options{Store: st, Core: theCore(t)}),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	e := &env{t: t, url: hs.URL, st: st, srv: srv}

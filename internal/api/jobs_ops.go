@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/go-chi/chi/v5"
 
@@ -28,39 +27,13 @@ type Operations interface {
 
 var _ Operations = (*jobs.Runner)(nil)
 
-// Cluster is the core's plan of cluster name in the stored inventory (inventory.Plans: decoded once per
-// inventory version).
-func (s *Server) Cluster(ctx context.Context, name string) (core.Cluster, error) {
-	c, err := s.plans.Cluster(ctx, name)
-	if errors.Is(err, inventory.ErrNoCluster) {
-		return core.Cluster{}, notFound("no cluster " + strconv.Quote(name))
-	}
-	if err != nil {
-		return core.Cluster{}, planError(err)
-	}
-	return c.Cluster, nil
-}
+var _ jobs.Planner = (*inventory.Inventory)(nil)
 
-// ClusterPlan is the core's plan of cluster name in the stored inventory, with the inventory's ssh settings
-// (provisioning.nixos-anywhere.ssh): what the operations run on. It implements jobs.Planner.
-func (s *Server) ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
-	c, err := s.Cluster(ctx, name)
-	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
-	}
-	snap, err := s.st.Snapshot(ctx)
-	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
-	}
-	settings, err := remote.SettingsFromConfig(snap.Config)
-	if err != nil {
-		return core.Cluster{}, remote.Settings{}, &httpError{status: http.StatusUnprocessableEntity, code: "invalid_config",
-			msg: err.Error(), details: []Problem{{Path: "provisioning.nixos-anywhere.ssh", Message: err.Error()}}}
-	}
-	return c, settings, nil
+// clusterPlan is inventory.Inventory.ClusterPlan with its errors as the API answers them.
+func (s *Server) clusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
+	c, settings, err := s.inv.ClusterPlan(ctx, name)
+	return c, settings, inventoryError(err)
 }
-
-var _ jobs.Planner = (*Server)(nil)
 
 // operations answers 501 when this server runs no operations (a daemon without a job runner).
 func (s *Server) operations(w http.ResponseWriter, r *http.Request) bool {
@@ -152,7 +125,7 @@ func (s *Server) postOperation(w http.ResponseWriter, r *http.Request, kind stri
 		s.fail(w, r, paramError(err))
 		return
 	}
-	c, _, err := s.ClusterPlan(r.Context(), chi.URLParam(r, "name"))
+	c, _, err := s.clusterPlan(r.Context(), chi.URLParam(r, "name"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -170,7 +143,7 @@ func (s *Server) getKubeconfig(w http.ResponseWriter, r *http.Request) {
 	if !s.operations(w, r) {
 		return
 	}
-	c, settings, err := s.ClusterPlan(r.Context(), chi.URLParam(r, "name"))
+	c, settings, err := s.clusterPlan(r.Context(), chi.URLParam(r, "name"))
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -82,27 +82,30 @@ var rolloutMembers = []struct{ name, role string }{{"s1", "server"}, {"a1", "age
 // Ready node of the API server and a machine in state ready.
 func newRolloutEnv(t *testing.T) *rolloutEnv {
 	t.Helper()
-	e := &rolloutEnv{env: newEnv(t), k8s: apiServer(t), macs: map[string]string{}, ips: map[string]string{}}
+	e := &rolloutEnv{k8s: apiServer(t), macs: map[string]string{}, ips: map[string]string{}}
 	e.rebuild = filepath.Join(t.TempDir(), "nixos-rebuild")
 	if err := os.WriteFile(e.rebuild, []byte(nixosRebuildStandIn), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	runner := &jobs.Runner{
-		Store:   e.st,
-		Planner: e.srv,
-		Config: jobs.Config{
-			Flake:        e.ws,
-			NixosRebuild: e.rebuild,
-			WaitTimeout:  10 * time.Second,
-			WaitInterval: 50 * time.Millisecond,
-			DrainTimeout: 2 * time.Second,
-			LockWait:     time.Second,
-			APIServer:    e.k8s.Config,
-		},
-		Worker: "test-daemon",
-		Poll:   100 * time.Millisecond,
-	}
-	e.srv.ops = runner
+	var runner *jobs.Runner
+	e.env = newEnv(t, func(env *env, o *Options) {
+		runner = &jobs.Runner{
+			Store:   env.st,
+			Planner: o.Inventory,
+			Config: jobs.Config{
+				Flake:        env.ws,
+				NixosRebuild: e.rebuild,
+				WaitTimeout:  10 * time.Second,
+				WaitInterval: 50 * time.Millisecond,
+				DrainTimeout: 2 * time.Second,
+				LockWait:     time.Second,
+				APIServer:    e.k8s.Config,
+			},
+			Worker: "test-daemon",
+			Poll:   100 * time.Millisecond,
+		}
+		o.Operations = runner
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -1,7 +1,9 @@
-// Package inventory owns what the daemon derives from the stored inventory: the core's plan of each inventory
-// version, evaluated once (by whichever daemon needs it first, then stored beside the inventory for the others)
-// and decoded once into the structures its readers need. The REST API, the jobs and network boot all read the
-// plan here, so a boot storm costs one map lookup per decision instead of a plan decoded per packet.
+// Package inventory owns the daemon's stored inventory and what it derives from it (Inventory): every change
+// (validated and planned by the core in one evaluation, stored, rendered into the flake workspace) and the
+// core's plan of each inventory version (Plans), evaluated once (by whichever daemon needs it first, then
+// stored beside the inventory for the others) and decoded once into the structures its readers need. The REST
+// API, the jobs, network boot and the node watcher all read the plan here, so a boot storm costs one map
+// lookup per decision instead of a plan decoded per packet.
 package inventory
 
 import (
@@ -106,7 +108,7 @@ func (c *Cluster) Before(member string) []string {
 }
 
 // ErrNoCluster: the plan has no cluster of that name.
-var ErrNoCluster = errors.New("no such cluster")
+var ErrNoCluster = errors.New("no cluster")
 
 // Cluster is cluster name's part of the plan, decoded on first use and then shared.
 func (p *Plan) Cluster(name string) (*Cluster, error) {

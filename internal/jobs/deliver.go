@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/provision"
@@ -38,6 +39,39 @@ type DeliverResult struct {
 	Files []provision.File `json:"files"`
 	// K3sRestarted says whether k3s.service existed and was restarted.
 	K3sRestarted bool `json:"k3sRestarted"`
+	// JoinToken is the agent's own bootstrap token (its id, description, server and expiry; never its value),
+	// nil for servers and where nix8s delivers no token.
+	JoinToken *provision.JoinToken `json:"joinToken,omitempty"`
+	// JoinTokenRevoked says whether JoinToken was deleted once the agent's node was Ready.
+	JoinTokenRevoked bool `json:"joinTokenRevoked,omitempty"`
+	// HostKey is the host key the member answered the delivery's ssh with (the reported one, pinned); empty
+	// when it never answered. Later jobs trust it for the member (store.MemberHostKeys, configFor).
+	HostKey string `json:"hostKey,omitempty"`
+}
+
+// The token files the core plans when the config names none (lib/plan.nix): only then does nix8s manage the
+// cluster's tokens and deliver them.
+const (
+	managedTokenFile      = "/var/lib/nix8s/secrets/k3s-token"
+	managedAgentTokenFile = "/var/lib/nix8s/secrets/k3s-agent-token"
+)
+
+// managedTokens says whether the plan's token files are nix8s's own: a config with secrets.tokenFile,
+// secrets.agentTokenFile or secrets.token brings its own tokens (sops-nix, agenix, ...), and nix8s then
+// writes none of them.
+func managedTokens(c core.Cluster) bool {
+	for _, m := range c.Servers {
+		k := c.Members[m].K3s
+		if k.TokenFile != managedTokenFile || k.AgentTokenFile == nil || *k.AgentTokenFile != managedAgentTokenFile {
+			return false
+		}
+	}
+	for _, m := range c.Agents {
+		if c.Members[m].K3s.TokenFile != managedAgentTokenFile {
+			return false
+		}
+	}
+	return true
 }
 
 // QueueDeliverSecrets queues the delivery of member's files over ssh after the machine mac reported its
@@ -55,9 +89,12 @@ func (r *Runner) QueueDeliverSecrets(ctx context.Context, cluster, member, mac, 
 	return j, nil
 }
 
-// deliverSecrets is the handler of deliver-secrets jobs: the member's token files (from Config.SecretsDir) and
-// extra files (Config.ExtraFiles) written on the node over ssh, each with mode 0600 in a root-owned
-// directory, with the host key pinned to the one the installer reported; then k3s.service restarted.
+// deliverSecrets is the handler of deliver-secrets jobs: the member's token files and extra files
+// (Config.ExtraFiles) written on the node over ssh, each with mode 0600 in a root-owned directory, with the
+// host key pinned to the one the installer reported; then k3s.service restarted. A server gets the cluster's
+// tokens (Config.SecretsDir). An agent never does: it gets a join token of its own, made for it on a ready
+// server (provision.JoinTokens, time to live Config.JoinTokenTTL), which is deleted once its node is Ready.
+// A config that brings its own token files gets none.
 func (r *Runner) deliverSecrets(ctx context.Context, j *store.Job, log io.Writer) (any, error) {
 	var p DeliverParams
 	if err := json.Unmarshal(j.Params, &p); err != nil {
@@ -84,9 +121,15 @@ func (r *Runner) deliverSecrets(ctx context.Context, j *store.Job, log io.Writer
 
 	cfg := r.Config
 	var files []provision.File
-	if cfg.SecretsDir == "" {
+	join := false // the member is an agent that gets a join token of its own
+	switch {
+	case cfg.SecretsDir == "":
 		fmt.Fprintf(log, "nix8s: %s: no secrets directory: no token files (they reach the node another way)\n", name)
-	} else {
+	case !managedTokens(c):
+		fmt.Fprintf(log, "nix8s: %s: the config brings its own token files (secrets.tokenFile, agentTokenFile or token): nix8s delivers none\n", name)
+	case mem.Role != "server":
+		join = true
+	default:
 		t, err := secrets.Load(ctx, cfg.SecretsDir, c.Name, cfg.Sops)
 		if err != nil {
 			return nil, err
@@ -102,13 +145,17 @@ func (r *Runner) deliverSecrets(ctx context.Context, j *store.Job, log io.Writer
 		return nil, err
 	}
 	files = append(files, extra...)
-	if len(files) == 0 {
+	if len(files) == 0 && !join {
 		fmt.Fprintf(log, "nix8s: %s: nothing to deliver (no token files, no extra files)\n", name)
 		return res, nil
 	}
 
 	if p.HostKey == "" {
 		var paths []string
+		if join {
+			paths = append(paths, fmt.Sprintf("%s (a join token: 'k3s token create --ttl %s --description %s' on a server)",
+				mem.K3s.TokenFile, cfg.joinTokenTTL(), provision.JoinTokenDescription(c.Name, mem.Name)))
+		}
 		for _, f := range files {
 			paths = append(paths, f.Path)
 		}
@@ -123,9 +170,32 @@ func (r *Runner) deliverSecrets(ctx context.Context, j *store.Job, log io.Writer
 	}
 	pinned := &provision.Pinned{SSH: &remote.SSH{ConfigFile: cfg.SSHConfigFile, ConnectTimeout: cfg.ConnectTimeout},
 		WaitTimeout: cfg.waitTimeout(), WaitInterval: cfg.waitInterval(), KeyFrom: "the installer reported", Log: log}
-	d, err := pinned.Deliver(ctx, settings.Host(name, mem.IP), p.HostKey, files)
-	res.Files, res.K3sRestarted = d.Files, d.K3sRestarted
-	return res, err
+	host := settings.Host(name, mem.IP)
+	if !join {
+		d, err := pinned.Deliver(ctx, host, p.HostKey, files)
+		res.Files, res.K3sRestarted, res.HostKey = d.Files, d.K3sRestarted, d.HostKey
+		return res, err
+	}
+	// The servers are reached with --known-hosts and the keys their own deliveries pinned (configFor).
+	cfg, done, err := r.configFor(ctx, c, settings)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w; nothing delivered", name, err)
+	}
+	defer done()
+	jt := provision.JoinTokens{Runner: cfg.SSH(), TTL: cfg.joinTokenTTL(), WaitTimeout: cfg.waitTimeout(), WaitInterval: cfg.waitInterval(), Log: log}
+	d, tok, err := jt.DeliverJoinToken(ctx, c, settings, mem.Name, pinned, host, p.HostKey, files)
+	res.Files, res.K3sRestarted, res.HostKey = d.Files, d.K3sRestarted, d.HostKey
+	if err != nil {
+		return res, err
+	}
+	res.JoinToken = &tok
+	fmt.Fprintf(log, "nix8s: %s: waiting for node %s to be Ready, to delete its join token %s\n", name, name, tok.ID)
+	if err := jt.RevokeWhenReady(ctx, tok, name, cfg.waitTimeout(), cfg.waitInterval()); err != nil {
+		return res, fmt.Errorf("%s: files delivered, but %w", name, err)
+	}
+	res.JoinTokenRevoked = true
+	fmt.Fprintf(log, "nix8s: %s: node Ready; deleted its join token %s on %s (k3s goes on with its kubelet client certificate)\n", name, tok.ID, tok.Server)
+	return res, nil
 }
 
 // checkMachine refuses a delivery for a machine that is no longer the member's.
@@ -138,4 +208,11 @@ func (r *Runner) checkMachine(ctx context.Context, mac, cluster, member string) 
 		return fmt.Errorf("machine %s is no longer assigned to %s.%s; nothing delivered (queue the delivery for the member's new machine)", mac, cluster, member)
 	}
 	return nil
+}
+
+func (c Config) joinTokenTTL() time.Duration {
+	if c.JoinTokenTTL > 0 {
+		return c.JoinTokenTTL
+	}
+	return provision.DefaultJoinTokenTTL
 }

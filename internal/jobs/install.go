@@ -56,16 +56,24 @@ type Config struct {
 	DrainTimeout time.Duration
 	// LockWait bounds the wait for a member's install lock held by another attempt; default DefaultLockWait.
 	LockWait time.Duration
+	// JoinTokenTTL is the time to live of an agent's join token (deliver-secrets); default
+	// provision.DefaultJoinTokenTTL.
+	JoinTokenTTL time.Duration
 
 	// APIServer, when set, is how rollout jobs reach every cluster's API server instead of fetching the
 	// admin kubeconfig from a Ready server over ssh. A seam for tests, which hand it a test API server's
 	// config (internal/k8stest); nix8sd never sets it.
 	APIServer *rest.Config
+
+	// knownHostsCommand prints the host keys of the database trusted for one cluster's members (configFor).
+	knownHostsCommand string
 }
 
-// SSH is the ssh Runner of the config.
+// SSH is the ssh Runner of the config: host keys from KnownHostsFile (else the user's known_hosts) and, in a
+// config of Runner.configFor, the members' keys of the database.
 func (c Config) SSH() *remote.SSH {
-	return &remote.SSH{KnownHostsFile: c.KnownHostsFile, ConfigFile: c.SSHConfigFile, ConnectTimeout: c.ConnectTimeout}
+	return &remote.SSH{KnownHostsFile: c.KnownHostsFile, ConfigFile: c.SSHConfigFile, ConnectTimeout: c.ConnectTimeout,
+		KnownHostsCommand: c.knownHostsCommand}
 }
 
 // DefaultLockWait is how long an install waits for another attempt on the same member to let go of its lock.
@@ -144,7 +152,11 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 	if err := provision.CheckMembers(c, p.Members); err != nil {
 		return nil, err
 	}
-	cfg := r.Config
+	cfg, done, err := r.configFor(ctx, c, settings)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	var tokens *provision.Tokens
 	switch {
 	case cfg.SecretsDir == "":
@@ -183,6 +195,7 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		Reinstall:    p.Reinstall,
 		DryRun:       p.DryRun,
 		Tokens:       tokens,
+		JoinTokens:   &provision.JoinTokens{Runner: ssh, TTL: cfg.joinTokenTTL(), Log: log}, // agents: as network installs
 		ExtraFiles:   cfg.ExtraFiles,
 		SSH:          settings,
 		WaitTimeout:  cfg.waitTimeout(),
@@ -433,11 +446,17 @@ func (o *machineObserver) Failed(member string, err error) {
 }
 
 // waitAgents waits until the agents this job installed are Ready nodes (asked on the first server), moving
-// their machines to ready, or to join_failed when the wait runs out. Install itself does not wait for
-// agents; their machines' states do.
+// their machines to ready, or to join_failed when the wait runs out. Install itself waits only for the
+// agents it gave a join token (their machines are ready already); the others' machines' states wait here.
 func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readiness, s remote.Settings, timeout, interval time.Duration) error {
+	var pending []string
 	o.mu.Lock()
-	pending := append([]string(nil), o.agents...)
+	for _, m := range o.agents {
+		// An agent given a join token is ready already: Install waited for it to delete the token.
+		if o.state[m] == "joined" {
+			pending = append(pending, m)
+		}
+	}
 	o.mu.Unlock()
 	if len(pending) == 0 {
 		return nil

@@ -163,7 +163,7 @@ func TestInstallUnderTheMemberLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	j = waitJob(t, st, j.ID)
-	if j.Status != "failed" || j.Error == nil || !strings.Contains(*j.Error, "nixos-anywhere stopped: member s1 of cluster \"t\": the connection holding its install lock failed") {
+	if j.Status != "failed" || j.Error == nil || !strings.Contains(*j.Error, "nixos-anywhere stopped: member s1 of cluster \"t\": the connection holding its member lock failed") {
 		t.Errorf("install whose lock was lost: %s %v\n%s", j.Status, j.Error, j.Log)
 	}
 	if alive := standInsRunning(t, si); len(alive) > 0 {

@@ -17,8 +17,11 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/rollout"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -36,7 +39,7 @@ const (
 type Handler func(ctx context.Context, j *store.Job, log io.Writer) (result any, err error)
 
 // Planner is the core's plan of the stored inventory: one cluster's plan and the ssh settings of
-// provisioning.nixos-anywhere.ssh (the API server implements it with its core evaluator).
+// provisioning.nixos-anywhere.ssh (*inventory.Inventory implements it).
 type Planner interface {
 	ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error)
 }
@@ -49,6 +52,10 @@ type Runner struct {
 	Planner Planner
 	// Config says how the operations reach machines and flakes.
 	Config Config
+	// KubeconfigFile, when set, is how the daemon's own uses of a cluster's API server (NodeClient) reach
+	// it: the context named after the cluster in this file (nix8sd serve --kubeconfig) instead of the admin
+	// kubeconfig fetched over ssh.
+	KubeconfigFile string
 	// Worker names this daemon in the jobs it claims; default <hostname>:<pid>.
 	Worker string
 	// Concurrency bounds the jobs this daemon runs at once; default DefaultConcurrency.
@@ -122,6 +129,39 @@ func (r *Runner) handler(kind string) Handler {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.handlers[kind]
+}
+
+// NodeClient reaches cluster's API server for the daemon's own uses (node status, forgetting the old Node of
+// a reinstalled member: internal/nodewatch): through KubeconfigFile when set, else as ClusterClient does, on the
+// cluster's current plan.
+func (r *Runner) NodeClient(ctx context.Context, cluster string) (kubernetes.Interface, error) {
+	if r.KubeconfigFile != "" {
+		client, _, err := rollout.NewClient(cluster, rollout.ClientOptions{Kubeconfig: r.KubeconfigFile, Context: cluster})
+		return client, err
+	}
+	c, settings, err := r.Planner.ClusterPlan(ctx, cluster)
+	if err != nil {
+		return nil, err
+	}
+	client, _, _, err := r.ClusterClient(ctx, c, settings)
+	return client, err
+}
+
+// Installed queues the delivery of the secrets of the member whose machine mac a network install put on its
+// disk, pinned to the hostKey the installer reported (storeboot.Adapter.OnInstalled). A failure is logged:
+// the installer's report is recorded either way.
+func (r *Runner) Installed(ctx context.Context, mac, hostKey string) {
+	r.init()
+	m, err := r.Store.Machine(ctx, mac)
+	if err == nil && (m.Cluster == nil || m.Member == nil) {
+		err = errors.New("not assigned")
+	}
+	if err == nil {
+		_, err = r.QueueDeliverSecrets(context.WithoutCancel(ctx), *m.Cluster, *m.Member, mac, hostKey)
+	}
+	if err != nil {
+		r.Logger.Error("pxe: could not queue the delivery of the installed machine's secrets", "mac", mac, "err", err)
+	}
 }
 
 // Wake makes Run look at the queue now (the API calls it after queueing a job).

@@ -46,7 +46,13 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 	if err := rollout.CheckMembers(c, p.Members); err != nil {
 		return nil, err
 	}
-	cfg := r.Config
+	// The members' delivered host keys besides --known-hosts (memberkeys.go), for nixos-rebuild's ssh and the
+	// cluster client.
+	cfg, done, err := r.configFor(ctx, c, settings)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	ssh := cfg.SSH()
 	o := rollout.Options{
 		Members:        p.Members,
@@ -55,10 +61,11 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		DrainTimeout:   cfg.DrainTimeout,
 		ReadyTimeout:   cfg.waitTimeout(),
 		PollInterval:   cfg.waitInterval(),
-		Switcher: &rollout.NixosRebuild{Program: cfg.NixosRebuild, Flake: cfg.Flake, SSH: ssh, Settings: settings,
-			Output: log, Timeout: cfg.InstallTimeout},
-		Progress: log,
+		Progress:       log,
 	}
+	rebuild := &rollout.NixosRebuild{Program: cfg.NixosRebuild, Flake: cfg.Flake, SSH: ssh, Settings: settings,
+		Output: log, Timeout: cfg.InstallTimeout}
+	o.Switcher = rebuild
 	if !p.DryRun {
 		client, host, from, err := cfg.ClusterClient(ctx, c, settings)
 		if err != nil {
@@ -74,6 +81,7 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		}
 		obs.noteUntracked(p.Members)
 		o.Observer = obs
+		o.Switcher = &lockedSwitcher{obs: obs.machineObserver, inner: rebuild}
 	}
 	report, err := rollout.Rollout(ctx, c, o)
 	if report == nil {
@@ -84,6 +92,46 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		return report, fmt.Errorf("rollout of cluster %q stopped: %w", c.Name, err)
 	}
 	return report, nil
+}
+
+// lockedSwitcher runs nixos-rebuild for a member under its lock (taken in Starting), and stops it when the
+// lock is lost, as lockedInstaller does for nixos-anywhere: from then on another attempt may start.
+type lockedSwitcher struct {
+	obs   *machineObserver
+	inner *rollout.NixosRebuild
+}
+
+// Describe implements rollout.Describer (dry runs print what would run).
+func (l *lockedSwitcher) Describe(t rollout.Target) string { return l.inner.Describe(t) }
+
+// Switch implements rollout.Switcher.
+func (l *lockedSwitcher) Switch(ctx context.Context, t rollout.Target) error {
+	return l.locked(ctx, t, l.inner.Switch)
+}
+
+// Rollback implements rollout.Switcher.
+func (l *lockedSwitcher) Rollback(ctx context.Context, t rollout.Target) error {
+	return l.locked(ctx, t, l.inner.Rollback)
+}
+
+func (l *lockedSwitcher) locked(ctx context.Context, t rollout.Target, run func(context.Context, rollout.Target) error) error {
+	lock := l.obs.lock(t.Member)
+	if lock == nil {
+		// Jobs do not roll back (rollout.Options.Rollback): a failed member has let its lock go by then.
+		return fmt.Errorf("member %s: its lock is not held; not starting nixos-rebuild", t.Member)
+	}
+	if lock.Lost().Err() != nil {
+		return fmt.Errorf("not starting nixos-rebuild: %w", context.Cause(lock.Lost()))
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(lock.Lost(), func() { cancel(context.Cause(lock.Lost())) })
+	defer stop()
+	err := run(ctx, t)
+	if err != nil && lock.Lost().Err() != nil {
+		return fmt.Errorf("nixos-rebuild stopped: %w", context.Cause(lock.Lost()))
+	}
+	return err
 }
 
 // rebuildObserver moves the machines of the members a rollout takes on through rebuilding, through the store

@@ -51,10 +51,11 @@ var watched = []string{"installing", "joined", "join_failed"}
 // Watcher moves the machines of the clusters' members along as their Nodes register and become Ready.
 type Watcher struct {
 	Store Store
-	// Clients reaches a cluster's API server (e.g. jobs.Config.ClusterClient on the cluster's plan). Run
-	// caches each client until a call through it fails.
+	// Clients reaches a cluster's API server (jobs.Runner.NodeClient in nix8sd). Run caches each client until
+	// a call through it fails.
 	Clients func(ctx context.Context, cluster string) (kubernetes.Interface, error)
-	// HostNames maps each member of cluster to its Kubernetes node name: its hostName in the plan.
+	// HostNames maps each member of cluster to its Kubernetes node name: its hostName in the plan
+	// (inventory.Inventory.HostNames in nix8sd).
 	HostNames func(ctx context.Context, cluster string) (map[string]string, error)
 	// Interval is the pause between passes of Run; default DefaultInterval.
 	Interval time.Duration
@@ -337,4 +338,35 @@ func Forget(ctx context.Context, client kubernetes.Interface, nodeName string) e
 		return fmt.Errorf("deleting the node password secret %s/%s of node %s: %w", metav1.NamespaceSystem, secret, name, err)
 	}
 	return nil
+}
+
+// ForgetOldNode forgets (Forget) the Node of m's member in the background, before m is reinstalled: what
+// runs when an install is armed (storeboot.Adapter.OnArm, the API's reinstall). It reaches the cluster through
+// Clients and HostNames, uncached; a failure is logged, since k3s refuses the reinstalled node only if the
+// old password secret is still there.
+func (w *Watcher) ForgetOldNode(ctx context.Context, m *store.Machine) {
+	if m.Cluster == nil || m.Member == nil || w.Clients == nil || w.HostNames == nil {
+		return
+	}
+	cluster, member := *m.Cluster, *m.Member
+	go func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		hosts, err := w.HostNames(ctx, cluster)
+		if err != nil {
+			return
+		}
+		host, ok := hosts[member]
+		if !ok {
+			return
+		}
+		client, err := w.Clients(ctx, cluster)
+		if err == nil {
+			err = Forget(ctx, client, host)
+		}
+		if err != nil {
+			w.logger().Warn("could not remove the old node of a reinstalled member; if k3s refuses it, delete the node and its secret <node>.node-password.k3s in kube-system",
+				"member", cluster+"-"+member, "err", err)
+		}
+	}()
 }

@@ -441,3 +441,28 @@ func TestRun(t *testing.T) {
 	f.wantState(a2, "installing")
 	f.wantEvents(a1, "installing->joined: node "+f.node("a1")+" registered", "joined->ready: node "+f.node("a1")+" is Ready")
 }
+
+// An armed reinstall forgets its member's old Node (and password secret) in the background, through the
+// watcher's HostNames and Clients; a machine of no member of the plan changes nothing.
+func TestForgetOldNode(t *testing.T) {
+	f := setup(t)
+	f.register("a1", true)
+	f.register("a2", true)
+	f.w.ForgetOldNode(f.ctx, &store.Machine{MAC: members["a2"], Cluster: ptr.To("dev"), Member: ptr.To("nope")})
+	f.w.ForgetOldNode(f.ctx, &store.Machine{MAC: members["a1"]}) // not assigned
+	f.w.ForgetOldNode(f.ctx, &store.Machine{MAC: members["a1"], Cluster: ptr.To("dev"), Member: ptr.To("a1")})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := f.k8s.CoreV1().Nodes().Get(f.ctx, f.node("a1"), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s still there after ForgetOldNode: %v", f.node("a1"), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := f.k8s.CoreV1().Nodes().Get(f.ctx, f.node("a2"), metav1.GetOptions{}); err != nil {
+		t.Errorf("node %s of another member: %v, want it kept", f.node("a2"), err)
+	}
+}

@@ -34,6 +34,8 @@ type Delivered struct {
 	K3sRestarted bool
 	// RecordedIn is the known_hosts file the host key was recorded in; empty when not recorded.
 	RecordedIn string
+	// HostKey is the key the host answered ssh with (the pinned one); empty when it never answered with it.
+	HostKey string
 }
 
 // Pinned is the Deliverer over the system ssh that accepts one host key and nothing else: a temporary
@@ -103,6 +105,7 @@ func (p *Pinned) Deliver(ctx context.Context, host remote.Host, hostKey string, 
 		return res, err
 	}
 	fmt.Fprintf(log, "nix8s: %s: ssh answers with the host key %s\n", host, from)
+	res.HostKey = hostKey
 	for _, f := range files {
 		if err := writeFile(ctx, ssh, host, tmp, f); err != nil {
 			return res, fmt.Errorf("%s: delivering %s (%s): %w", host, f.Path, f.Name, err)

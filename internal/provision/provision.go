@@ -58,6 +58,11 @@ type Options struct {
 	// Tokens are delivered as the members' token files, after the install, through Deliverer; nil delivers
 	// none (the files come some other way, such as sops-nix).
 	Tokens *Tokens
+	// JoinTokens, when set with Tokens, gives each agent a join token of its own at its token file instead of
+	// a token of Tokens (JoinTokens.DeliverJoinToken, as nix8sd's network installs do): made on a ready
+	// server over ssh, deleted there once the agent is a Ready node, which Install then waits for. Its TTL
+	// defaults to DefaultJoinTokenTTL, its waits to WaitTimeout and WaitInterval, its Log to Progress.
+	JoinTokens *JoinTokens
 	// ExtraFiles is a directory with one subdirectory per member host name (`<c>-<m>`) whose tree is
 	// delivered onto that member's / with the install, such as its age key; empty means none.
 	ExtraFiles string
@@ -95,7 +100,8 @@ type Observer interface {
 	// Installed comes when nixos-anywhere finished: the member boots its configuration and k3s joins.
 	Installed(member string)
 	// Ready comes when a server's readiness wait succeeded (the API answers /readyz on the first server, the
-	// node is Ready for the others). Install does not wait for agents.
+	// node is Ready for the others), and when an agent given a join token (Options.JoinTokens) is a Ready
+	// node; Install waits for no other agent.
 	Ready(member string)
 	// Failed comes when the member failed, with the error the report holds.
 	Failed(member string, err error)
@@ -120,6 +126,10 @@ type MemberReport struct {
 	// HostKey is the installed system's public ssh host key (`<type> <base64>`), the one its token files were
 	// delivered to; empty for a member that was not installed.
 	HostKey string `json:"hostKey,omitempty"`
+	// JoinToken is an agent's join token (Options.JoinTokens: its id, description, server and expiry, never
+	// its value); JoinTokenRevoked says it was deleted once the agent was a Ready node.
+	JoinToken        *JoinToken `json:"joinToken,omitempty"`
+	JoinTokenRevoked bool       `json:"joinTokenRevoked,omitempty"`
 	// Steps is what a dry run would do, in order.
 	Steps []string `json:"steps,omitempty"`
 }
@@ -200,6 +210,27 @@ func (o *Options) defaults() {
 	if o.Deliverer == nil {
 		o.Deliverer = &Pinned{WaitTimeout: o.WaitTimeout, WaitInterval: o.WaitInterval, KeyFrom: InstalledKeyFrom, Record: true, Log: o.Progress}
 	}
+	if o.JoinTokens != nil {
+		jt := *o.JoinTokens
+		if jt.TTL == 0 {
+			jt.TTL = DefaultJoinTokenTTL
+		}
+		if jt.WaitTimeout <= 0 {
+			jt.WaitTimeout = o.WaitTimeout
+		}
+		if jt.WaitInterval <= 0 {
+			jt.WaitInterval = o.WaitInterval
+		}
+		if jt.Log == nil {
+			jt.Log = o.Progress
+		}
+		o.JoinTokens = &jt
+	}
+}
+
+// joins says whether member m gets a join token instead of a token of Tokens (Options.JoinTokens).
+func (in *install) joins(m string) bool {
+	return in.o.JoinTokens != nil && in.o.Tokens != nil && in.c.Members[m].Role != "server"
 }
 
 // InstalledKeyFrom names the host key of an install over ssh in messages (Pinned.KeyFrom).
@@ -412,7 +443,14 @@ func (in *install) installMember(ctx context.Context, m string) error {
 			return fmt.Errorf("installing %s: %w", mem.HostName, err)
 		}
 		in.progress("%s: installed with the host key %s", mem.HostName, Fingerprint(key))
-		if _, err := in.o.Deliverer.Deliver(ctx, host, key, tokens); err != nil {
+		if in.joins(m) {
+			// The agent's one token file (TokenFiles checked its path) holds its own join token instead.
+			_, tok, err := in.o.JoinTokens.DeliverJoinToken(ctx, in.c, in.o.SSH, m, in.o.Deliverer, host, key, nil)
+			if err != nil {
+				return err
+			}
+			in.set(m, func(r *MemberReport) { r.JoinToken = &tok })
+		} else if _, err := in.o.Deliverer.Deliver(ctx, host, key, tokens); err != nil {
 			return err
 		}
 		in.set(m, func(r *MemberReport) { r.HostKey = key })
@@ -421,6 +459,20 @@ func (in *install) installMember(ctx context.Context, m string) error {
 		}
 	}
 	if mem.Role != "server" {
+		var tok *JoinToken
+		in.set(m, func(r *MemberReport) { tok = r.JoinToken })
+		if tok == nil {
+			return nil
+		}
+		in.progress("%s: waiting until it is a Ready node, to delete its join token %s", mem.HostName, tok.ID)
+		if err := in.o.JoinTokens.RevokeWhenReady(ctx, *tok, mem.HostName, in.o.WaitTimeout, in.o.WaitInterval); err != nil {
+			return fmt.Errorf("%s: installed, but %w", mem.HostName, err)
+		}
+		in.set(m, func(r *MemberReport) { r.JoinTokenRevoked = true })
+		in.progress("%s: a Ready node; deleted its join token %s on %s", mem.HostName, tok.ID, tok.Server)
+		if in.o.Observer != nil {
+			in.o.Observer.Ready(m)
+		}
 		return nil
 	}
 	if m == in.c.FirstServer {
@@ -543,12 +595,19 @@ func (in *install) steps(ctx context.Context, m string) []string {
 	for _, f := range files {
 		steps = append(steps, fmt.Sprintf("  copy %s (%s) with mode %04o", f.Path, f.Name, f.mode()))
 	}
+	if in.joins(m) {
+		steps = append(steps, fmt.Sprintf("make a join token on a ready server: k3s token create --ttl %s --description %s",
+			in.o.JoinTokens.TTL, JoinTokenDescription(in.c.Name, m)))
+		tokens = []File{{Path: mem.K3s.TokenFile, Name: "joinToken"}}
+	}
 	steps = append(steps, "wait for ssh with the installed system's host key alone")
 	for _, f := range tokens {
 		steps = append(steps, fmt.Sprintf("  deliver %s (%s) with mode 0600", f.Path, f.Name))
 	}
 	steps = append(steps, "record the installed system's host key in "+known)
 	switch {
+	case mem.Role != "server" && in.joins(m):
+		steps = append(steps, fmt.Sprintf("wait until %s is a Ready node (at most %s), then delete its join token", mem.HostName, in.o.WaitTimeout))
 	case mem.Role != "server":
 	case m == in.c.FirstServer:
 		steps = append(steps, fmt.Sprintf("wait until the API answers /readyz (at most %s)", in.o.WaitTimeout))

@@ -59,6 +59,13 @@ type DHCP struct {
 	// before the others when the workers fall behind. It runs on the receiving goroutine for every packet, so
 	// it must be cheap and in memory (KnownMACs). Nil: every packet is in the one queue of others.
 	Known func(mac net.HardwareAddr) bool
+	// Watcher hears of each MAC's segment and of the conflicts the server notices (dhcp_conflict.go); nil:
+	// the Booter, when it is a DHCPWatcher (storeboot.Adapter is), else nobody (they are still logged and
+	// counted).
+	Watcher DHCPWatcher
+	// DeclineHold is how long an address a client declined (DHCPDECLINE) is not offered (default
+	// DefaultDeclineHold).
+	DeclineHold time.Duration
 	// Port is the DHCP server port (67 unless a test moves it); proxy mode also serves Port+3944 (4011).
 	Port    int
 	Metrics *Metrics
@@ -71,7 +78,9 @@ type DHCP struct {
 	// decisions are the Booter's recent answers to DHCP, by MAC and firmware: an exchange asks twice (DISCOVER,
 	// REQUEST) within a moment, and a DHCP decision changes nothing, so the second is not asked again.
 	decisions map[decisionKey]decision
-	next      atomic.Uint32 // where the search for a free address resumes
+	next      atomic.Uint32            // where the search for a free address resumes
+	convs     map[string]*conversation // the DHCP conversation in flight of each MAC (under mu)
+	local     string                   // the interface's subnet: the segment of directly attached clients
 }
 
 type packet struct {
@@ -147,6 +156,7 @@ func (d *DHCP) Listen() error {
 		conns = append(conns, alt)
 	}
 	d.conns = conns
+	d.local = localSegment(d.Interface, d.ServerIP)
 	return nil
 }
 
@@ -352,6 +362,17 @@ func (d *DHCP) Handle(ctx context.Context, m *dhcpv4.DHCPv4, alt bool) (*dhcpv4.
 	mac := m.ClientHWAddr
 	fw, pxe := ClientFirmware(m)
 	typ := m.MessageType()
+	w := d.watcher()
+	if w != nil && !alt {
+		if seg := d.SegmentOf(m); seg != "" {
+			w.Segment(mac, seg)
+		}
+	}
+	if (pxe || d.Mode == ModeFull) && !alt && (typ == dhcpv4.MessageTypeDiscover || typ == dhcpv4.MessageTypeRequest) {
+		if c := d.converse(mac, m, time.Now()); c != nil {
+			d.conflict(ctx, mac, *c)
+		}
+	}
 	var b Boot
 	if pxe || d.Mode == ModeFull { // full mode: an installed member's OS gets its plan IP too
 		// DHCP only asks: iPXE's DHCP must not count as its script request (which may arm an install).
@@ -367,10 +388,17 @@ func (d *DHCP) Handle(ctx context.Context, m *dhcpv4.DHCPv4, alt bool) (*dhcpv4.
 	if pxe && b.Action != ActionIgnore && !d.haveBootFile(m, fw) {
 		return nil, nil // no binary for its architecture: no offer, so the firmware tries its next boot entry
 	}
+	var r *dhcpv4.DHCPv4
+	var err error
 	if d.Mode == ModeProxy {
-		return d.proxy(m, typ, fw, pxe, b, alt)
+		r, err = d.proxy(m, typ, fw, pxe, b, alt)
+	} else {
+		r, err = d.full(ctx, m, typ, fw, pxe, b)
 	}
-	return d.full(ctx, m, typ, fw, pxe, b)
+	if r != nil && (r.MessageType() == dhcpv4.MessageTypeAck || r.MessageType() == dhcpv4.MessageTypeNak) {
+		d.answered(mac, m.TransactionID)
+	}
+	return r, err
 }
 
 func (d *DHCP) proxy(m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, fw Firmware, pxe bool, b Boot, alt bool) (*dhcpv4.DHCPv4, error) {
@@ -418,6 +446,8 @@ func (d *DHCP) full(ctx context.Context, m *dhcpv4.DHCPv4, typ dhcpv4.MessageTyp
 			return nil, d.Leases.Release(ctx, mac, m.ClientIPAddr)
 		}
 		return nil, nil
+	case dhcpv4.MessageTypeDecline:
+		return nil, d.decline(ctx, m, b)
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
 	default:
 		return nil, nil
@@ -667,10 +697,7 @@ func (d *DHCP) decide(ctx context.Context, mac net.HardwareAddr, fw Firmware) (B
 // offerSlot reports whether mac may be offered an address now: it has an outstanding offer already, or fewer
 // than MaxOffers are outstanding.
 func (d *DHCP) offerSlot(mac string, now time.Time) bool {
-	limit := d.MaxOffers
-	if limit <= 0 {
-		limit = max(int((uint64(ip4(d.RangeEnd))-uint64(ip4(d.RangeStart))+1)/4), 8)
-	}
+	limit := d.offerLimit()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.offers == nil {

@@ -61,6 +61,10 @@ type HTTP struct {
 	MaxInFlight int
 	// WaitInterval is how long a waiting machine sleeps before asking again (default 15 s).
 	WaitInterval time.Duration
+	// Unavailable, when set, says whether an error of the Booter or Machines means that the database cannot
+	// be reached (nix8sd: internal/api's check). Then a script is a wait script and a report 503 with
+	// Retry-After, so the machine asks again instead of falling through to its next boot device or giving up.
+	Unavailable func(ctx context.Context, err error) bool
 
 	once        sync.Once
 	mux         *http.ServeMux
@@ -183,7 +187,11 @@ func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		s, err = h.render(r.Context(), mac, b)
 	}
-	if err != nil {
+	if err != nil && h.unavailable(r.Context(), err) {
+		h.Logger.Error("pxe: boot decision: the database is unavailable; the machine asks again", "mac", mac.String(), "err", err)
+		h.Metrics.boot("unavailable")
+		s, _ = h.render(r.Context(), mac, Boot{Action: ActionWait, Message: "the server cannot reach its database, asking again shortly"})
+	} else if err != nil {
 		h.Logger.Error("pxe: boot decision", "mac", mac.String(), "err", err)
 		h.Metrics.boot("error")
 		// A script, so iPXE prints why and falls through instead of retrying forever.
@@ -361,6 +369,18 @@ var errorCodes = map[int]string{
 	http.StatusServiceUnavailable:    "unavailable",
 }
 
+// unavailable: err means the database cannot be reached (Unavailable).
+func (h *HTTP) unavailable(ctx context.Context, err error) bool {
+	return h.Unavailable != nil && h.Unavailable(ctx, err)
+}
+
+// machineUnavailable answers a report 503 while the database cannot be reached, with no word of how it is
+// reached (the log has that), as the /v1 API does.
+func machineUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	machineError(w, http.StatusServiceUnavailable, "the database is unavailable; retry later (the daemon's log says why)")
+}
+
 // machineError answers a /machine/v1 request with the /v1 API's error body: {"code", "message", "details": []}.
 func machineError(w http.ResponseWriter, status int, msg string) {
 	code, ok := errorCodes[status]
@@ -443,12 +463,18 @@ func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
 	if err := h.Machines.Discovered(r.Context(), mac, body); errors.Is(err, ErrFull) {
 		h.Logger.Warn("pxe: discover report of a new machine refused", "mac", mac.String(), "err", err)
 		h.Metrics.report("discover", "full")
+		h.Metrics.discoverFull(segmentOfErr(err))
 		w.Header().Set("Retry-After", "60")
 		machineError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	} else if errors.Is(err, ErrLocked) {
 		h.Metrics.report("discover", "refused")
 		machineError(w, http.StatusForbidden, err.Error())
+		return
+	} else if err != nil && h.unavailable(r.Context(), err) {
+		h.Logger.Error("pxe: recording discovered machine: the database is unavailable", "mac", mac.String(), "err", err)
+		h.Metrics.report("discover", "unavailable")
+		machineUnavailable(w)
 		return
 	} else if err != nil {
 		h.Logger.Error("pxe: recording discovered machine", "mac", mac.String(), "err", err)
@@ -511,6 +537,12 @@ func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, ErrToken) || errors.Is(err, ErrLocked) {
 			h.Metrics.report("progress", "refused")
 			machineError(w, http.StatusForbidden, err.Error())
+			return
+		}
+		if h.unavailable(r.Context(), err) {
+			h.Logger.Error("pxe: recording progress: the database is unavailable", "mac", mac.String(), "err", err)
+			h.Metrics.report("progress", "unavailable")
+			machineUnavailable(w)
 			return
 		}
 		h.Logger.Error("pxe: recording progress", "mac", mac.String(), "err", err)

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/nix8s/nix8s/internal/toolrun"
 )
 
 // Image is a netboot kernel and initrd on local disk, with the kernel arguments they need.
@@ -85,11 +87,13 @@ func (n *NixBuild) Build(ctx context.Context, installable string, log io.Writer)
 		nix = "nix"
 	}
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, nix, "--extra-experimental-features", "nix-command flakes", "build", "--no-link",
+	// In a process group of its own, ended with ctx and with the daemon (toolrun): the evaluator and the
+	// builds it starts go with it.
+	cmd := exec.Command(nix, "--extra-experimental-features", "nix-command flakes", "build", "--no-link",
 		"--print-out-paths", "--print-build-logs", n.Flake+"#"+installable)
 	cmd.Stdout, cmd.Stderr = &out, log
 	fmt.Fprintf(log, "nix8s: building %s#%s\n", n.Flake, installable)
-	if err := cmd.Run(); err != nil {
+	if err := toolrun.Run(ctx, cmd, toolrun.DefaultGrace); err != nil {
 		return "", fmt.Errorf("building %s: %w", installable, err)
 	}
 	paths := strings.Fields(out.String())

@@ -34,6 +34,10 @@ type Leases interface {
 	Claim(ctx context.Context, c Claim) (net.IP, error)
 	// Release drops mac's lease of ip; a RELEASE naming an address mac does not hold changes nothing.
 	Release(ctx context.Context, mac string, ip net.IP) error
+	// Decline records mac's DHCPDECLINE of ip: mac's lease of ip goes and ip is not claimed by Try until
+	// until. Only a lease mac holds is declined, and at most max addresses are held out at once; it reports
+	// whether ip is held out now.
+	Decline(ctx context.Context, mac string, ip net.IP, until time.Time, max int) (bool, error)
 }
 
 // MemLeases is an in-memory Leases.
@@ -41,11 +45,13 @@ type MemLeases struct {
 	mu    sync.Mutex
 	byMAC map[string]Lease
 	byIP  map[string]string
+	// declined holds addresses out of Try until a time (Decline).
+	declined map[string]time.Time
 }
 
 func (m *MemLeases) initLocked() {
 	if m.byMAC == nil {
-		m.byMAC, m.byIP = map[string]Lease{}, map[string]string{}
+		m.byMAC, m.byIP, m.declined = map[string]Lease{}, map[string]string{}, map[string]time.Time{}
 	}
 }
 
@@ -96,6 +102,9 @@ func (m *MemLeases) Claim(_ context.Context, c Claim) (net.IP, error) {
 			if other, ok := m.byIP[c.Try.String()]; ok && other != c.MAC && !m.byMAC[other].Expires.Before(time.Now()) {
 				return nil, nil
 			}
+			if time.Now().Before(m.declined[c.Try.String()]) {
+				return nil, nil
+			}
 			ip = c.Try
 		}
 	}
@@ -113,4 +122,38 @@ func (m *MemLeases) Release(_ context.Context, mac string, ip net.IP) error {
 		delete(m.byMAC, mac)
 	}
 	return nil
+}
+
+// Decline implements Leases.
+func (m *MemLeases) Decline(_ context.Context, mac string, ip net.IP, until time.Time, max int) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.initLocked()
+	old, ok := m.byMAC[mac]
+	if !ok || !old.IP.Equal(ip) {
+		return false, nil
+	}
+	n := 0
+	for a, t := range m.declined {
+		switch {
+		case time.Now().After(t):
+			delete(m.declined, a)
+		case a != ip.String():
+			n++
+		}
+	}
+	if n >= max {
+		return false, nil
+	}
+	delete(m.byIP, old.IP.String())
+	delete(m.byMAC, mac)
+	m.declined[ip.String()] = until
+	return true, nil
+}
+
+// Declined reports whether ip is held out after a Decline.
+func (m *MemLeases) Declined(ip net.IP) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return time.Now().Before(m.declined[ip.String()])
 }

@@ -1,6 +1,10 @@
 package pxe
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the PXE services' Prometheus metrics. A nil *Metrics counts nothing.
 type Metrics struct {
@@ -13,7 +17,15 @@ type Metrics struct {
 	HTTPBytes     *prometheus.CounterVec // kind
 	Boots         *prometheus.CounterVec // outcome (install|discover|local|ignore|error)
 	Reports       *prometheus.CounterVec // kind (discover|progress), result (ok|refused|bad)
+	DHCPConflicts *prometheus.CounterVec // cause (address-in-use|declined|two-clients-dhcp)
+	DiscoverFull  *prometheus.CounterVec // segment
+	segMu         sync.Mutex
+	segLabels     map[string]bool // the segment labels in use, bounded (maxSegmentLabels)
 }
+
+// maxSegmentLabels bounds the segment label's values: a relay address in a DHCP packet is anyone's to forge,
+// and each new value would be a new time series. Beyond it, segments are counted as "other".
+const maxSegmentLabels = 64
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -36,9 +48,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "iPXE scripts served, by outcome (install, discover, local, ignore, error)."}, []string{"outcome"}),
 		Reports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_machine_reports_total",
 			Help: "Machine-facing calls, by kind (discover, progress) and result (ok, refused, bad)."}, []string{"kind", "result"}),
+		DHCPConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_dhcp_conflicts_total",
+			Help: "Conflicts the DHCP server noticed, by cause (address-in-use: a member declined its plan address; declined: a client declined an address of the range, which is quarantined; two-clients-dhcp: two DHCP conversations of one MAC in flight from different clients)."}, []string{"cause"}),
+		DiscoverFull: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nix8s_pxe_discover_refused_total",
+			Help: "Discover reports of new machines refused because too many machines wait in state discovered, by the segment the machine's DHCP came from (its relay's address, or the server interface's subnet; unknown; other beyond 64 segments)."}, []string{"segment"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.DHCPReplies, m.DHCPDropped, m.NoBootFile, m.TFTPTransfers, m.TFTPBytes, m.HTTPTransfers, m.HTTPBytes, m.Boots, m.Reports)
+		reg.MustRegister(m.DHCPReplies, m.DHCPDropped, m.NoBootFile, m.TFTPTransfers, m.TFTPBytes, m.HTTPTransfers, m.HTTPBytes, m.Boots, m.Reports,
+			m.DHCPConflicts, m.DiscoverFull)
 	}
 	return m
 }
@@ -85,4 +102,29 @@ func (m *Metrics) noBootFile(arch, reason string) {
 	if m != nil {
 		m.NoBootFile.WithLabelValues(arch, reason).Inc()
 	}
+}
+
+func (m *Metrics) dhcpConflict(cause string) {
+	if m != nil {
+		m.DHCPConflicts.WithLabelValues(cause).Inc()
+	}
+}
+
+func (m *Metrics) discoverFull(segment string) {
+	if m == nil {
+		return
+	}
+	m.segMu.Lock()
+	if m.segLabels == nil {
+		m.segLabels = map[string]bool{}
+	}
+	if !m.segLabels[segment] {
+		if len(m.segLabels) >= maxSegmentLabels {
+			segment = "other"
+		} else {
+			m.segLabels[segment] = true
+		}
+	}
+	m.segMu.Unlock()
+	m.DiscoverFull.WithLabelValues(segment).Inc()
 }

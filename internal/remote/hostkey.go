@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 )
@@ -134,10 +135,7 @@ func RecordHostKey(ctx context.Context, file string, host Host, key string) erro
 	if err := CheckHostKey(key); err != nil {
 		return err
 	}
-	name := host.Addr
-	if host.port() != 22 {
-		name = "[" + host.Addr + "]:" + itoa(host.port())
-	}
+	name := knownHostsName(host)
 	recordMu.Lock()
 	defer recordMu.Unlock()
 	if _, err := os.Stat(file); err == nil {
@@ -161,4 +159,56 @@ func RecordHostKey(ctx context.Context, file string, host Host, key string) erro
 		return fmt.Errorf("recording the host key of %s in %s: %w", host, file, err)
 	}
 	return nil
+}
+
+// knownHostsName is how ssh looks host up in known_hosts: its address, `[addr]:port` for another port than 22.
+func knownHostsName(host Host) string {
+	if host.port() != 22 {
+		return "[" + host.Addr + "]:" + itoa(host.port())
+	}
+	return host.Addr
+}
+
+// KnownHost is one host key to trust for a host.
+type KnownHost struct {
+	Host Host
+	// Key is `<type> <base64>` (CheckHostKey).
+	Key string
+}
+
+// addrRe is what a host's address may be in a known_hosts line written here: an IP address or a DNS name.
+var addrRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.:-]*$`)
+
+// WriteKnownHostsCommand writes path as a program (0700) that prints keys as known_hosts lines, each under
+// its host's address (`[addr]:port` for another port than 22), for SSH.KnownHostsCommand. ssh runs it itself,
+// without a shell, so path must be absolute, and it is one ssh_config word: no spaces, no % (ssh's tokens).
+// Every key and address is checked first: nothing else may reach the file.
+func WriteKnownHostsCommand(path string, keys []KnownHost) error {
+	if !filepath.IsAbs(path) || strings.ContainsAny(path, " \t\n%\"'\\") {
+		return fmt.Errorf("%q cannot be an ssh KnownHostsCommand: it must be an absolute path without spaces, quotes or %%", path)
+	}
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n# nix8s: host keys to trust besides the known_hosts files (ssh KnownHostsCommand).\ncat <<'EOF'\n")
+	for _, k := range keys {
+		if err := CheckHostKey(k.Key); err != nil {
+			return fmt.Errorf("the host key of %s: %w", k.Host, err)
+		}
+		if !addrRe.MatchString(k.Host.Addr) {
+			return fmt.Errorf("the host key of %s: %q is not an address a known_hosts line can hold", k.Host, k.Host.Addr)
+		}
+		fmt.Fprintf(&b, "%s %s\n", knownHostsName(k.Host), k.Key)
+	}
+	b.WriteString("EOF\n")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o700)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(b.String())
+	if err == nil {
+		err = f.Chmod(0o700) // an existing file (os.CreateTemp's) keeps its mode otherwise
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

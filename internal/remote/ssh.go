@@ -27,6 +27,12 @@ type SSH struct {
 	// KnownHostsCommand, and the host looked up under its address whatever its port or the ssh config's
 	// HostKeyAlias (a key pinned for one connection, such as the one an installer reported).
 	OnlyKnownHostsFile bool
+	// KnownHostsCommand is a program printing known_hosts lines that ssh accepts as well as its known_hosts
+	// files (ssh_config KnownHostsCommand, OpenSSH 8.5 or later; WriteKnownHostsCommand makes one): nix8sd's
+	// members' host keys from its database. Unlike another UserKnownHostsFile it adds keys without replacing
+	// the files an ssh config names, and it is one word, so it survives NIX_SSHOPTS's split on spaces. New keys
+	// are then never recorded (UpdateHostKeys=no). Ignored with OnlyKnownHostsFile.
+	KnownHostsCommand string
 	// ConfigFile is passed as ssh -F; empty keeps ~/.ssh/config, "none" ignores every config file.
 	ConfigFile string
 	// ConnectTimeout bounds connecting; default DefaultConnectTimeout.
@@ -62,6 +68,9 @@ func (s *SSH) Options(host Host, batch bool) []string {
 				"-o", "HostKeyAlias="+host.Addr, "-o", "UpdateHostKeys=no")
 		}
 	}
+	if s.KnownHostsCommand != "" && !(s.KnownHostsFile != "" && s.OnlyKnownHostsFile) {
+		args = append(args, "-o", "KnownHostsCommand="+s.KnownHostsCommand, "-o", "UpdateHostKeys=no")
+	}
 	if host.KeyFile != "" {
 		args = append(args, "-o", "IdentitiesOnly=yes", "-i", host.KeyFile)
 	}
@@ -70,8 +79,8 @@ func (s *SSH) Options(host Host, batch bool) []string {
 
 // HostKeyOptions are the ssh options that decide how host keys are checked, for a program that runs ssh
 // itself (nixos-anywhere): the config file, StrictHostKeyChecking=yes, the known_hosts files (KnownHostsFile,
-// else userFiles: the user's own, from UserKnownHostsFiles) and, with OnlyKnownHostsFile, no other source of
-// keys. UpdateHostKeys=no: the program's connections add no keys to the files.
+// else userFiles: the user's own, from UserKnownHostsFiles), KnownHostsCommand and, with OnlyKnownHostsFile,
+// no other source of keys. UpdateHostKeys=no: the program's connections add no keys to the files.
 func (s *SSH) HostKeyOptions(host Host, userFiles []string) []string {
 	var args []string
 	if s.ConfigFile != "" {
@@ -87,6 +96,8 @@ func (s *SSH) HostKeyOptions(host Host, userFiles []string) []string {
 	}
 	if s.KnownHostsFile != "" && s.OnlyKnownHostsFile {
 		args = append(args, "-o", "GlobalKnownHostsFile=/dev/null", "-o", "KnownHostsCommand=none", "-o", "HostKeyAlias="+host.Addr)
+	} else if s.KnownHostsCommand != "" {
+		args = append(args, "-o", "KnownHostsCommand="+s.KnownHostsCommand)
 	}
 	return append(args, "-o", "UpdateHostKeys=no")
 }

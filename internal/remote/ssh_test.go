@@ -126,3 +126,71 @@ func TestOnlyKnownHostsFile(t *testing.T) {
 		t.Errorf("the pinned key: %v", err)
 	}
 }
+
+// KnownHostsCommand adds host keys to the known_hosts files, checked by the real ssh against real sshds: a
+// host whose key only the command holds is reached (its key recorded nowhere), one whose address the command
+// gives another key is refused, and the command is handed to programs that run ssh (HostKeyOptions).
+func TestKnownHostsCommand(t *testing.T) {
+	n := sshtest.Start(t, "a", "b")
+	ctx := context.Background()
+	a, b := n.Host("a"), n.Host("b")
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "known_hosts")
+	aKey, bKey := n.Node("a").HostKey(t), n.Node("b").HostKey(t)
+
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, nil, 0o600) // an existing file, as os.CreateTemp makes it, becomes a program
+	if err := remote.WriteKnownHostsCommand(good, []remote.KnownHost{{Host: a, Key: aKey}}); err != nil {
+		t.Fatal(err)
+	}
+	ssh := &remote.SSH{ConfigFile: "none", KnownHostsFile: empty, KnownHostsCommand: good, ConnectTimeout: 2 * time.Second}
+	if out, err := ssh.Run(ctx, a, "echo $NIX8S_TEST_NODE"); err != nil || string(out) != "a\n" {
+		t.Errorf("a, its key from the command: %q %v", out, err)
+	}
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		data, _ := os.ReadFile(empty)
+		t.Errorf("ssh recorded a key in the known_hosts file: %q", data)
+	}
+	// b has no key anywhere.
+	var u *remote.UnreachableError
+	if _, err := ssh.Run(ctx, b, "true"); !errors.As(err, &u) || !strings.Contains(err.Error(), "Host key verification failed") {
+		t.Errorf("b, no key: %v", err)
+	}
+	// The command holds b's key under a's address: a presents another key and is refused.
+	wrong := filepath.Join(dir, "wrong")
+	if err := remote.WriteKnownHostsCommand(wrong, []remote.KnownHost{{Host: a, Key: bKey}}); err != nil {
+		t.Fatal(err)
+	}
+	ssh.KnownHostsCommand = wrong
+	if _, err := ssh.Run(ctx, a, "true"); !errors.As(err, &u) || !strings.Contains(err.Error(), "Host key verification failed") {
+		t.Errorf("a, another key under its address: %v", err)
+	}
+	// The known_hosts file's keys still count beside the command's.
+	ssh = &remote.SSH{ConfigFile: "none", KnownHostsFile: n.KnownHostsFile, KnownHostsCommand: good}
+	if _, err := ssh.Run(ctx, b, "true"); err != nil {
+		t.Errorf("b, its key in the known_hosts file: %v", err)
+	}
+	if got := strings.Join(ssh.HostKeyOptions(a, nil), " "); !strings.Contains(got, "-o KnownHostsCommand="+good) {
+		t.Errorf("HostKeyOptions lack the command: %s", got)
+	}
+	// A pinned connection (OnlyKnownHostsFile) uses no command.
+	ssh.OnlyKnownHostsFile = true
+	if got := strings.Join(ssh.Options(a, true), " "); strings.Contains(got, good) || !strings.Contains(got, "KnownHostsCommand=none") {
+		t.Errorf("pinned options: %s", got)
+	}
+
+	for _, tc := range []struct {
+		name, path string
+		keys       []remote.KnownHost
+		want       string
+	}{
+		{name: "relative path", path: "keys", want: `"keys" cannot be an ssh KnownHostsCommand`},
+		{name: "space in the path", path: filepath.Join(dir, "a b"), want: "without spaces"},
+		{name: "a bad key", path: filepath.Join(dir, "bad"), keys: []remote.KnownHost{{Host: a, Key: "ssh-ed25519 AAAA\nevil"}}, want: "the host key of a: "},
+		{name: "a bad address", path: filepath.Join(dir, "bad"), keys: []remote.KnownHost{{Host: remote.Host{Name: "x", Addr: "a b"}, Key: aKey}}, want: `"a b" is not an address`},
+	} {
+		if err := remote.WriteKnownHostsCommand(tc.path, tc.keys); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

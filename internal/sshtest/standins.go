@@ -29,7 +29,8 @@ import (
 //
 // k3s (node side, on the nodes' PATH): exists only on installed nodes, its API refuses connections until the
 // node is registered; `k3s kubectl get --raw /readyz` answers ok on a Ready node only, `get node NAME -o json`
-// and `get nodes -o json` describe the registered nodes.
+// and `get nodes -o json` describe the registered nodes. On a node with a K3sTokens stand-in, that one takes
+// every call first and hands it back for what it does not do itself.
 //
 // systemctl (node side, on the nodes' PATH, before the host's own): the units are the files under the node's
 // /etc/systemd/system (write one with Node.WriteFile); `cat UNIT` prints one or fails like systemd when there
@@ -243,8 +244,8 @@ while kill -0 "$old" 2>/dev/null; do sleep 0.05; done
 `
 
 const k3s = `#!/bin/sh
-# Stand-in for k3s on nix8s test nodes (see internal/sshtest/standins.go).
-S=@STATE@
+# Stand-in for k3s on nix8s test nodes (see internal/sshtest/standins.go); a node's K3sTokens first.
+` + k3sDispatch + `S=@STATE@
 [ -e /etc/NIXOS ] || { echo "sh: 1: k3s: not found" >&2; exit 127; }
 me=$(uname -n)
 node_json() {

@@ -181,13 +181,14 @@ const (
 )
 
 // claimInRange renews the MAC's lease inside the range, or else leases it Try unless another MAC's unexpired
-// lease has it.
+// lease has it or it is quarantined after a DHCPDECLINE (dhcp_declined, DeclineLease).
 const claimInRange = `WITH renew AS (
 		UPDATE dhcp_leases SET expires = $3, updated_at = now()
 		WHERE mac = $1::macaddr AND ip >= $4::inet AND ip <= $5::inet RETURNING ip
 	), fresh AS (
 		INSERT INTO dhcp_leases AS l (mac, ip, expires)
 		SELECT $1::macaddr, $2::inet, $3 WHERE NOT EXISTS (SELECT 1 FROM renew)
+			AND NOT EXISTS (SELECT 1 FROM dhcp_declined WHERE ip = $2::inet AND until > now())
 		ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, expires = excluded.expires, updated_at = now()
 			WHERE l.expires < now() OR l.mac = excluded.mac
 		RETURNING ip

@@ -197,7 +197,7 @@ func (e *LockHeldError) Error() string {
 	if e.Holder != "" {
 		who = fmt.Sprintf("%s (connected since %s)", e.Holder, e.Since.UTC().Format(time.RFC3339))
 	}
-	return fmt.Sprintf("member %s of cluster %q: %s still holds its install lock after %s; no second attempt starts while an earlier one may still run (if that daemon is gone, PostgreSQL frees the lock once its connection ends)",
+	return fmt.Sprintf("member %s of cluster %q: %s still holds its member lock (held by installs and rollouts) after %s; no second attempt starts while an earlier one may still run (if that daemon is gone, PostgreSQL frees the lock once its connection ends)",
 		e.Member, e.Cluster, who, e.Waited.Round(time.Second))
 }
 
@@ -222,7 +222,7 @@ func (s *Store) LockMember(ctx context.Context, cluster, member, holder string, 
 	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting for the install lock of member %s: %w", member, err)
+		return nil, fmt.Errorf("connecting for the member lock of member %s: %w", member, err)
 	}
 	key := memberLockKey(cluster, member)
 	start := time.Now()
@@ -231,7 +231,7 @@ func (s *Store) LockMember(ctx context.Context, cluster, member, holder string, 
 		var got bool
 		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, memberLockClass, key).Scan(&got); err != nil {
 			conn.Close(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("taking the install lock of member %s: %w", member, err)
+			return nil, fmt.Errorf("taking the member lock of member %s: %w", member, err)
 		}
 		if got {
 			break
@@ -277,7 +277,7 @@ func (l *MemberLock) watch(cluster, member string) {
 			cancel()
 			l.mu.Unlock()
 			if err != nil {
-				l.cancel(fmt.Errorf("member %s of cluster %q: the connection holding its install lock failed (%v), so another attempt may take it", member, cluster, err))
+				l.cancel(fmt.Errorf("member %s of cluster %q: the connection holding its member lock failed (%v), so another attempt may take it", member, cluster, err))
 				return
 			}
 		}

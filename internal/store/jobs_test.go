@@ -35,7 +35,7 @@ func TestMemberLock(t *testing.T) {
 	if held.Holder != "nix8sd:h:1 job 7" || told == nil || told.Holder != "nix8sd:h:1 job 7" {
 		t.Errorf("holder %q (told %v), want nix8sd:h:1 job 7", held.Holder, told)
 	}
-	for _, want := range []string{`member a1 of cluster "t": nix8sd:h:1 job 7 (connected since `, "still holds its install lock after ", "no second attempt starts"} {
+	for _, want := range []string{`member a1 of cluster "t": nix8sd:h:1 job 7 (connected since `, "still holds its member lock (held by installs and rollouts) after ", "no second attempt starts"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
@@ -52,7 +52,7 @@ func TestMemberLock(t *testing.T) {
 	defer b.Release()
 	select {
 	case <-a.Lost().Done():
-		if cause := context.Cause(a.Lost()); !strings.Contains(cause.Error(), "the connection holding its install lock failed") {
+		if cause := context.Cause(a.Lost()); !strings.Contains(cause.Error(), "the connection holding its member lock failed") {
 			t.Errorf("cause %v", cause)
 		}
 	case <-time.After(3 * MemberLockPing):

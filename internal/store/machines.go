@@ -31,8 +31,11 @@ type Machine struct {
 	// AwaitingApproval is set while the installer reported done and the member's secrets wait for an
 	// operator to confirm the reported host key (POST /v1/machines/{mac}/approve); nil otherwise.
 	AwaitingApproval *Approval `json:"awaitingApproval"`
-	CreatedAt        time.Time `json:"createdAt"`
-	UpdatedAt        time.Time `json:"updatedAt"`
+	// Segment is the network segment the machine was discovered on: the DHCP relay's address (giaddr), or the
+	// DHCP server interface's subnet for a directly attached client; nil when not known.
+	Segment   *string   `json:"segment"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Event is one entry of a machine's append-only audit log.
@@ -68,7 +71,7 @@ func NormalizeMAC(s string) (string, error) {
 }
 
 const machineCols = `mac::text, facts, cluster, member, state, locked, version, state_changed_at, state_deadline, created_at, updated_at,
-	install_generation, install_armed, install_token_hash IS NOT NULL, approval_host_key, approval_fingerprint, approval_since`
+	install_generation, install_armed, install_token_hash IS NOT NULL, approval_host_key, approval_fingerprint, approval_since, segment`
 
 func scanMachine(r pgx.Row) (*Machine, error) {
 	var m Machine
@@ -77,7 +80,7 @@ func scanMachine(r pgx.Row) (*Machine, error) {
 	var since *time.Time
 	if err := r.Scan(&m.MAC, &facts, &m.Cluster, &m.Member, &m.State, &m.Locked, &m.Version, &m.StateChangedAt,
 		&m.StateDeadline, &m.CreatedAt, &m.UpdatedAt, &m.InstallGeneration, &m.InstallArmed, &m.InstallTokenClaimed,
-		&key, &fp, &since); err != nil {
+		&key, &fp, &since, &m.Segment); err != nil {
 		return nil, err
 	}
 	m.Facts = facts
@@ -323,16 +326,49 @@ const (
 	DiscoveryKept      Discovery = "kept"      // a machine past discovered: its facts are not the image's to change
 )
 
-// ErrDiscoveredFull is DiscoverMachine's answer for a new MAC while maxDiscovered machines are in state
-// discovered.
+// ErrDiscoveredFull is DiscoverMachine's answer for a new MAC while as many machines as its limits allow are
+// in state discovered (a *DiscoveredFullError says which limit).
 var ErrDiscoveredFull = errors.New("too many machines in state discovered")
 
+// DiscoverLimits bound the machines in state discovered when DiscoverMachine would create one: Max of them in
+// all, PerSegment of them on the new machine's Segment (0: no cap). Segment ("" when not known) is recorded as
+// the machine's; machines of unknown segment count as one segment of their own.
+type DiscoverLimits struct {
+	Max, PerSegment int
+	Segment         string
+}
+
+// DiscoveredFullError is the ErrDiscoveredFull of one limit: Segment's (PerSegment) or the database's.
+type DiscoveredFullError struct {
+	Segment    string
+	PerSegment bool
+	N          int // machines in discovered, on the segment or in all
+}
+
+func (e *DiscoveredFullError) Error() string {
+	if e.PerSegment {
+		seg := e.Segment
+		if seg == "" {
+			seg = "an unknown segment"
+		}
+		return fmt.Sprintf("%v on segment %s (%d); assign or forget some, or raise --max-discovered", ErrDiscoveredFull, seg, e.N)
+	}
+	return fmt.Sprintf("%v (%d); assign or forget some, or raise --max-discovered", ErrDiscoveredFull, e.N)
+}
+
+func (e *DiscoveredFullError) Unwrap() error { return ErrDiscoveredFull }
+
 // DiscoverMachine records a discovery report in one transaction: a new MAC becomes a machine in state
-// discovered unless maxDiscovered (> 0) of them are already there; a discovered machine gets facts when they
-// differ from its own (compared as JSON values); any other machine is left as it is. New machines are counted
-// and created under one advisory lock, so daemons sharing the database never pass the cap together.
-func (s *Store) DiscoverMachine(ctx context.Context, actor, mac string, facts json.RawMessage, maxDiscovered int, reason string) (Discovery, error) {
+// discovered, with lim.Segment as its segment, unless lim's caps are reached (*DiscoveredFullError); a
+// discovered machine gets facts when they differ from its own (compared as JSON values); any other machine is
+// left as it is. New machines are counted and created under one advisory lock, so daemons sharing the
+// database never pass a cap together.
+func (s *Store) DiscoverMachine(ctx context.Context, actor, mac string, facts json.RawMessage, lim DiscoverLimits, reason string) (Discovery, error) {
 	var out Discovery
+	var seg *string
+	if lim.Segment != "" {
+		seg = &lim.Segment
+	}
 	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
 		known := func() (bool, error) {
 			var state string
@@ -365,17 +401,21 @@ func (s *Store) DiscoverMachine(ctx context.Context, actor, mac string, facts js
 		if ok, err := known(); ok || err != nil {
 			return err
 		}
-		if maxDiscovered > 0 {
-			var n int
-			if err := tx.QueryRow(ctx, "SELECT count(*) FROM machines WHERE state = 'discovered'").Scan(&n); err != nil {
+		if lim.Max > 0 || lim.PerSegment > 0 {
+			var all, here int
+			if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE segment IS NOT DISTINCT FROM $1)
+				FROM machines WHERE state = 'discovered'`, seg).Scan(&all, &here); err != nil {
 				return err
 			}
-			if n >= maxDiscovered {
-				return fmt.Errorf("%w (%d); assign or forget some, or raise --max-discovered", ErrDiscoveredFull, n)
+			if lim.PerSegment > 0 && here >= lim.PerSegment {
+				return &DiscoveredFullError{Segment: lim.Segment, PerSegment: true, N: here}
+			}
+			if lim.Max > 0 && all >= lim.Max {
+				return &DiscoveredFullError{Segment: lim.Segment, N: all}
 			}
 		}
 		out = DiscoveryCreated
-		_, err := tx.Exec(ctx, "INSERT INTO machines (mac, facts) VALUES ($1::macaddr, $2::jsonb)", mac, []byte(facts))
+		_, err := tx.Exec(ctx, "INSERT INTO machines (mac, facts, segment) VALUES ($1::macaddr, $2::jsonb, $3)", mac, []byte(facts), seg)
 		return err
 	})
 	if err != nil {

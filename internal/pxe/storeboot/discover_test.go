@@ -19,7 +19,7 @@ import (
 // beyond the cap of machines in state discovered are refused with 503 and counted.
 func TestDiscoverSpamIsBounded(t *testing.T) {
 	st, a := setup(t)
-	a.MaxDiscovered = 5
+	a.MaxDiscovered, a.MaxDiscoveredPerSegment = 5, -1 // the overall cap; per segment: TestDiscoveryIsBoundedPerSegment
 	ctx := t.Context()
 	metrics := pxe.NewMetrics(nil)
 	h := &pxe.HTTP{Booter: a, Machines: a, BaseURL: "http://10.0.0.1:8080", ReportRate: rate.Inf, DiscoverRate: rate.Inf, Metrics: metrics}

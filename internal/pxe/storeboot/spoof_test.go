@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,25 +61,35 @@ func pubKey(t *testing.T, file string) (key, fingerprint string) {
 
 // The MAC spoofer of issue 11, end to end on the daemon's own code: a real PostgreSQL with the migrations,
 // the real core's plan, the machine-facing HTTP endpoints, the job runner delivering over ssh, and the
-// operator API. The spoofer is an sshd node (internal/sshtest, its own network namespace) at the server
-// member's plan IP, which in full mode it gets by claiming the member's MAC; it fetches the member's iPXE script
+// operator API. The spoofer is an sshd node (internal/sshtest, its own network namespace) at the plan IP of
+// server s1, which in full mode it gets by claiming the member's MAC; it fetches the member's iPXE script
 // (and with it the one-time install token) and reports done with its own host key. The member was made from
 // the config and never discovered, so no hardware identity is recorded to catch it: approval is the layer
 // that holds. With provisioning.pxe.approve "servers" no deliver-secrets job is queued, no token reaches the
 // spoofer's sshd, the machine waits showing the spoofer's fingerprint (machine, event, metric), and the
 // operator's approval with the real machine's fingerprint (read on its console) is refused. An agent under
-// "servers" still gets its token with no hand on it; under "all" it waits, and its approval delivers.
+// "servers" is delivered to with no hand on it, but only a join token made for it on the ready first server
+// s0 (deleted once its node is Ready), never the cluster token or the agent token; under "all" it waits, and
+// its approval delivers the same. k3s cannot run here: s0 is a real sshd, known to the daemon by its host key
+// (--known-hosts), with a stand-in k3s (sshtest.K3sTokens) that makes, deletes and checks join tokens as
+// `k3s token` does and takes an agent as a Ready node once its token file holds a live token of s0.
 func TestMACSpooferGetsNoTokens(t *testing.T) {
-	n := sshtest.Start(t, "spoofer", "a1", "a2")
+	n := sshtest.Start(t, "spoofer", "s0", "a1", "a2")
 	ctx := context.Background()
-	spoofer, a1, a2 := n.Node("spoofer"), n.Node("a1"), n.Node("a2")
-	macs := map[string]string{"s1": "52:54:00:5f:00:01", "a1": "52:54:00:5f:00:02", "a2": "52:54:00:5f:00:03"}
+	spoofer, s0, a1, a2 := n.Node("spoofer"), n.Node("s0"), n.Node("a1"), n.Node("a2")
+	macs := map[string]string{"s0": "52:54:00:5f:00:00", "s1": "52:54:00:5f:00:01", "a1": "52:54:00:5f:00:02", "a2": "52:54:00:5f:00:03"}
+	// s0 is the cluster's first server (the alphabetically first), installed earlier and ready.
+	k3s := n.K3sTokens(t, s0)
+	const agentTokenFile = "/var/lib/nix8s/secrets/k3s-agent-token"
+	k3s.JoinFrom(t, "lab-a1", a1, agentTokenFile)
+	k3s.JoinFrom(t, "lab-a2", a2, agentTokenFile)
 	cfg := fmt.Sprintf(`{"nodes": {"vm": {"install": {"disk": "/dev/vda"}}}, "clusters": {"lab": {"members": {
+	  "s0": {"node": "vm", "role": "server", "ip": %q, "network": {"mac": %q}},
 	  "s1": {"node": "vm", "role": "server", "ip": %q, "network": {"mac": %q}},
 	  "a1": {"node": "vm", "role": "agent", "ip": %q, "network": {"mac": %q}},
 	  "a2": {"node": "vm", "role": "agent", "ip": %q, "network": {"mac": %q}}}}},
 	  "provisioning": {"pxe": {"server": {"ip": %q}}}}`,
-		spoofer.IP, macs["s1"], a1.IP, macs["a1"], a2.IP, macs["a2"], n.Prefix+".1")
+		s0.IP, macs["s0"], spoofer.IP, macs["s1"], a1.IP, macs["a1"], a2.IP, macs["a2"], n.Prefix+".1")
 
 	st := storetest.Open(t)
 	var c map[string]any
@@ -100,9 +111,18 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 	if view.Server.Approve != "servers" {
 		t.Fatalf("the core's default for provisioning.pxe.approve is %q, want servers", view.Server.Approve)
 	}
-	plans := inventory.NewPlans(st, ev, nil)
+	inv := inventory.New(inventory.Options{Store: st, Core: ev})
+	plans := inv.Plans
 	for m, mac := range macs {
 		if err := EnsureAssigned(ctx, st, mac, "lab", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.ArmInstall(ctx, "op", macs["s0"], 0, "test: s0 was installed earlier"); err != nil {
+		t.Fatal(err)
+	}
+	for _, to := range []string{"joined", "ready"} {
+		if _, err := st.UpdateMachine(ctx, "nodewatch", macs["s0"], store.MachineChange{State: &to}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -115,8 +135,14 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The daemon's --known-hosts holds the real server s0's key alone: the spoofer's is nowhere.
+	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
+	s0Key, _ := pubKey(t, s0.HostKeyFile()+".pub")
+	if err := os.WriteFile(knownHosts, []byte(s0.IP+" "+s0Key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	runner := &jobs.Runner{Store: st, Planner: keyPlanner{plans, n.KeyFile}, Worker: "w", Poll: 50 * time.Millisecond,
-		Config: jobs.Config{SSHConfigFile: "none", ConnectTimeout: 2 * time.Second, SecretsDir: secretsDir,
+		Config: jobs.Config{SSHConfigFile: "none", KnownHostsFile: knownHosts, ConnectTimeout: 2 * time.Second, SecretsDir: secretsDir,
 			WaitTimeout: 5 * time.Second, WaitInterval: 50 * time.Millisecond}}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -151,7 +177,7 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 	boot := machineSide(view.Server.Approve)
 	bootAll := machineSide("all")
 
-	operator := httptest.NewServer(api.New(api.Options{Store: st, Core: ev, Operations: runner, Plans: plans}))
+	operator := httptest.NewServer(api.New(api.Options{Store: st, Inventory: inv, Operations: runner}))
 	t.Cleanup(operator.Close)
 	admin, err := st.CreateToken(ctx, "admin", store.ScopeAdmin)
 	if err != nil {
@@ -244,7 +270,7 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 		return ""
 	}
 
-	// The spoofer: the server's MAC, its own sshd at the server's plan IP, its own host key in the done report.
+	// The spoofer: server s1's MAC, its own sshd at s1's plan IP, its own host key in the done report.
 	spoofKey, spoofFP := pubKey(t, spoofer.HostKeyFile()+".pub")
 	install(boot, macs["s1"], spoofKey)
 	m, err := st.Machine(ctx, macs["s1"])
@@ -285,18 +311,44 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 		t.Errorf("approval with the real machine's fingerprint: %d %s", code, body)
 	}
 
-	// An agent under "servers": the honest installer's key, delivered without a hand on it.
+	// joinToken checks that agent's delivery job j wrote a join token made for it on s0, at its token file,
+	// and deleted it there once its node was Ready: never the cluster token or the agent token.
+	joinToken := func(j *store.Job, agent *sshtest.Node, member string) {
+		t.Helper()
+		if j.Status != "succeeded" {
+			t.Fatalf("the delivery of %s: %s %v\n%s", member, j.Status, j.Error, j.Log)
+		}
+		got := agent.Exec(t, "cat "+agentTokenFile)
+		if got == tokens.AgentToken || got == tokens.Token || strings.Contains(got, tokens.AgentToken) || strings.Contains(got, tokens.Token) {
+			t.Fatalf("%s holds one of the cluster's tokens at %s", member, agentTokenFile)
+		}
+		_, join, ok := strings.Cut(got, "::")
+		if !ok || !strings.HasPrefix(got, "K10") || !slices.Contains(k3s.Tokens(t), join) {
+			t.Fatalf("%s holds %q at %s, want a join token made on s0 (made: %q)", member, got, agentTokenFile, k3s.Tokens(t))
+		}
+		id, _, _ := strings.Cut(join, ".")
+		if !slices.Contains(k3s.Deleted(t), id) {
+			t.Errorf("%s's join token %s was not deleted on s0 once its node was Ready; s0's k3s calls: %q", member, id, k3s.Calls(t))
+		}
+		if want := "token create --ttl 1h0m0s --description nix8s:lab/" + member; !slices.Contains(k3s.Calls(t), want) {
+			t.Errorf("s0's k3s was not asked %q; its calls: %q", want, k3s.Calls(t))
+		}
+		var res jobs.DeliverResult
+		data, _ := st.JobResult(ctx, j.ID)
+		json.Unmarshal(data, &res)
+		if res.JoinToken == nil || res.JoinToken.ID != id || res.JoinToken.Server != "lab-s0" || !res.JoinTokenRevoked ||
+			strings.Contains(string(data), join) || strings.Contains(j.Log, join) {
+			t.Errorf("%s's delivery result: %s", member, data)
+		}
+	}
+
+	// An agent under "servers": the honest installer's key, delivered without a hand on it, a join token.
 	a1Key, _ := pubKey(t, a1.HostKeyFile()+".pub")
 	if _, err := st.ArmInstall(ctx, "op", macs["a1"], 0, "reinstall requested"); err != nil { // its wave waits for s1
 		t.Fatal(err)
 	}
 	install(boot, macs["a1"], a1Key)
-	if j := delivered(macs["a1"]); j.Status != "succeeded" {
-		t.Fatalf("the agent's delivery: %s %v\n%s", j.Status, j.Error, j.Log)
-	}
-	if got := a1.Exec(t, "cat /var/lib/nix8s/secrets/k3s-agent-token"); got != tokens.AgentToken {
-		t.Errorf("a1 holds %q, want the agent token", got)
-	}
+	joinToken(delivered(macs["a1"]), a1, "a1")
 
 	// Under "all" an agent waits too; its approval with the fingerprint of its console delivers.
 	a2Key, a2FP := pubKey(t, a2.HostKeyFile()+".pub")
@@ -314,11 +366,9 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 	if code != http.StatusAccepted {
 		t.Fatalf("approval of a2: %d %s", code, body)
 	}
-	if j := delivered(macs["a2"]); j.Status != "succeeded" {
-		t.Fatalf("a2's delivery after approval: %s %v\n%s", j.Status, j.Error, j.Log)
-	}
-	if got := a2.Exec(t, "cat /var/lib/nix8s/secrets/k3s-agent-token"); got != tokens.AgentToken {
-		t.Errorf("a2 holds %q, want the agent token", got)
+	joinToken(delivered(macs["a2"]), a2, "a2")
+	if made := k3s.Tokens(t); len(made) != 2 {
+		t.Errorf("s0 made %d join tokens, want 2 (one per agent)", len(made))
 	}
 
 	// The runner delivered twice meanwhile, yet nothing was queued for the spoofer and its sshd holds no token.

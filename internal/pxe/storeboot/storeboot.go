@@ -36,7 +36,7 @@ type MachineStore interface {
 	Machine(ctx context.Context, mac string) (*store.Machine, error)
 	MemberStates(ctx context.Context, cluster string, members []string) (map[string]string, error)
 	CreateMachine(ctx context.Context, actor, mac string, facts json.RawMessage, reason string) (*store.Machine, error)
-	DiscoverMachine(ctx context.Context, actor, mac string, facts json.RawMessage, maxDiscovered int, reason string) (store.Discovery, error)
+	DiscoverMachine(ctx context.Context, actor, mac string, facts json.RawMessage, lim store.DiscoverLimits, reason string) (store.Discovery, error)
 	UpdateMachine(ctx context.Context, actor, mac string, c store.MachineChange) (*store.Machine, error)
 	ArmInstall(ctx context.Context, actor, mac string, version int64, reason string) (*store.Machine, error)
 	ClaimInstallToken(ctx context.Context, actor, mac string, generation int64, hash [32]byte) error
@@ -47,6 +47,8 @@ type MachineStore interface {
 	RecordIdentity(ctx context.Context, mac string, identity json.RawMessage, source string, replace bool) (*store.Identity, error)
 	InstallClient(ctx context.Context, mac string, generation int64, kind string, ip net.IP) (net.IP, bool, error)
 	LockForConflict(ctx context.Context, actor, mac, cause, reason string) (bool, error)
+	// Conflicts the DHCP server noticed that lock nothing (dhcp.go).
+	RecordConflict(ctx context.Context, actor, mac, reason string, details map[string]any) error
 }
 
 // Planner is the core's plan of the stored inventory (*inventory.Plans, shared with the API server): decoded
@@ -92,10 +94,16 @@ type Adapter struct {
 	// MaxDiscovered is how many machines may wait in state discovered before new MACs are refused
 	// (default DefaultMaxDiscovered; negative: no cap).
 	MaxDiscovered int
-	Logger        *slog.Logger
+	// MaxDiscoveredPerSegment is how many of them may come from one segment (the segment of the MAC's DHCP
+	// packets: its relay's address, or the DHCP interface's subnet; dhcp.go), so that a flood on one segment
+	// leaves room for machines of the others. Default a quarter of MaxDiscovered (at least 1); negative: no
+	// cap per segment.
+	MaxDiscoveredPerSegment int
+	Logger                  *slog.Logger
 
 	mu        sync.RWMutex
-	discovery *string // set by SetDiscoveryImage, overrides DiscoveryImage
+	discovery *string  // set by SetDiscoveryImage, overrides DiscoveryImage
+	seen      dhcpSeen // what DHCP told of MACs (dhcp.go)
 }
 
 // SetDiscoveryImage turns discovery on with image id (once it is built), safe while serving.
@@ -310,17 +318,15 @@ func (a *Adapter) ClaimToken(ctx context.Context, hw net.HardwareAddr, generatio
 	return tok, nil
 }
 
-// Discovered implements pxe.Machines: a new machine is created as discovered, unless MaxDiscovered wait there
-// already (pxe.ErrFull); a known one in state discovered gets its facts replaced when they changed (the same
-// facts again write nothing, so a repeated report adds no event); any other state keeps its facts (a booted
-// discovery image cannot rewrite what an installed machine is). The facts' "identity" becomes the machine's
+// Discovered implements pxe.Machines: a new machine is created as discovered, with the segment of its DHCP,
+// unless MaxDiscovered wait there already or MaxDiscoveredPerSegment of its segment (a *pxe.FullError); a
+// known one in state discovered gets its facts replaced when they changed (the same facts again write
+// nothing, so a repeated report adds no event); any other state keeps its facts (a booted discovery image
+// cannot rewrite what an installed machine is). The facts' "identity" becomes the machine's
 // recorded identity; a report for a machine that is installing, or of other hardware for an assigned one,
 // locks the machine (pxe.ErrLocked, conflict.go).
 func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts json.RawMessage) error {
-	limit := a.MaxDiscovered
-	if limit == 0 {
-		limit = DefaultMaxDiscovered
-	}
+	lim := a.discoverLimits(hw.String())
 	// Identity and conflicts first (conflict.go): a report for a machine that is installing, or of other
 	// hardware for an assigned one, locks it and is refused.
 	id, err := identityOf(facts)
@@ -339,9 +345,9 @@ func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts jso
 			return err
 		}
 	}
-	d, err := a.Store.DiscoverMachine(ctx, actor, hw.String(), facts, limit, "reported by the discovery image")
+	d, err := a.Store.DiscoverMachine(ctx, actor, hw.String(), facts, lim, "reported by the discovery image")
 	if errors.Is(err, store.ErrDiscoveredFull) {
-		return fmt.Errorf("%w: %w", pxe.ErrFull, err)
+		return &pxe.FullError{Segment: lim.Segment, Err: err}
 	}
 	if err == nil && a.Logger != nil && d != store.DiscoveryCreated {
 		a.Logger.Debug("pxe: discover report", "mac", hw.String(), "outcome", d)
@@ -357,6 +363,22 @@ func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts jso
 
 // DefaultMaxDiscovered is how many machines may wait in state discovered when Adapter.MaxDiscovered is 0.
 const DefaultMaxDiscovered = 1024
+
+// discoverLimits are the caps of a discover report of mac, with the segment its DHCP came from.
+func (a *Adapter) discoverLimits(mac string) store.DiscoverLimits {
+	all := a.MaxDiscovered
+	if all == 0 {
+		all = DefaultMaxDiscovered
+	}
+	per := a.MaxDiscoveredPerSegment
+	if per == 0 {
+		per = max(all/4, 1)
+		if all < 0 {
+			per = -1
+		}
+	}
+	return store.DiscoverLimits{Max: max(all, 0), PerSegment: max(per, 0), Segment: a.segmentOf(mac)}
+}
 
 // Progress implements pxe.Machines: recorded as a progress event when the token is the armed generation's and
 // the report passes checkReport (same client, same hardware; else the machine is locked and the report
