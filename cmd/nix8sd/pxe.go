@@ -46,6 +46,8 @@ type pxeOptions struct {
 	raDisabled bool
 	// maxDiscovered is --max-discovered: storeboot.Adapter.MaxDiscovered, 0 for no cap.
 	maxDiscovered int
+	// maxDiscoveredPerSegment is --max-discovered-per-segment: storeboot.Adapter.MaxDiscoveredPerSegment.
+	maxDiscoveredPerSegment int
 }
 
 type listFlag []string
@@ -73,6 +75,7 @@ func (p *pxeOptions) bind(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&p.nodeWatch, "node-watch-interval", 10*time.Second, "how often the clusters' API servers are asked which nodes registered and are Ready")
 	fs.BoolVar(&p.raDisabled, "no-router-advertisements", false, "do not answer IPv6 router solicitations (iPXE waits ~16 s for one on IPv4-only networks)")
 	fs.IntVar(&p.maxDiscovered, "max-discovered", storeboot.DefaultMaxDiscovered, "refuse discover reports of new machines while `N` machines are in state discovered (0: no cap)")
+	fs.IntVar(&p.maxDiscoveredPerSegment, "max-discovered-per-segment", 0, "of those, at most `N` from one network segment (the DHCP relay's address or the interface's subnet; default a quarter of --max-discovered; -1: no cap per segment)")
 }
 
 func (p *pxeOptions) enabled() bool { return p.enable || len(p.clusters) > 0 || p.iface != "" }
@@ -254,7 +257,8 @@ func setupPXE(ctx context.Context, p *pxeOptions, d pxeDeps, cfg map[string]any,
 	// report of a member it names waits for POST /v1/machines/{mac}/approve instead of queueing the delivery.
 	s.adapter = &storeboot.Adapter{Store: st, Plans: d.inv, Images: installers, Clusters: []string(p.clusters),
 		DiscoveryImage: discovery, Arm: !p.noArm, OnArm: d.onArm, OnInstalled: d.runner.Installed,
-		Approve: srv.Approve, Approvals: st, MaxDiscovered: cmp.Or(p.maxDiscovered, -1), Logger: log}
+		Approve: srv.Approve, Approvals: st, MaxDiscovered: cmp.Or(p.maxDiscovered, -1),
+		MaxDiscoveredPerSegment: p.maxDiscoveredPerSegment, Logger: log}
 	dhcp := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, BootFiles: files, HTTPBase: base, Port: p.dhcpPort,
 		LeaseTime: p.dhcpLease, Known: knownMACs(st, view, log).Known, Metrics: metrics, Logger: log}
 	var clientMAC func(net.IP) (net.HardwareAddr, bool)
