@@ -33,6 +33,13 @@ in {
     let m = jsonModel cfg; r = validateModel m; in
     { report = r; } // (if r.errors == [ ] then { plan = planModel m; } else { });
 
+  # checkJSON of the inventory nix8sd stores, with the daemon's stricter rules: a secret value (secrets.token,
+  # secrets.agentToken), only a warning in a flake's config, is an error, since any read token reads the inventory
+  # and it is rendered into a flake workspace. The plan is the same as checkJSON's.
+  checkStored = cfg:
+    let m = jsonModel cfg // { stored = true; }; r = validateModel m; in
+    { report = r; } // (if r.errors == [ ] then { plan = planModel m; } else { });
+
   nixos = cfg: checked cfg (m: nixosModel m (planModel m));
 
   # Everything the flake module needs from one config, from one evaluation of the model and of validate:
@@ -56,6 +63,12 @@ in {
   pxe = cfg: clusters:
     let m = model cfg; in
     pxeModel { model = m; report = validateModel m; inherit planModel; } clusters;
+
+  # The Lima view of one cluster (`{ errors; warnings; cluster; network; waves; members; }`, lib/lima.nix): what
+  # `nix8s lima up|down|status` acts on; network and members only when there are no errors.
+  lima = cfg: cluster:
+    let m = model cfg; r = validateModel m; in
+    (import ./lima.nix m).view r (if r.errors == [ ] then planModel m else { }) cluster;
 
   exportable = import ./export.nix;
 

@@ -34,6 +34,7 @@ o net [
   [ "networking.firewall.allowedUDPPorts" "list of port" ]
   [ "networking.firewall.allowedTCPPortRanges" "list of attrs of port ({ from; to; })" ]
   [ "networking.firewall.trustedInterfaces" "list of string" ]
+  [ "networking.firewall.checkReversePath" "boolean or one of \"strict\", \"loose\" (default true)" ]
 ]
 ++ o sshd [
   [ "services.openssh.enable" "boolean" ]
@@ -148,6 +149,20 @@ o net [
   [ "nixpkgs.config" "nixpkgs config (allowUnfreePredicate for the NVIDIA driver)" ]
   [ "nixpkgs.hostPlatform" "platform (string such as \"x86_64-linux\" or attrs); nixosSystem needs it or `system`" ]
 ]
+# Cozystack's node preparation (lib/cozystack.nix); read at the commits named in docs/research/cozystack.md
+# (initiator.nix @08bbcb97 and multipath.nix @04ea8d4e are old revisions: recheck at the pinned nixpkgs).
+++ o "nixos/modules/services/networking/iscsi/initiator.nix" [
+  [ "services.openiscsi.enable" "boolean (starts iscsid, adds iscsi_tcp to boot.kernelModules)" ]
+  [ "services.openiscsi.name" "string (the initiator IQN; no default)" ]
+]
+++ o "nixos/modules/services/networking/multipath.nix" [
+  [ "services.multipath.enable" "boolean" ]
+  [ "services.multipath.blacklist" "null or string (wrapped in blacklist { ... } by the module)" ]
+]
+++ o "nixos/modules/tasks/lvm.nix" [
+  [ "services.lvm.boot.thin.enable" "boolean (thin-provisioning-tools, lvm.conf's thin_check paths)" ]
+]
+++ o "nixos/modules/system/boot/systemd/tmpfiles.nix" [ [ "systemd.tmpfiles.rules" "list of string" ] ]
 ++ o "nixos/modules/system/etc/etc.nix" [ [ "environment.etc.<name>.text" "null or lines (the file goes to the store, linked at /etc/<name>)" ] ]
 ++ o "nixos/modules/system/boot/systemd.nix" [ [ "systemd.services.<name>.path" "list of package or string" ] ]
 # The installer and discovery services (modules/nixos/installer.nix, discovery.nix). systemd.nix declares
@@ -162,3 +177,28 @@ o net [
 ++ o "nixos/modules/system/build.nix" [
   [ "system.build.nix8sNetboot" "system.build is a submodule with freeformType lazyAttrsOf (uniq unspecified): any new key, evaluated lazily" ]
 ]
+# The Lima guest module (modules/nixos/lima-guest.nix); the systemd unit options it sets besides the ones above
+# are in nixos/lib/systemd-unit-options.nix too (commonUnitOptions, serviceOptions).
+++ o "nixos/lib/systemd-unit-options.nix" [
+  [ "systemd.services.<name>.before" "list of unit name" ]
+  [ "systemd.services.<name>.requires" "list of unit name" ]
+  [ "systemd.services.<name>.unitConfig" "attrs of systemd option" ]
+  [ "systemd.services.<name>.environment" "attrs of (null or str, path or package)" ]
+]
+++ o "nixos/modules/tasks/filesystems.nix" [
+  [ "fileSystems.<name>.device" "null or non-empty string" ]
+  [ "fileSystems.<name>.fsType" "non-empty string (default \"auto\")" ]
+  [ "fileSystems.<name>.options" "non-empty list of non-empty string" ]
+  [ "fileSystems.<name>.autoResize" "boolean (ext2/3/4: grown before it is mounted)" ]
+]
+++ o "nixos/modules/system/boot/grow-partition.nix" [ [ "boot.growPartition" "boolean (scripted initrd only: asserts boot.initrd.systemd.enable is off)" ] ]
+++ o "nixos/modules/config/users-groups.nix" [
+  [ "users.users.<name>.isNormalUser" "boolean" ]
+  [ "users.users.<name>.uid" "null or int" ]
+  [ "users.users.<name>.home" "path (string)" ]
+  [ "users.users.<name>.extraGroups" "list of string" ]
+]
+++ o "nixos/modules/security/sudo.nix" [ [ "security.sudo.extraRules" "list of submodule { users; groups; host; runAs; commands = [ { command; options; } ]; }" ] ]
+++ o "nixos/modules/config/system-path.nix" [ [ "environment.systemPackages" "list of package" ] ]
+++ o sshd [ [ "services.openssh.authorizedKeysFiles" "list of string (AuthorizedKeysFile, after %h/.ssh/authorized_keys and /etc/ssh/authorized_keys.d/%u)" ] ]
+++ o "module.nix (nix-community/disko)" [ [ "disko.imageBuilder.imageFormat" "one of raw, qcow2 (default raw)" ] ]

@@ -3,6 +3,7 @@
 # override them from nixosModules. Every option path used here must be listed in nixos-options.nix.
 let
   u = import ./util.nix;
+  cozystack = import ./cozystack.nix;
   inherit (builtins) any attrNames concatLists concatStringsSep elem filter genList isString length listToAttrs map;
 
   optionals = cond: xs: if cond then xs else [ ];
@@ -96,17 +97,21 @@ let
       serverIndex = builtins.listToAttrs (genList (i: { name = builtins.elemAt c.servers i; value = i; }) (length c.servers));
       keepalived = isServer && c.loadBalancer == "keepalived";
       nvidia = ext.nvidia or { };
+      # Cozystack's node preparation (empty without it): its ports, modules and file systems join the lists below.
+      cz = cozystack.nixos cp.cozystack cfg m isServer;
+      tcpRanges = optionals isServer [ { from = 2379; to = 2380; } ] ++ cz.tcpPortRanges;
+      filesystems = optionals (enabled "zfs") [ "zfs" ] ++ cz.filesystems;
     in {
       settings = merge [
         {
           networking.hostName = m.hostName;
           networking.interfaces.${ifaceName}.ipv4.addresses = [ { address = m.ip; prefixLength = c.network.prefixLength; } ];
           networking.firewall = {
-            allowedTCPPorts = if isServer then [ 6443 10250 ] else [ 10250 ];
-            allowedUDPPorts = flannelUDPPorts.${cp.flannelBackend} or [ ];
-          } // optionalAttrs isServer {
-            # embedded etcd: client and peer ports
-            allowedTCPPortRanges = [ { from = 2379; to = 2380; } ];
+            allowedTCPPorts = (if isServer then [ 6443 10250 ] else [ 10250 ]) ++ cz.tcpPorts;
+            allowedUDPPorts = (flannelUDPPorts.${cp.flannelBackend} or [ ]) ++ cz.udpPorts;
+          } // optionalAttrs (tcpRanges != [ ]) {
+            # embedded etcd on servers: client and peer ports
+            allowedTCPPortRanges = tcpRanges;
           };
           services.openssh.enable = true;
           services.k3s = {
@@ -124,7 +129,8 @@ let
         # Without a configured interface name the member's address goes on eth0, which classic names guarantee.
         (let params = (cfg.boot.kernelParams or [ ]) ++ optionals (iface == null) [ "net.ifnames=0" ]; in
           optionalAttrs (params != [ ]) { boot.kernelParams = params; })
-        (let mods = (cfg.boot.kernelModules or [ ]); in optionalAttrs (mods != [ ]) { boot.kernelModules = mods; })
+        (let mods = (cfg.boot.kernelModules or [ ]) ++ cz.kernelModules; in optionalAttrs (mods != [ ]) { boot.kernelModules = mods; })
+        (optionalAttrs (filesystems != [ ]) { boot.supportedFilesystems = filesystems; })
         (optionalAttrs (vendor != null) { hardware.cpu.${vendor}.updateMicrocode = microcode; })
         (optionalAttrs (install ? disk && install.disk != null) { disko.devices = simpleDisko install; })
         (optionalAttrs ((cfg.disko or null) != null) { disko.devices = cfg.disko.devices; })
@@ -158,7 +164,6 @@ let
             builtins.toJSON cp.apiServerAuthentication.content + "\n";
         })
         (optionalAttrs (enabled "zfs") {
-          boot.supportedFilesystems = [ "zfs" ];
           # ZFS refuses to import pools without a host id; derived from the host name so it never changes.
           networking.hostId = builtins.substring 0 8 (builtins.hashString "sha256" m.hostName);
         })
@@ -173,6 +178,7 @@ let
         })
         # DRBD needs only its kernel module (modules/nixos/extensions/drbd.nix): LINSTOR drives it, and
         # services.drbd would run `drbdadm up all` with a host helper LINSTOR does not want.
+        cz.settings
       ];
       defaults = merge [
         {
@@ -187,6 +193,7 @@ let
           boot.loader.systemd-boot.enable = true;
           boot.loader.efi.canTouchEfiVariables = true;
         })
+        cz.defaults
       ];
     };
 in

@@ -2,6 +2,7 @@
 # settings. It is the contract the CLI, the daemon and the NixOS glue read; every field is JSON data.
 let
   u = import ./util.nix;
+  cozystack = import ./cozystack.nix;
   inherit (builtins) any attrNames concatLists elemAt filter genList head isString length listToAttrs map match mapAttrs;
 
   defaultTokenFile = "/var/lib/nix8s/secrets/k3s-token";
@@ -37,6 +38,15 @@ let
 in
 model:
 let
+  # How every member is reached over SSH: provisioning.nixos-anywhere.ssh (validated) with its defaults, one set
+  # shared by all members, each adding its own host (one `//` per member). A provisioner that does not reach a
+  # member at its IP (Lima: a port forwarded on 127.0.0.1) changes only this.
+  sshSettings =
+    let s = model.provisioning.nixos-anywhere.ssh or { }; orDefault = k: d: let v = s.${k} or null; in if v == null then d else v; in
+    { port = orDefault "port" 22; user = orDefault "user" "root"; keyFile = s.keyFile or null; };
+  # Lima members are reached on a port of 127.0.0.1 instead (lib/lima.nix): per cluster, null for the others.
+  lima = import ./lima.nix model;
+
   clusterPlan = c:
     let
       k3s = c.k3s;
@@ -55,8 +65,13 @@ let
       bindOwnAddress = c.loadBalancer == "keepalived";
       serverArgs = extra.server or [ ];
       agentArgs = extra.agent or [ ];
+      # Cozystack's flags (null without it): a part of its own, after the core's flags and before the user's.
+      cz = cozystack.plan c;
+      czServer = if cz == null then [ ] else cz.flags.server;
+      # Once per cluster, so an agent's flags cost one concatenation, as without Cozystack.
+      agentTail = (if cz == null then [ ] else cz.flags.agent) ++ agentArgs;
       # A server flag the agents learn from the servers: one backend per cluster, so every member opens its ports.
-      flannelBackend = lastFlag "flannel-backend" "vxlan" serverArgs;
+      flannelBackend = lastFlag "flannel-backend" (if cz == null then "vxlan" else "none") serverArgs;
       # Behind a load balancer (haproxy on the VIP, or an external one) the servers answer /readyz anonymously, so
       # the balancer can check readiness. A user's own authentication config or --anonymous-auth wins: then their
       # settings must allow the check (docs/nixos-options-research.md).
@@ -78,6 +93,7 @@ let
             (optionals (net ? serviceCidr) [ (flag "service-cidr" net.serviceCidr) ])
             (optionals (net ? clusterDns) [ (flag "cluster-dns" net.clusterDns) ])
             (optionals healthEndpoints [ (flag "kube-apiserver-arg" "authentication-config=${healthAuthenticationPath}") ])
+            czServer
             serverArgs
           ];
           inherit tokenFile agentTokenFile;
@@ -87,21 +103,27 @@ let
         inherit (m) role;
         clusterInit = false;
         serverAddr = apiEndpoint;
-        flags = [ "--node-ip=${m.ip}" ] ++ agentArgs;
+        flags = [ "--node-ip=${m.ip}" ] ++ agentTail;
         tokenFile = agentsTokenFile;
         agentTokenFile = null;
       };
+      limaSSH = lima.ssh c.name;
       memberPlan = _: m: {
         inherit (m) name hostName role ip mac config;
         node = m.nodeName;
         k3s = if m.role == "server" then serverK3s m else agentK3s m;
+        ssh = sshSettings // (if limaSSH == null then { host = m.ip; } else limaSSH m.name);
       };
     in {
       inherit (c) name firstServer servers agents;
       inherit apiEndpoint;
+      # The cluster's Lima network (`{ name; subnet; gatewayArg; gateway; prefix; }`), null when not in Lima.
+      lima = lima.network c.name;
       k3sVersion = k3s.version or null;
       ha = { enable = c.haEnable; inherit (c) vip loadBalancer; };
       inherit flannelBackend;
+      # Cozystack's settings, its pinned manifests and the platform Package (lib/cozystack.nix), or null.
+      cozystack = cz;
       # The API server authentication config the servers' --authentication-config points at (null: none).
       apiServerAuthentication =
         if healthEndpoints then { path = healthAuthenticationPath; content = healthAuthentication; } else null;

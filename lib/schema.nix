@@ -96,7 +96,29 @@ let
         agentTokenFile = pattern "/.*" "Path of the agent token file.";
         token = str "The cluster token itself. Works, with a warning: it is copied into the world-readable Nix store; use `tokenFile` instead." // { deprecated = true; };
       };
-      cozystack = freeform "Cozystack installation (planned)." { enable = { type = "boolean"; default = false; description = "Install Cozystack on the cluster (not built yet)."; }; };
+      domain = eg "k8s.example.com" (str "The cluster's DNS domain. Cozystack publishes its services under it unless `cozystack.host` is set.");
+      cozystack = {
+        type = "object";
+        description = "Cozystack on top of the cluster (docs/cozystack.md). With `enable` the core adds the k3s flags Cozystack's generic install needs (no flannel, kube-proxy, traefik, servicelb, local-storage or metrics-server; cluster domain `cozy.local`; `max-pods`; `--nonroot-devices`), prepares every member (kernel modules, sysctls, iSCSI, multipath, LVM filter, NFS, DRBD 9 on every member, the ports of Kube-OVN, Cilium, LINSTOR and DRBD) and renders the platform Package; `nix8s cozystack bootstrap` installs it. A k3s older than v1.32, or a `k3s.extraArgs` flag that contradicts one of these, is an error.";
+        properties = {
+          enable = { type = "boolean"; default = false; description = "Install Cozystack on the cluster."; };
+          version = eg "v1.6.2" (pattern "v[0-9]+\\.[0-9]+\\.[0-9]+" "Cozystack release (v1.0.0 or newer: the first with a generic Kubernetes variant); default `v1.6.2`. Its manifests are pinned by hash in the core; another release needs `manifests`.");
+          host = eg "k8s.example.com" (str "Publishing host: Cozystack serves its dashboard and APIs under it. Default: the cluster's `domain`; one of the two is required.");
+          apiServerEndpoint = eg "https://192.168.1.100:6443" (pattern "https://[^/:]+(:[0-9]+)?/?" "The Kubernetes API as Cozystack and Cilium reach it from every node (before any ingress exists); default the cluster's own endpoint, `https://<ha.vip or the first server>:6443`. Another host is added to the servers' `--tls-san`.");
+          maxPods = { type = "integer"; minimum = 1; default = 220; description = "Pods per node, on every member (`--kubelet-arg=max-pods`); set it here, not in `k3s.extraArgs`."; };
+          network = freeform "Cozystack's networks; the pod and service networks are `k3s.network`'s (k3s's defaults when unset)." {
+            joinCidr = eg "100.64.0.0/16" (pattern cidr "Kube-OVN's join network between nodes and pods; must not overlap the pod or service network or any member address. Default `100.64.0.0/16`.");
+          };
+          externalIPs = { type = "array"; items = pattern ipv4 "An address."; default = [ ]; description = "Addresses Cozystack's ingress answers on (`publishing.externalIPs`)."; };
+          manifests = freeform "The release manifests, instead of the pinned ones: both or neither. Each file is applied only if its bytes have the hash." {
+            crds = freeform "`cozystack-crds.yaml`." { url = str "Where to download it."; hash = pattern "sha256-[A-Za-z0-9+/]{43}=" "Its SRI sha256 hash (`nix hash file --sri FILE`)."; };
+            operator = freeform "`cozystack-operator-generic.yaml` (its `REPLACE_ME` API host is replaced at bootstrap)." { url = str "Where to download it."; hash = pattern "sha256-[A-Za-z0-9+/]{43}=" "Its SRI sha256 hash."; };
+          };
+          lvmGlobalFilter = { type = "array"; items.type = "string"; default = [ "r|^/dev/drbd.*|" "r|^/dev/dm-.*|" "r|^/dev/zd.*|" "r|^/dev/loop.*|" ]; description = "lvm.conf's `devices/global_filter`: LVM on the host must not scan the DRBD, device-mapper, zvol and loop devices holding LINSTOR's volumes. Drop `r|^/dev/dm-.*|` on hosts whose own physical volumes are device-mapper devices (LVM on LUKS, multipath)."; };
+          bootstrapTimeout = eg "45m" (pattern "([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+" "How long `nix8s cozystack bootstrap` waits for the platform to be ready (Go duration); default `45m`.");
+        };
+        additionalProperties = false;
+      };
       members = {
         type = "object";
         description = "Members by name (a host name label): each becomes `nixosConfigurations.<cluster>-<member>`.";
@@ -146,12 +168,36 @@ in {
           };
         };
       };
-      lima = freeform "Local VMs with Lima." {
-        cpus = { type = "integer"; minimum = 1; description = "CPUs per VM."; };
-        memory = eg "4GiB" (str "Memory per VM.");
-        disk = eg "30GiB" (str "Disk per VM.");
-        network = eg "192.168.105.0/24" (pattern cidr "The members' network.");
-      };
+      lima = let
+        size = what: default: eg default (str "${what} per VM, as Lima writes sizes (binary units: `4G` is `4GiB`).") // { inherit default; };
+        settings = {
+          cpus = { type = "integer"; minimum = 1; default = 2; description = "CPUs per VM."; };
+          memory = size "Memory" "4GiB";
+          disk = size "Disk" "30GiB";
+          vmType = { type = "string"; enum = [ "qemu" "vz" ]; description = "Lima's VM type; without it Lima's default (vz on macOS, qemu on Linux)."; };
+          arch = { type = "string"; enum = [ "x86_64" "aarch64" ]; description = "The VMs' architecture; without it the member's `system` (x86_64-linux or aarch64-linux)."; };
+          sshPortBase = { type = "integer"; minimum = 1024; maximum = 65535; description = "Fixed SSH ports on 127.0.0.1: the cluster's members in name order get this port and the next ones. Without it Lima picks a free port at every start and nix8s asks `limactl list` for it."; };
+          apiPortBase = { type = "integer"; minimum = 1024; maximum = 65535; default = 16443; description = "The servers' Kubernetes API (6443) is forwarded to this port of 127.0.0.1 and the next ones, servers in name order."; };
+        };
+        network = eg "192.168.107.0/24" (pattern cidr "The cluster's own Lima network (`nix8s-<cluster>`, rootless user-v2): the members' addresses are DHCP reservations in it, Lima's gateway and DNS is its second address. Lima's own 192.168.5.0/24, 192.168.104.0/24, 192.168.105.0/24 and 192.168.106.0/24 are refused.");
+      in freeform "Local clusters of Lima VMs, one per member running its own NixOS configuration (docs/lima.md). These settings are the defaults of every Lima cluster." (settings // {
+        network = network // { description = "Shorthand for a config with one cluster: that cluster uses Lima on this network. " + network.description; };
+        clusters = {
+          type = "object";
+          description = "The clusters that run in Lima, by name, each with its network and overrides of the settings above.";
+          additionalProperties = freeform "One Lima cluster." (settings // {
+            inherit network;
+            members = {
+              type = "object";
+              description = "Per-member overrides, by member name.";
+              additionalProperties = freeform "One member's VM." {
+                inherit (settings) cpus memory disk;
+                sshPort = { type = "integer"; minimum = 1024; maximum = 65535; description = "This member's fixed SSH port on 127.0.0.1."; };
+              };
+            };
+          });
+        };
+      });
     };
   };
   additionalProperties = false;

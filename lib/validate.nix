@@ -2,6 +2,7 @@
 # at once. Checks are per value or grouped with builtins.groupBy, so the cost stays linear in the member count.
 let
   u = import ./util.nix;
+  cozystack = import ./cozystack.nix;
   inherit (u) problem show quoteList;
   inherit (builtins)
     all attrNames attrValues catAttrs concatLists concatMap elem filter groupBy head isAttrs isBool isInt isList
@@ -175,6 +176,17 @@ let
     && all (n: !(elem n refs)) diskless
     && overridesClean model macsValid ms;
 
+  # Secret values written into a cluster (secrets.token, secrets.agentToken): a warning in the config of a flake or
+  # a file, which may accept the risk; an error in the inventory nix8sd stores (`stored`, core.checkStored), which
+  # any read token can read and which is rendered into a flake workspace.
+  secretValues = stored: segs: secrets:
+    concatMap (k: opt ((secrets.${k} or null) != null) (problem (segs ++ [ "secrets" k ]) (
+      if stored then
+        "nix8sd does not store secret values (any read token reads the inventory, and it is rendered into a flake workspace): keep ${if k == "token" then "the cluster token" else "the agent token"} in a file on the node and set secrets.${k}File to its path (sops-nix, agenix), or remove secrets.${k} and let nix8s generate and deliver the tokens (nix8s gen-secrets)"
+      else
+        "a secret value set in the config lands in the world-readable Nix store; use secrets.${k}File with a file delivered to the node (nix8s gen-secrets, sops-nix)")))
+      [ "token" "agentToken" ];
+
   clusterProblems = model: macsValid: c:
     let
       segs = [ "clusters" c.name ];
@@ -189,6 +201,7 @@ let
       ha = c.ha;
       secrets = c.secrets;
       cnet = if isAttrs (c.raw.network or null) then c.raw.network else { };
+      stored = model.stored or false;
     in {
       errors = concatLists [
         (opt (!(u.isLabel c.name)) (problem segs "cluster name ${show c.name} is not a valid host name prefix; use lowercase letters, digits and \"-\""))
@@ -227,6 +240,7 @@ let
           opt (f != null && !(isString f && match "/.*" f != null))
             (problem (segs ++ [ "secrets" k ]) "must be an absolute path on the node (such as \"/run/secrets/k3s-token\"), got ${show f}"))
           [ "tokenFile" "agentTokenFile" ])
+        (if stored then secretValues true segs secrets else [ ])
         (if clean then [ ] else concatMap (x: x.errors) mp)
         (if distinct toString (filter isString (catAttrs "ip" ms)) then [ ] else duplicates withIP (m: m.ip) (m: first:
           problem [ "clusters" c.name "members" m.name "ip" ] "${show m.ip} is also the ip of member ${show first.name}; every member needs its own address"))
@@ -235,9 +249,7 @@ let
         (if clean then [ ] else concatMap (x: x.warnings) mp)
         (opt (!c.haEnable && length c.servers > 1)
           (problem (segs ++ [ "ha" "enable" ]) "${toString (length c.servers)} servers but ha.enable is false: everything joins through ${show c.firstServer}, which stays a single point of failure; set ha.enable and ha.vip"))
-        (concatMap (k: opt ((secrets.${k} or null) != null)
-          (problem (segs ++ [ "secrets" k ]) "a secret value set in the config lands in the world-readable Nix store; use secrets.${k}File with a file delivered to the node (nix8s gen-secrets, sops-nix)"))
-          [ "token" "agentToken" ])
+        (if stored then [ ] else secretValues false segs secrets)
       ];
     };
 
@@ -251,7 +263,6 @@ let
       rangeParts = if isString range then match "([^-]+)-([^-]+)" range else null;
       ssh = (p.nixos-anywhere.ssh or { });
       port = if isAttrs ssh then ssh.port or null else null;
-      lima = if isAttrs (p.lima or null) then p.lima else { };
       keys = (p.ssh.authorizedKeys or null);
     in concatLists [
       (checkOptIPv4 (base ++ [ "ip" ]) (pxe.ip or null))
@@ -281,15 +292,22 @@ let
           (problem (base ++ [ "dhcp" "gateway" ]) "${show g} is outside dhcp.subnet ${show dhcp.subnet}; DHCP clients can only reach a router on their own network: set gateway to the router's address in the subnet, or fix the subnet"))
       (opt (port != null && !(isInt port && port >= 1 && port <= 65535))
         (problem [ "provisioning" "nixos-anywhere" "ssh" "port" ] "must be a port number from 1 to 65535, got ${show port}"))
+      # The plan's per-member ssh endpoint takes these as they are, so what ssh cannot use is refused here.
+      (checkAttrs [ "provisioning" "nixos-anywhere" "ssh" ] (p.nixos-anywhere.ssh or null))
+      (concatMap (k: let v = if isAttrs ssh then ssh.${k} or null else null; in
+        opt (v != null && !(isString v && v != ""))
+          (problem [ "provisioning" "nixos-anywhere" "ssh" k ] "must be a non-empty string (${if k == "user" then "the login user, such as \"root\"" else "the path of a private key on the operator's machine"}), got ${show v}"))
+        [ "user" "keyFile" ])
       (checkStringList [ "provisioning" "ssh" "authorizedKeys" ] keys)
-      (checkCIDR [ "provisioning" "lima" "network" ] (lima.network or null))
-      (let c = lima.cpus or null; in opt (c != null && !(isInt c && c >= 1)) (problem [ "provisioning" "lima" "cpus" ] "must be a whole number of at least 1, got ${show c}"))
     ];
 in
 model:
 let
+  lima = import ./lima.nix model;
   np = map (n: nodeProblems n model.nodes.${n}) model.nodeNames;
   cp = map (clusterProblems model (validMACs != null)) (attrValues model.clusters);
+  # Cozystack's rules (lib/cozystack.nix), per cluster; nothing to do for a cluster without a cozystack section.
+  zp = map (cozystack.problems model) (attrValues model.clusters);
   allMembers = concatMap (c: c.memberList) (attrValues model.clusters);
   # The MACs the duplicate check sees, when every MAC string is a valid MAC (members that are not attribute sets
   # have none); otherwise null, and the check takes the per-member way.
@@ -327,15 +345,20 @@ in {
     topLevel
     (concatMap (x: x.errors) np)
     (concatMap (x: x.errors) cp)
+    (concatMap (x: x.errors) zp)
     # <cluster>-<member> can only collide across clusters (member names are unique within one).
     (duplicates (if length (attrNames model.clusters) < 2 then [ ] else filter (m: u.isLabel m.name) allMembers) (m: m.hostName) (m: first:
       problem [ "clusters" m.cluster "members" m.name ] "host name ${show m.hostName} is also the host name of clusters.${first.cluster}.members.${first.name}; rename one of them"))
     (if validMACs != null && distinct (if lowerMACs then toString else hexLower) validMACs then [ ]
      else duplicates (filter (m: m.isAttrs && u.isMAC m.mac) allMembers) (m: u.toLower m.mac) sharedMAC)
     (provisioningProblems model.provisioning)
+    # provisioning.lima: lib/lima.nix.
+    lima.errors
   ];
   warnings = concatLists [
     (concatMap (x: x.warnings) np)
     (concatMap (x: x.warnings) cp)
+    lima.warnings
+    (concatMap (x: x.warnings) zp)
   ];
 }

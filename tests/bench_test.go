@@ -71,7 +71,8 @@ func BenchmarkCore(b *testing.B) {
 			{"parse", read},
 			{"validate", "(import ./lib).validate " + read},
 			{"plan", "(import ./lib).plan " + read},
-			{"check", "(import ./lib).checkJSON " + read}, // what nix8s and nix8sd evaluate
+			{"check", "(import ./lib).checkJSON " + read},    // what nix8s evaluates
+			{"stored", "(import ./lib).checkStored " + read}, // what nix8sd evaluates per write
 		}
 		// run returns how long nix-instantiate took, its output read (as the daemon reads it) but not yet checked.
 		run := func(b *testing.B, expr string, env ...string) time.Duration {

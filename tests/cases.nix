@@ -49,6 +49,12 @@ let
   pxeErrors = cfg: clusters: catAttrs "path" (core.pxe cfg clusters).errors;
   pxeMessageOf = cfg: path: head (catAttrs "message" (filter (e: e.path == path) (core.pxe cfg null).errors));
 
+  # base with Cozystack (issue 14): k3s new enough, a publishing domain; the cases change one thing each.
+  cozy = withCluster base "dev" (c: c // { k3s.version = "v1.34.2+k3s1"; domain = "cozy.example.com"; cozystack.enable = true; });
+  withCozy = f: withCluster cozy "dev" (c: c // { cozystack = f c.cozystack; });
+  withK3s = f: withCluster cozy "dev" (c: c // { k3s = f c.k3s; });
+  cozyPlan = cfg: (core.plan cfg).clusters.dev;
+
   case = name: expected: actual: { inherit name expected actual; };
 in [
   # ---- validation: the happy path ----------------------------------------------------------------------------------
@@ -128,6 +134,14 @@ in [
   (case "k3s.version not of the form v1.31.0+k3s1"
     [ [ "clusters.dev.k3s.version" ] [ "clusters.dev.k3s.version" ] [ "clusters.dev.k3s.version" ] [ ] ]
     (map (version: errorPaths (withCluster base "dev" (c: c // { k3s.version = version; }))) [ "1.31.0" "v1.31+k3s1" "v1.31.0-k3s1" "v1.32.5+k3s2" ]))
+  (case "provisioning: ssh settings that ssh cannot use name each field"
+    [ { path = "provisioning.nixos-anywhere.ssh.port"; message = "must be a port number from 1 to 65535, got \"22\""; }
+      { path = "provisioning.nixos-anywhere.ssh.user"; message = "must be a non-empty string (the login user, such as \"root\"), got 0"; }
+      { path = "provisioning.nixos-anywhere.ssh.keyFile"; message = "must be a non-empty string (the path of a private key on the operator's machine), got \"\""; } ]
+    (core.validate (base // { provisioning.nixos-anywhere.ssh = { port = "22"; user = 0; keyFile = ""; }; })).errors)
+  (case "provisioning: ssh settings must be a mapping"
+    [ { path = "provisioning.nixos-anywhere.ssh"; message = "must be an attribute set, got \"root@host\""; } ]
+    (core.validate (base // { provisioning.nixos-anywhere.ssh = "root@host"; })).errors)
   (case "provisioning: PXE range outside its subnet, bad ssh port"
     [ "provisioning.pxe.server.dhcp.range" "provisioning.nixos-anywhere.ssh.port" ]
     (errorPaths (base // { provisioning = {
@@ -224,6 +238,13 @@ in [
   (case "an external load balancer keeps k3s on all addresses" [ "--node-ip=10.1.0.11" "--tls-san=10.1.0.100" "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--cluster-dns=10.43.0.10"
       "--kube-apiserver-arg=authentication-config=/etc/nix8s/kube-apiserver-authentication.json" "--disable=traefik" ]
     (plan (withCluster ha "prod" (c: c // { ha = c.ha // { loadBalancer = "external"; }; }))).clusters.prod.members.s1.k3s.flags)
+  (case "every member is reached at its ip as root on port 22 by default"
+    { server = { host = "10.0.0.10"; port = 22; user = "root"; keyFile = null; }; agent = { host = "10.0.0.20"; port = 22; user = "root"; keyFile = null; }; }
+    (let p = (plan base).clusters.dev.members; in { server = p.server.ssh; agent = p.agent.ssh; }))
+  (case "provisioning.nixos-anywhere.ssh sets every member's port, user and key; null keeps a default"
+    [ { host = "10.1.0.11"; port = 2222; user = "deploy"; keyFile = "/home/op/.ssh/nix8s"; } { host = "10.1.0.21"; port = 22; user = "root"; keyFile = null; } ]
+    [ (plan (ha // { provisioning.nixos-anywhere.ssh = { port = 2222; user = "deploy"; keyFile = "/home/op/.ssh/nix8s"; }; })).clusters.prod.members.s1.ssh
+      (plan (ha // { provisioning.nixos-anywhere.ssh = { port = null; user = null; }; })).clusters.prod.members.a1.ssh ])
   (case "without HA no tls-san and no bind address" [ "--node-ip=10.0.0.10" ] (plan base).clusters.dev.members.server.k3s.flags)
   (case "member mac: the override wins over the template, else the template, else null"
     [ "aa:bb:cc:dd:ee:02" "aa:bb:cc:dd:ee:01" null ]
@@ -434,11 +455,123 @@ in [
   (case "pxe: an invalid member config is reported by validate, not planned" { errors = [ "clusters.dev.members.agent.role" ]; machines = [ ]; }
     (let r = core.pxe (withMember pxeBase "dev" "agent" (m: m // { role = "boss"; })) null; in { errors = catAttrs "path" r.errors; inherit (r) machines; }))
 
+  # ---- Cozystack (lib/cozystack.nix, docs/cozystack.md) ------------------------------------------------------------
+  (case "cozystack: a cluster with a domain and k3s v1.34 is valid" { errors = [ ]; warnings = [ ]; } (core.validate cozy))
+  (case "cozystack: a k3s older than v1.32 is an error at k3s.version naming cozystack.enable"
+    [ "clusters.dev.k3s.version" "Cozystack needs k3s v1.32 or newer (clusters.dev.cozystack.enable); got \"v1.31.0+k3s1\", set a newer release such as \"v1.34.2+k3s1\"" ]
+    (let c = withK3s (k: k // { version = "v1.31.0+k3s1"; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.k3s.version") ]))
+  (case "cozystack: k3s v1.32.0 is new enough" [ ] (errorPaths (withK3s (k: k // { version = "v1.32.0+k3s1"; }))))
+  (case "cozystack: no k3s version is a warning (the NixOS default cannot be checked)" [ "clusters.dev.k3s.version" ]
+    (warningPaths (withK3s (k: removeAttrs k [ "version" ]))))
+  (case "cozystack: a server flag contradicting Cozystack's is an error at the flag naming cozystack.enable"
+    [ { path = "clusters.dev.k3s.extraArgs.server.1"; message = "contradicts clusters.dev.cozystack.enable: Cozystack needs --flannel-backend=none (its network is Kube-OVN with Cilium), got --flannel-backend=vxlan; remove the flag"; } ]
+    (core.validate (withK3s (k: k // { extraArgs.server = [ "--disable=traefik" "--flannel-backend=vxlan" ]; }))).errors)
+  (case "cozystack: the two-word form of a flag is read too"
+    [ "clusters.dev.k3s.extraArgs.server.0" ]
+    (errorPaths (withK3s (k: k // { extraArgs.server = [ "--cluster-domain" "cluster.local" ]; }))))
+  (case "cozystack: turning off a switch Cozystack needs is an error; on servers and agents"
+    [ "clusters.dev.k3s.extraArgs.server.0" "clusters.dev.k3s.extraArgs.agent.0" ]
+    (errorPaths (withK3s (k: k // { extraArgs = { server = [ "--disable-kube-proxy=false" ]; agent = [ "--nonroot-devices=false" ]; }; }))))
+  (case "cozystack: max-pods in extraArgs points to cozystack.maxPods"
+    [ "clusters.dev.k3s.extraArgs.agent.0" "contradicts clusters.dev.cozystack.enable: Cozystack sets max-pods from clusters.dev.cozystack.maxPods (220); set it there instead of --kubelet-arg=max-pods=110" ]
+    (let c = withK3s (k: k // { extraArgs.agent = [ "--kubelet-arg=max-pods=110" ]; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.k3s.extraArgs.agent.0") ]))
+  (case "cozystack: flags that agree with Cozystack's are fine and not repeated"
+    { errors = [ ]; flags = [ "--node-ip=10.0.0.10" "--flannel-backend=none" "--disable-network-policy" "--disable-kube-proxy" "--disable=servicelb" "--disable=local-storage" "--disable=metrics-server" "--cluster-domain=cozy.local" "--cluster-cidr=10.42.0.0/16" "--service-cidr=10.43.0.0/16" "--kubelet-arg=max-pods=220" "--nonroot-devices" "--disable=traefik" ]; }
+    (let c = withK3s (k: k // { extraArgs.server = [ "--disable=traefik" ]; }); in { errors = errorPaths c; flags = (cozyPlan c).members.server.k3s.flags; }))
+  (case "cozystack: a --cluster-cidr that differs from k3s.network points there"
+    [ "contradicts clusters.dev.cozystack.enable: the platform Package takes the clusterCidr from clusters.dev.k3s.network.clusterCidr (10.42.0.0/16); set it there instead of --cluster-cidr=10.52.0.0/16" ]
+    (messages (withK3s (k: k // { extraArgs.server = [ "--cluster-cidr=10.52.0.0/16" ]; }))))
+  (case "cozystack: a publishing host is required: domain or cozystack.host"
+    [ "clusters.dev.cozystack.host" "Cozystack needs a publishing host (its dashboard and APIs are served under it): set clusters.dev.domain or clusters.dev.cozystack.host, such as \"k8s.example.com\"" ]
+    (let c = withCluster cozy "dev" (c: removeAttrs c [ "domain" ]); in [ (head (errorPaths c)) (messageOf c "clusters.dev.cozystack.host") ]))
+  (case "cozystack: a host that is an IP or not a DNS name is refused where it is set"
+    [ [ "clusters.dev.cozystack.host" ] [ "clusters.dev.domain" ] ]
+    [ (errorPaths (withCozy (z: z // { host = "10.0.0.5"; }))) (errorPaths (withCluster cozy "dev" (c: c // { domain = "Not_A_Name"; }))) ])
+  (case "cozystack: a release without pinned manifests needs cozystack.manifests"
+    [ "clusters.dev.cozystack.version" "no pinned manifests for \"v1.5.4\" (known: \"v1.6.2\"); set cozystack.manifests.crds and .operator to { url; hash; }" ]
+    (let c = withCozy (z: z // { version = "v1.5.4"; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.cozystack.version") ]))
+  (case "cozystack: a release before v1.0.0 and a malformed one are refused" [ [ "clusters.dev.cozystack.version" ] [ "clusters.dev.cozystack.version" ] ]
+    (map (version: errorPaths (withCozy (z: z // { inherit version; manifests = { crds = { url = "https://x/c.yaml"; hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; }; operator = { url = "https://x/o.yaml"; hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; }; }; }))) [ "v0.41.0" "1.6" ]))
+  (case "cozystack: manifests need both files, each with an URL and an SRI hash"
+    [ "clusters.dev.cozystack.manifests.crds.hash" "clusters.dev.cozystack.manifests.operator" ]
+    (errorPaths (withCozy (z: z // { manifests.crds = { url = "https://example.org/crds.yaml"; hash = "af8d7589"; }; }))))
+  (case "cozystack: overridden manifests replace the pinned ones in the plan"
+    { crds = { url = "https://mirror.example/c.yaml"; hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; }; operator = { url = "https://mirror.example/o.yaml"; hash = "sha256-AAAAiVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; }; placeholder = "REPLACE_ME"; }
+    (cozyPlan (withCozy (z: z // { manifests = { crds = { url = "https://mirror.example/c.yaml"; hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; }; operator = { url = "https://mirror.example/o.yaml"; hash = "sha256-AAAAiVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; }; }; }))).cozystack.manifests)
+  (case "cozystack: v1.6.2's CRDs are pinned by hash; its operator manifest has none (not computable offline)"
+    { crds = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; operator = null; }
+    (let m = (cozyPlan cozy).cozystack.manifests; in { crds = m.crds.hash; operator = m.operator.hash; }))
+  (case "cozystack: the join network must not overlap the pod network"
+    [ "clusters.dev.cozystack.network.joinCidr" "\"10.42.128.0/17\" overlaps the pod network \"10.42.0.0/16\" (clusters.dev.k3s.network.clusterCidr); pick a free range such as \"100.64.0.0/16\"" ]
+    (let c = withCozy (z: z // { network.joinCidr = "10.42.128.0/17"; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.cozystack.network.joinCidr") ]))
+  (case "cozystack: a member address inside the pod network is an error at k3s.network.clusterCidr"
+    [ "clusters.dev.k3s.network.clusterCidr" ]
+    (errorPaths (withK3s (k: k // { network.clusterCidr = "10.0.0.0/16"; }))))
+  (case "cozystack: bad maxPods, externalIPs, bootstrapTimeout and an unknown key, each at its path"
+    [ "clusters.dev.cozystack.maxPod" "clusters.dev.cozystack.maxPods" "clusters.dev.cozystack.externalIPs.1" "clusters.dev.cozystack.bootstrapTimeout" ]
+    (errorPaths (withCozy (z: z // { maxPods = 0; maxPod = 3; externalIPs = [ "10.0.0.50" "x" ]; bootstrapTimeout = "45 minutes"; }))))
+  (case "cozystack: DRBD switched off on a node template is an error there"
+    [ "nodes.std.extensions.drbd.enable" "contradicts clusters.dev.cozystack.enable: Cozystack needs DRBD 9 on every member (LINSTOR's satellites run on all nodes); remove the setting" ]
+    (let c = cozy // { nodes.std = cozy.nodes.std // { extensions.drbd.enable = false; }; }; in [ (head (errorPaths c)) (messageOf c "nodes.std.extensions.drbd.enable") ]))
+  (case "cozystack: cozystack that is not an attribute set, or enable that is not a bool" [ [ "clusters.dev.cozystack" ] [ "clusters.dev.cozystack.enable" ] ]
+    [ (errorPaths (withCluster cozy "dev" (c: c // { cozystack = true; }))) (errorPaths (withCozy (z: z // { enable = "yes"; }))) ])
+  (case "cozystack: an even number of servers is a warning (OVN's raft)" [ "clusters.dev.ha.enable" "clusters.dev.members" ]
+    (warningPaths (withMember cozy "dev" "agent" (m: m // { role = "server"; }))))
+  (case "cozystack: off, the plan has no cozystack part and the flags are unchanged"
+    { cozystack = null; flannel = "vxlan"; agent = [ "--node-ip=10.0.0.20" ]; }
+    (let p = (plan base).clusters.dev; in { inherit (p) cozystack; flannel = p.flannelBackend; agent = p.members.agent.k3s.flags; }))
+  (case "cozystack: agents get max-pods and nonroot devices; flannel is none"
+    { agent = [ "--node-ip=10.0.0.20" "--kubelet-arg=max-pods=300" "--nonroot-devices" ]; flannel = "none"; }
+    (let p = cozyPlan (withCozy (z: z // { maxPods = 300; })); in { agent = p.members.agent.k3s.flags; flannel = p.flannelBackend; }))
+  (case "cozystack: an API endpoint other than the cluster's goes into the servers' certificate, with a warning"
+    { tlsSan = [ "--tls-san=api.cozy.example.com" ]; warnings = [ "clusters.dev.cozystack.apiServerEndpoint" ]; }
+    (let c = withCozy (z: z // { apiServerEndpoint = "https://api.cozy.example.com:6443"; }); in
+      { tlsSan = filter (f: builtins.match "--tls-san=.*" f != null) (cozyPlan c).members.server.k3s.flags; warnings = warningPaths c; }))
+  (case "cozystack: the platform Package comes from the cluster's networks: VIP, servers, pod gateway"
+    { apiServerEndpoint = "https://10.1.0.100:6443"; host = "prod.example.com"; }
+    (core.plan (withCluster ha "prod" (c: c // { k3s = c.k3s // { version = "v1.34.2+k3s1"; }; cozystack = { enable = true; host = "prod.example.com"; }; }))).clusters.prod.cozystack.package.spec.components.platform.values.publishing)
+  (case "cozystack: networking values of the Package"
+    { clusterDomain = "cozy.local"; podCIDR = "10.52.0.0/16"; podGateway = "10.52.0.1"; serviceCIDR = "10.53.0.0/16"; joinCIDR = "100.64.0.0/16"; kubeovn.MASTER_NODES = "10.1.0.11,10.1.0.12,10.1.0.13"; }
+    ((core.plan (withCluster ha "prod" (c: c // { k3s = c.k3s // { version = "v1.34.2+k3s1"; network = { clusterCidr = "10.52.0.0/16"; serviceCidr = "10.53.0.0/16"; }; }; cozystack = { enable = true; host = "prod.example.com"; }; }))).clusters.prod.cozystack.package.spec.components.platform.values.networking))
+  (case "cozystack: members open Cozystack's ports and not flannel's; servers OVN's databases too"
+    { agentTCP = [ 10250 3366 3367 4240 10665 ]; agentUDP = [ 6081 ]; serverTCP = [ 6443 10250 3366 3367 4240 10665 6641 6642 6643 6644 10660 10661 ]; agentRanges = [ { from = 7000; to = 7999; } ]; }
+    (let n = core.nixos cozy; in {
+      agentTCP = n.dev-agent.settings.networking.firewall.allowedTCPPorts; agentUDP = n.dev-agent.settings.networking.firewall.allowedUDPPorts;
+      serverTCP = n.dev-server.settings.networking.firewall.allowedTCPPorts; agentRanges = n.dev-agent.settings.networking.firewall.allowedTCPPortRanges; }))
+  (case "cozystack: kvm module by CPU vendor only, after the user's modules; NFS beside ZFS"
+    { modules = [ "vfio" "br_netfilter" "overlay" "openvswitch" "geneve" "ip_tables" "iptable_nat" "vhost_net" "tun" "dm_thin_pool" "dm_snapshot" "kvm-amd" ]; fs = [ "zfs" "nfs" ]; }
+    (let n = (core.nixos (cozy // { nodes.std = cozy.nodes.std // { boot.kernelModules = [ "vfio" ]; hardware.cpu.vendor = "amd"; extensions.zfs.enable = true; }; })).dev-agent.settings.boot; in
+      { modules = n.kernelModules; fs = n.supportedFilesystems; }))
+  (case "cozystack: node preparation: iSCSI name, multipath's drbd blacklist, LVM filter, tmpfiles"
+    { iqn = "iqn.2005-03.org.nixos:dev-agent"; blacklist = "devnode \"^drbd[0-9]+\""; lvm = "devices/global_filter = [ \"r|^/dev/drbd.*|\", \"r|^/dev/dm-.*|\", \"r|^/dev/zd.*|\", \"r|^/dev/loop.*|\" ]\n"; tmpfiles = [ "d /lib/modules 0755 root root -" "d /usr/src 0755 root root -" ]; swappiness = 1; }
+    (let s = (core.nixos cozy).dev-agent; in {
+      iqn = s.settings.services.openiscsi.name; blacklist = s.settings.services.multipath.blacklist; lvm = s.settings.environment.etc."lvm/lvm.conf".text;
+      tmpfiles = s.settings.systemd.tmpfiles.rules; swappiness = s.defaults.boot.kernel.sysctl."vm.swappiness"; }))
+
   # checkJSON is check for configs parsed from JSON (the Go tools'): the same report and plan, every example.
   (case "checkJSON gives check's result for every example" true
     (builtins.all (ex: let cfg = builtins.fromJSON (builtins.toJSON (import (../examples + "/${ex}/config.nix"))); in
-      core.checkJSON cfg == core.check cfg) [ "minimal" "ha" "multi-cluster" "lima" ]))
+      core.checkJSON cfg == core.check cfg) [ "minimal" "ha" "multi-cluster" "lima" "cozystack" ]))
   (case "checkJSON reports the same errors as check" true
     (let cfg = { clusters.dev.members.s = { node = "nope"; role = "boss"; ip = "1"; network.mac = "x"; }; }; in
       core.checkJSON cfg == core.check cfg))
+
+  # checkStored: the inventory nix8sd stores. Secret values, a warning in a flake, are errors there, with the fix.
+  (case "checkStored refuses a secret value that checkJSON only warns about"
+    { json = { errors = [ ]; warnings = [ "clusters.dev.secrets.agentToken" "clusters.dev.secrets.token" ]; hasPlan = true; };
+      stored = { errors = [ "clusters.dev.secrets.token" "clusters.dev.secrets.agentToken" ]; warnings = [ ]; hasPlan = false; };
+      message = "nix8sd does not store secret values (any read token reads the inventory, and it is rendered into a flake workspace): keep the cluster token in a file on the node and set secrets.tokenFile to its path (sops-nix, agenix), or remove secrets.token and let nix8s generate and deliver the tokens (nix8s gen-secrets)"; }
+    (let
+      cfg = withCluster base "dev" (c: c // { secrets = { token = "s3cret"; agentToken = "s3cret2"; }; });
+      summary = r: { errors = catAttrs "path" r.report.errors; warnings = builtins.sort builtins.lessThan (catAttrs "path" r.report.warnings); hasPlan = r ? plan; };
+    in { json = summary (core.checkJSON cfg); stored = summary (core.checkStored cfg); message = (head (core.checkStored cfg).report.errors).message; }))
+  (case "checkStored gives checkJSON's result for every example without secret values" true
+    (builtins.all (ex: let cfg = builtins.fromJSON (builtins.toJSON (import (../examples + "/${ex}/config.nix"))); in
+      core.checkStored cfg == core.checkJSON cfg) [ "minimal" "ha" "multi-cluster" "lima" ]))
+  (case "checkStored keeps checkJSON's other errors and warnings"
+    { errors = [ "clusters.dev.members.agent.role" "clusters.dev.secrets.token" ]; warnings = [ "nodes.std.extensions.gpu" ]; json = [ "clusters.dev.members.agent.role" ]; }
+    (let
+      cfg = withMember (withCluster (base // { nodes.std = base.nodes.std // { extensions.gpu = { }; }; }) "dev" (c: c // { secrets.token = "s"; })) "dev" "agent" (m: m // { role = "boss"; });
+      r = (core.checkStored cfg).report;
+    in { errors = builtins.sort builtins.lessThan (catAttrs "path" r.errors); warnings = catAttrs "path" r.warnings; json = catAttrs "path" (core.checkJSON cfg).report.errors; }))
 ]

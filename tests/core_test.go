@@ -86,7 +86,7 @@ func examples(t testing.TB) []string {
 
 func TestGoldenExamples(t *testing.T) {
 	names := examples(t)
-	for _, want := range []string{"minimal", "ha", "multi-cluster", "lima"} {
+	for _, want := range []string{"minimal", "ha", "multi-cluster", "lima", "cozystack"} {
 		if !contains(names, want) {
 			t.Errorf("examples/%s/config.nix is missing", want)
 		}

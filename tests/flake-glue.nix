@@ -13,6 +13,7 @@ let
     writeText = name: _: pkg name;
     writeTextDir = name: _: pkg name;
     writeShellApplication = { name, text, ... }: pkg name // { inherit text; };
+    fetchurl = { url, hash }: pkg "fetched-${baseNameOf url}" // { inherit url hash; };
     callPackage = _: _: pkg "nix8s";
     ipxe = pkg "ipxe";
     postgresql = pkg "postgresql";
@@ -52,6 +53,8 @@ let
     getExe = p: "${p}/bin/${p.meta.mainProgram}";
     "getExe'" = p: name: "${p}/bin/${name}";
     getBin = p: p;
+    escapeShellArg = x: "'${x}'";
+    filter = builtins.filter;
     escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'${x}'") xs);
     literalMD = s: s;
   };
@@ -70,7 +73,7 @@ let
     else b';
 
   files = [ ../modules/flake/core.nix ../modules/flake/outputs.nix ../modules/flake/apps.nix
-    ../modules/flake/pxe.nix ../modules/flake/config-yaml.nix ../modules/flake/package.nix ];
+    ../modules/flake/pxe.nix ../modules/flake/lima.nix ../modules/flake/config-yaml.nix ../modules/flake/package.nix ];
   args = { inherit lib config; inputs = { inherit nixpkgs disko; }; self = "/nix/store/stand-in-self"; };
   defs = map (f: ((import f) args).config or { }) files;
   # perSystem is a deferred module in flake-parts: each module's function, all applied to one system.

@@ -40,13 +40,15 @@ func evalGlue(t *testing.T, nix8s string) glue {
 // member's specialArgs and NixOS data; the operation apps per member and per cluster (pxe-server-<c> only with
 // provisioning.pxe); the config-yaml, nix8s and discovery image packages.
 func TestFlakeGlueOutputs(t *testing.T) {
-	for _, ex := range []string{"minimal", "ha", "multi-cluster", "lima"} {
+	for _, ex := range []string{"minimal", "ha", "multi-cluster", "lima", "cozystack"} {
 		t.Run(ex, func(t *testing.T) {
 			var plan struct {
 				Clusters map[string]struct {
 					Members map[string]struct {
 						Role string `json:"role"`
 					} `json:"members"`
+					Cozystack *struct{} `json:"cozystack"`
+					Lima      *struct{} `json:"lima"`
 				} `json:"clusters"`
 			}
 			raw, err := os.ReadFile(filepath.Join("golden", ex+".plan.json"))
@@ -66,6 +68,12 @@ func TestFlakeGlueOutputs(t *testing.T) {
 				wantApps = append(wantApps, "nixos-anywhere-"+c+"-all", "rebuild-"+c+"-all", "kubeconfig-"+c)
 				if pxe {
 					wantApps = append(wantApps, "pxe-server-"+c)
+				}
+				if cp.Lima != nil {
+					wantApps = append(wantApps, "lima-up-"+c, "lima-down-"+c, "lima-status-"+c)
+				}
+				if cp.Cozystack != nil {
+					wantApps = append(wantApps, "cozystack-bootstrap-"+c, "cozystack-status-"+c)
 				}
 				for m, mp := range cp.Members {
 					host := c + "-" + m

@@ -61,13 +61,15 @@ func cluster() core.Cluster {
 		m := fmt.Sprintf("server%d", i)
 		c.Servers = append(c.Servers, m)
 		c.Provision = append(c.Provision, []string{m})
-		c.Members[m] = core.Member{Name: m, HostName: "bench-" + m, Role: "server", IP: fmt.Sprintf("10.0.0.%d", i),
+		ip := fmt.Sprintf("10.0.0.%d", i)
+		c.Members[m] = core.Member{Name: m, HostName: "bench-" + m, Role: "server", IP: ip, SSH: core.SSH{Host: ip, Port: 22, User: "root"},
 			K3s: core.K3s{TokenFile: "/var/lib/nix8s/secrets/k3s-token", AgentTokenFile: &atf}}
 	}
 	for i := 1; i <= agents; i++ {
 		m := fmt.Sprintf("agent%02d", i)
 		c.Agents = append(c.Agents, m)
-		c.Members[m] = core.Member{Name: m, HostName: "bench-" + m, Role: "agent", IP: fmt.Sprintf("10.0.1.%d", i),
+		ip := fmt.Sprintf("10.0.1.%d", i)
+		c.Members[m] = core.Member{Name: m, HostName: "bench-" + m, Role: "agent", IP: ip, SSH: core.SSH{Host: ip, Port: 22, User: "root"},
 			K3s: core.K3s{TokenFile: atf}}
 	}
 	c.Provision = append(c.Provision, c.Agents)

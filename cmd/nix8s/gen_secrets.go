@@ -45,7 +45,7 @@ func newGenSecretsCommand(a *app) *command {
 
 func (a *app) genSecrets(ctx context.Context, o genSecretsOptions, cluster string) error {
 	if o.config != "" || a.getenv("NIX8S_CONFIG") != "" {
-		if _, _, err := a.loadCluster(ctx, clusterOptions{config: o.config}, cluster); err != nil {
+		if _, err := a.loadCluster(ctx, clusterOptions{config: o.config}, cluster); err != nil {
 			return err
 		}
 	}

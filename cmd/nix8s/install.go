@@ -58,42 +58,42 @@ func (o clusterOptions) ssh() *remote.SSH {
 	return &remote.SSH{KnownHostsFile: o.knownHosts, ConfigFile: o.sshConfig, ConnectTimeout: o.connect}
 }
 
-// loadCluster evaluates the config through the core and returns the plan of one cluster and the ssh
-// settings of provisioning.nixos-anywhere.ssh.
-func (a *app) loadCluster(ctx context.Context, o clusterOptions, name string) (core.Cluster, remote.Settings, error) {
+// loadCluster evaluates the config through the core and returns the plan of one cluster (each member with
+// its ssh endpoint).
+func (a *app) loadCluster(ctx context.Context, o clusterOptions, name string) (core.Cluster, error) {
 	file, err := a.configFile("", o.config, nil)
 	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
+		return core.Cluster{}, err
 	}
 	cfg, err := core.LoadFile(file)
 	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
+		return core.Cluster{}, err
 	}
 	ev, err := a.evaluator()
 	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
+		return core.Cluster{}, err
 	}
 	p, err := ev.Plan(ctx, cfg)
 	var inv *core.InvalidError
 	if errors.As(err, &inv) {
 		printProblems(a.stderr, "error", inv.Report.Errors)
-		return core.Cluster{}, remote.Settings{}, &core.HintError{
+		return core.Cluster{}, &core.HintError{
 			Err:  fmt.Errorf("%s: %s", file, count(len(inv.Report.Errors), "error")),
 			Hint: "fix the errors above; 'nix8s validate --config " + file + "' lists them again",
 		}
 	}
 	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
+		return core.Cluster{}, err
 	}
 	c, ok := p.Plan.Clusters[name]
 	if !ok {
-		return core.Cluster{}, remote.Settings{}, fmt.Errorf("%s: no cluster named %q; clusters: %s", file, name, clusterNames(p.Plan))
+		return core.Cluster{}, fmt.Errorf("%s: no cluster named %q; clusters: %s", file, name, clusterNames(p.Plan))
 	}
-	settings, err := remote.SettingsFromConfig(cfg)
-	if err != nil {
-		return core.Cluster{}, remote.Settings{}, fmt.Errorf("%s: %w", file, err)
+	// Lima members are reached on ports of 127.0.0.1 their VMs were given (lima.go).
+	if err := a.limaEndpoints(ctx, &c); err != nil {
+		return core.Cluster{}, err
 	}
-	return c, settings, nil
+	return c, nil
 }
 
 type installOptions struct {
@@ -146,7 +146,7 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 	if o.parallel < 1 {
 		return usageError{cmd: "install", msg: fmt.Sprintf("install: --parallel must be at least 1, got %d", o.parallel)}
 	}
-	c, settings, err := a.loadCluster(ctx, o.cluster, args[0])
+	c, err := a.loadCluster(ctx, o.cluster, args[0])
 	if err != nil {
 		return err
 	}
@@ -176,7 +176,6 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 		Tokens:      tokens,
 		JoinTokens:  &provision.JoinTokens{Runner: ssh, TTL: provision.DefaultJoinTokenTTL}, // agents: never the agent token
 		ExtraFiles:  o.extraFiles,
-		SSH:         settings,
 		WaitTimeout: o.waitTimeout,
 		Runner:      ssh,
 		Installer:   &provision.NixosAnywhere{Program: o.nixosAnywhere, SSH: ssh, Output: a.stderr, Timeout: o.installTime},

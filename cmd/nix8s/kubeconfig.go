@@ -35,12 +35,12 @@ func (a *app) kubeconfig(ctx context.Context, o kubeconfigOptions, name string) 
 	if o.output != "" && o.merge {
 		return usageError{cmd: "kubeconfig", msg: "kubeconfig: -o and --merge exclude each other"}
 	}
-	c, settings, err := a.loadCluster(ctx, o.cluster, name)
+	c, err := a.loadCluster(ctx, o.cluster, name)
 	if err != nil {
 		return err
 	}
 	ssh := o.cluster.ssh()
-	data, from, err := kubeconfig.Fetch(ctx, ssh, provision.SSHReadiness{Runner: ssh}, c, settings)
+	data, from, err := kubeconfig.Fetch(ctx, ssh, provision.SSHReadiness{Runner: ssh}, c)
 	if err != nil {
 		return err
 	}

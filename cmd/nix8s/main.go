@@ -48,7 +48,8 @@ type command struct {
 
 func commands(a *app) []*command {
 	return []*command{newValidateCommand(a), newPlanCommand(a), newImportCommand(a), newSchemaCommand(a),
-		newInstallCommand(a), newGenSecretsCommand(a), newKubeconfigCommand(a), newSSHCommand(a), newStatusCommand(a), newRolloutCommand(a)}
+		newInstallCommand(a), newGenSecretsCommand(a), newKubeconfigCommand(a), newSSHCommand(a), newStatusCommand(a), newRolloutCommand(a), newCozystackCommand(a),
+		newLimaCommand(a)}
 }
 
 // exitError ends the program with code after the problem was already reported.

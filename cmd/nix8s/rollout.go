@@ -64,7 +64,7 @@ func (a *app) rollout(ctx context.Context, o rolloutOptions, args []string) erro
 	case o.maxUnavailable < 1:
 		return usageError{cmd: "rollout", msg: fmt.Sprintf("rollout: --max-unavailable must be at least 1, got %d", o.maxUnavailable)}
 	}
-	c, settings, err := a.loadCluster(ctx, o.cluster, args[0])
+	c, err := a.loadCluster(ctx, o.cluster, args[0])
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func (a *app) rollout(ctx context.Context, o rolloutOptions, args []string) erro
 		DrainTimeout:   o.drainTimeout,
 		ReadyTimeout:   o.readyTimeout,
 		Switcher: &rollout.NixosRebuild{Program: o.nixosRebuild, Flake: o.flake, SSH: o.cluster.ssh(),
-			Settings: settings, Output: a.stderr, Timeout: o.switchTimeout},
+			Output: a.stderr, Timeout: o.switchTimeout},
 		Progress: a.stderr,
 	}
 	if !o.dryRun {

@@ -35,7 +35,7 @@ func (a *app) ssh(ctx context.Context, o sshOptions, args []string) error {
 	if len(args) < 2 {
 		return usageError{cmd: "ssh", msg: "ssh: want CLUSTER MEMBER"}
 	}
-	c, settings, err := a.loadCluster(ctx, o.cluster, args[0])
+	c, err := a.loadCluster(ctx, o.cluster, args[0])
 	if err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func (a *app) ssh(ctx context.Context, o sshOptions, args []string) error {
 		return fmt.Errorf("cluster %q has no member %q; members: %s", c.Name, args[1], provision.MemberNames(c))
 	}
 	s := o.cluster.ssh()
-	host := settings.Host(mem.HostName, mem.IP)
+	host := remote.HostOf(mem)
 	// The remote command is one shell line, as ssh itself would join it; quoting keeps arguments intact.
 	argv := s.Command(host, false, remote.QuoteArgs(args[2:]...))
 	if len(args) == 2 {

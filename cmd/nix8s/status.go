@@ -37,7 +37,7 @@ func newStatusCommand(a *app) *command {
 }
 
 func (a *app) status(ctx context.Context, o statusOptions, name string) error {
-	c, settings, err := a.loadCluster(ctx, o.cluster, name)
+	c, err := a.loadCluster(ctx, o.cluster, name)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func (a *app) status(ctx context.Context, o statusOptions, name string) error {
 	if o.flake != "" {
 		desired = nixToplevel(o.flake)
 	}
-	rep := status.Get(ctx, o.cluster.ssh(), c, settings, desired)
+	rep := status.Get(ctx, o.cluster.ssh(), c, desired)
 	if o.json {
 		out, err := json.MarshalIndent(rep, "", "  ")
 		if err != nil {

@@ -256,7 +256,7 @@ func setupPXE(ctx context.Context, p *pxeOptions, d pxeDeps, cfg map[string]any,
 	// provisioning.pxe.approve as the core resolved it ("servers" unless the config says otherwise): a done
 	// report of a member it names waits for POST /v1/machines/{mac}/approve instead of queueing the delivery.
 	s.adapter = &storeboot.Adapter{Store: st, Plans: d.inv, Images: installers, Clusters: []string(p.clusters),
-		DiscoveryImage: discovery, Arm: !p.noArm, OnArm: d.onArm, OnInstalled: d.runner.Installed,
+		DiscoveryImage: discovery, ArmOnBoot: !p.noArm, OnArm: d.onArm, OnInstalled: d.runner.Installed,
 		Approve: srv.Approve, Approvals: st, MaxDiscovered: cmp.Or(p.maxDiscovered, -1),
 		MaxDiscoveredPerSegment: p.maxDiscoveredPerSegment, Logger: log}
 	dhcp := &pxe.DHCP{Mode: mode, Interface: iface, ServerIP: ip, Booter: s.adapter, BootFiles: files, HTTPBase: base, Port: p.dhcpPort,

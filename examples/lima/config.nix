@@ -5,12 +5,12 @@
     k3s.version = "v1.34.2+k3s1";
     members = {
       agent = {
-        ip = "192.168.105.11";
+        ip = "192.168.107.11";
         node = "lima-node";
         role = "agent";
       };
       server = {
-        ip = "192.168.105.10";
+        ip = "192.168.107.10";
         node = "lima-node";
         role = "server";
       };
@@ -21,6 +21,7 @@
     cpus = 2;
     disk = "30GiB";
     memory = "4GiB";
-    network = "192.168.105.0/24";
+    network = "192.168.107.0/24";
+    sshPortBase = 60100;
   };
 }

@@ -47,7 +47,7 @@ var (
 )
 
 // theCore is the real Nix core (nix-instantiate on the embedded lib/), as the daemon uses it.
-func theCore(t testing.TB) nixgen.Core {
+func theCore(t testing.TB) *core.Evaluator {
 	evalOnce.Do(func() {
 		realCore, coreErr = core.New(core.Options{Lib: nix8s.Lib, CacheDir: coreCache})
 	})
@@ -322,6 +322,9 @@ func TestPutConfigRejected(t *testing.T) {
 	m = expect(t, e.putConfigYAML([]byte(secret)), 422, "invalid_config")
 	if got := strings.Join(paths(m), " "); got != "clusters.dev.secrets.token" {
 		t.Errorf("422 details for a secret value: %s", got)
+	}
+	if ds, _ := m["details"].([]any); len(ds) != 1 || !strings.Contains(fmt.Sprint(ds[0].(map[string]any)["message"]), "set secrets.tokenFile to its path") {
+		t.Errorf("422 details for a secret value lack the fix: %v", m["details"])
 	}
 	for _, tc := range []struct {
 		name, body, ct string
@@ -784,6 +787,9 @@ func (brokenCore) Validate(context.Context, any) (core.Report, error) {
 	return core.Report{}, fmt.Errorf("nix-instantiate: killed")
 }
 func (brokenCore) Plan(context.Context, any) (*core.Planned, error) {
+	return nil, fmt.Errorf("nix-instantiate: killed")
+}
+func (brokenCore) PlanStored(context.Context, any) (*core.Planned, error) {
 	return nil, fmt.Errorf("nix-instantiate: killed")
 }
 

@@ -345,18 +345,14 @@ func (s *Server) getPlan(w http.ResponseWriter, r *http.Request) {
 }
 
 // inventoryError is how the inventory's refusals reach a client: the core's report of an invalid config
-// (422), no such cluster (404), settings the operations cannot use (422 naming their path).
+// (422), no such cluster (404).
 func inventoryError(err error) error {
 	var invalid *core.InvalidError
-	var ce *inventory.ConfigError
 	switch {
 	case errors.As(err, &invalid):
 		return &rejected{report: invalid.Report}
 	case errors.Is(err, inventory.ErrNoCluster):
 		return notFound(err.Error())
-	case errors.As(err, &ce):
-		return &httpError{status: http.StatusUnprocessableEntity, code: "invalid_config",
-			msg: ce.Error(), details: []Problem{{Path: ce.Path, Message: ce.Error()}}}
 	}
 	return err
 }

@@ -74,7 +74,7 @@ func TestMachineFacingContract(t *testing.T) {
 	mem := &pxe.Memory{}
 	const m1, m2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
 	mem.Assign(m1, "prod-server1", "inst1", nil)
-	tok, _, err := mem.Arm(m1)
+	tok, _, err := mem.ArmInstall(m1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/provision"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -22,7 +21,7 @@ type Operations interface {
 	// Wake has the queue looked at now, after a job was queued.
 	Wake()
 	// Kubeconfig fetches cluster c's admin kubeconfig (the YAML) and says from which server.
-	Kubeconfig(ctx context.Context, c core.Cluster, s remote.Settings) ([]byte, string, error)
+	Kubeconfig(ctx context.Context, c core.Cluster) ([]byte, string, error)
 }
 
 var _ Operations = (*jobs.Runner)(nil)
@@ -30,9 +29,9 @@ var _ Operations = (*jobs.Runner)(nil)
 var _ jobs.Planner = (*inventory.Inventory)(nil)
 
 // clusterPlan is inventory.Inventory.ClusterPlan with its errors as the API answers them.
-func (s *Server) clusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
-	c, settings, err := s.inv.ClusterPlan(ctx, name)
-	return c, settings, inventoryError(err)
+func (s *Server) clusterPlan(ctx context.Context, name string) (core.Cluster, error) {
+	c, err := s.inv.ClusterPlan(ctx, name)
+	return c, inventoryError(err)
 }
 
 // operations answers 501 when this server runs no operations (a daemon without a job runner).
@@ -125,7 +124,7 @@ func (s *Server) postOperation(w http.ResponseWriter, r *http.Request, kind stri
 		s.fail(w, r, paramError(err))
 		return
 	}
-	c, _, err := s.clusterPlan(r.Context(), chi.URLParam(r, "name"))
+	c, err := s.clusterPlan(r.Context(), chi.URLParam(r, "name"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -143,12 +142,12 @@ func (s *Server) getKubeconfig(w http.ResponseWriter, r *http.Request) {
 	if !s.operations(w, r) {
 		return
 	}
-	c, settings, err := s.clusterPlan(r.Context(), chi.URLParam(r, "name"))
+	c, err := s.clusterPlan(r.Context(), chi.URLParam(r, "name"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	data, from, err := s.ops.Kubeconfig(r.Context(), c, settings)
+	data, from, err := s.ops.Kubeconfig(r.Context(), c)
 	if err != nil {
 		s.fail(w, r, &httpError{status: http.StatusServiceUnavailable, code: "unavailable", msg: err.Error()})
 		return

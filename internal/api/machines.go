@@ -33,7 +33,7 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	q := r.URL.Query()
-	f := store.MachineFilter{State: q.Get("state"), Cluster: q.Get("cluster"), After: after, Limit: limit + 1}
+	f := store.MachineFilter{State: store.State(q.Get("state")), Cluster: q.Get("cluster"), After: after, Limit: limit + 1}
 	if u := q.Get("unassigned"); u != "" {
 		b, err := strconv.ParseBool(u)
 		if err != nil {
@@ -53,7 +53,7 @@ func (s *Server) listMachines(w http.ResponseWriter, r *http.Request) {
 			known = known || st.State == f.State
 		}
 		if !known {
-			s.fail(w, r, badRequest("unknown state "+strconv.Quote(f.State)+"; see GET /v1/machine-states", Problem{Path: "state", Message: "unknown state"}))
+			s.fail(w, r, badRequest("unknown state "+strconv.Quote(string(f.State))+"; see GET /v1/machine-states", Problem{Path: "state", Message: "unknown state"}))
 			return
 		}
 	}
@@ -136,9 +136,9 @@ type Action struct {
 
 // Transition is the body of POST /v1/machines/{mac}/transition.
 type Transition struct {
-	State   string `json:"state"`
-	Version int64  `json:"version,omitempty"`
-	Reason  string `json:"reason,omitempty"`
+	State   store.State `json:"state"`
+	Version int64       `json:"version,omitempty"`
+	Reason  string      `json:"reason,omitempty"`
 }
 
 // version is the body's version, else If-Match's.

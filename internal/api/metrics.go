@@ -143,7 +143,7 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1)
 	ch <- prometheus.MustNewConstMetric(awaitingDesc, prometheus.GaugeValue, float64(awaiting))
 	for _, m := range ms {
-		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(m.N), m.State, m.Cluster)
+		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(m.N), string(m.State), m.Cluster)
 	}
 	for _, j := range js {
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(j.N), j.Kind, j.Status)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/k8stest"
+	"github.com/nix8s/nix8s/internal/store"
 )
 
 var (
@@ -124,7 +125,7 @@ func newRolloutEnv(t *testing.T) *rolloutEnv {
 		e.macs[m.name] = mac
 		expect(t, e.req("POST", "/v1/machines", e.admin, fmt.Sprintf(`{"mac": %q}`, mac)), 201, "")
 		expect(t, e.req("POST", "/v1/machines/"+mac+"/assign", e.admin, fmt.Sprintf(`{"cluster": "r", "member": %q}`, m.name)), 200, "")
-		for _, st := range []string{"installing", "joined", "ready"} {
+		for _, st := range []store.State{store.StateInstalling, store.StateJoined, store.StateReady} {
 			expect(t, e.req("POST", "/v1/machines/"+mac+"/transition", e.admin, fmt.Sprintf(`{"state": %q}`, st)), 200, "")
 		}
 		node := "r-" + m.name

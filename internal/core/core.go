@@ -200,7 +200,19 @@ type Planned struct {
 // an *InvalidError carrying the whole report.
 func (e *Evaluator) Plan(ctx context.Context, cfg any) (*Planned, error) {
 	// checkJSON: the config reaches the core as JSON, with no Nix-only values (the same result as check).
-	out, err := e.Eval(ctx, cfg, "core.checkJSON cfg")
+	return e.check(ctx, cfg, "core.checkJSON cfg")
+}
+
+// PlanStored is Plan of the inventory nix8sd stores, with the daemon's stricter rules (the core's
+// checkStored): a secret value (secrets.token, secrets.agentToken), a warning in a flake's config, is an
+// error. Still one evaluation, and the same plan as Plan's.
+func (e *Evaluator) PlanStored(ctx context.Context, cfg any) (*Planned, error) {
+	return e.check(ctx, cfg, "core.checkStored cfg")
+}
+
+// check evaluates expr, one of the core's `{ report; plan; }` entries.
+func (e *Evaluator) check(ctx context.Context, cfg any, expr string) (*Planned, error) {
+	out, err := e.Eval(ctx, cfg, expr)
 	if err != nil {
 		return nil, err
 	}

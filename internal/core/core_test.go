@@ -134,6 +134,39 @@ func TestPlanInvalid(t *testing.T) {
 	}
 }
 
+// PlanStored is Plan with the daemon's stricter rules: a secret value that Plan only warns about is an error
+// with its path and the fix; a config without one plans exactly as with Plan.
+func TestPlanStored(t *testing.T) {
+	e := newEvaluator(t)
+	ctx := context.Background()
+	secret := strings.Replace(minimal, `"dev": {`, `"dev": {"secrets": {"agentToken": "hunter2"}, `, 1)
+	p, err := e.Plan(ctx, json.RawMessage(secret))
+	if err != nil || len(p.Warnings) != 1 || p.Warnings[0].Path != "clusters.dev.secrets.agentToken" {
+		t.Fatalf("Plan of a config with a secret value: %v, %+v; want a plan and the warning", err, p)
+	}
+	_, err = e.PlanStored(ctx, json.RawMessage(secret))
+	var inv *InvalidError
+	if !errors.As(err, &inv) || len(inv.Report.Errors) != 1 || len(inv.Report.Warnings) != 0 {
+		t.Fatalf("PlanStored error = %v, want an *InvalidError with one error and no warning", err)
+	}
+	if got := inv.Report.Errors[0]; got.Path != "clusters.dev.secrets.agentToken" ||
+		!strings.HasPrefix(got.Message, "nix8sd does not store secret values") ||
+		!strings.Contains(got.Message, "set secrets.agentTokenFile to its path") {
+		t.Errorf("PlanStored error = %+v", got)
+	}
+	stored, err := e.PlanStored(ctx, json.RawMessage(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := e.Plan(ctx, json.RawMessage(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(stored.JSON, plain.JSON) {
+		t.Errorf("PlanStored's plan differs from Plan's:\n%s\n%s", stored.JSON, plain.JSON)
+	}
+}
+
 // pxeConfig is minimal served by a PXE server on its network, with a second cluster that has no MACs.
 const pxeConfig = `{
   "nodes": {"standard": {"network": {"mac": "AA:BB:CC:DD:EE:01"}, "install": {"disk": "/dev/sda"}},

@@ -62,6 +62,55 @@ type Cluster struct {
 	UpgradeRolloutWaves [][]string `json:"upgradeRolloutWaves"`
 	// Members by name.
 	Members map[string]Member `json:"members"`
+	// Cozystack is what Cozystack needs of the cluster (clusters.<c>.cozystack, lib/cozystack.nix), nil without it.
+	Cozystack *Cozystack `json:"cozystack"`
+	// Lima is the cluster's Lima network (provisioning.lima, lib/lima.nix), nil when it does not run in Lima.
+	Lima *LimaNetwork `json:"lima"`
+}
+
+// Cozystack is a cluster's Cozystack as the plan resolved it: the release, its pinned manifests, the objects
+// bootstrap waits for and the platform Package rendered from the cluster's networks.
+type Cozystack struct {
+	// Version is the Cozystack release (v1.6.2).
+	Version string `json:"version"`
+	// Host is the publishing host.
+	Host string `json:"host"`
+	// APIServerEndpoint is the API as Cozystack and Cilium reach it (https://<host>:6443).
+	APIServerEndpoint string `json:"apiServerEndpoint"`
+	// APIServerHost replaces the operator manifest's placeholder: the cluster's endpoint host (VIP or first server).
+	APIServerHost string `json:"apiServerHost"`
+	// MaxPods is the kubelet's max-pods on every member.
+	MaxPods int `json:"maxPods"`
+	// BootstrapTimeout is how long bootstrap waits for the platform (a Go duration).
+	BootstrapTimeout string `json:"bootstrapTimeout"`
+	// Manifests are the release's manifests, pinned by hash.
+	Manifests CozystackManifests `json:"manifests"`
+	// Operator is the operator's Deployment.
+	Operator struct {
+		Namespace  string `json:"namespace"`
+		Deployment string `json:"deployment"`
+	} `json:"operator"`
+	// CRDs are the CRDs cozystack-crds.yaml defines, waited for until Established.
+	CRDs []string `json:"crds"`
+	// PackageSource is the PackageSource the operator creates and the Package must be named after.
+	PackageSource string `json:"packageSource"`
+	// Package is the platform Package (cozystack.io/v1alpha1), applied as it is.
+	Package map[string]any `json:"package"`
+}
+
+// CozystackManifests are the two release manifests bootstrap applies.
+type CozystackManifests struct {
+	CRDs     Pinned `json:"crds"`
+	Operator Pinned `json:"operator"`
+	// Placeholder is the operator manifest's API host placeholder ("REPLACE_ME").
+	Placeholder string `json:"placeholder"`
+}
+
+// Pinned is a file fixed by its hash.
+type Pinned struct {
+	URL string `json:"url"`
+	// Hash is the SRI sha256 hash of the file, nil when none is pinned (then nothing is applied).
+	Hash *string `json:"hash"`
 }
 
 // FileContent is a file the plan puts on a node: its path and its content as JSON data.
@@ -99,6 +148,38 @@ type Member struct {
 	K3s K3s `json:"k3s"`
 	// Config is the node template recursively merged with the member's overrides, data only.
 	Config map[string]any `json:"config"`
+	// SSH is how the operations reach the member: its address and provisioning.nixos-anywhere.ssh, resolved.
+	SSH SSH `json:"ssh"`
+}
+
+// SSH is a member's SSH endpoint as the plan resolved it.
+type SSH struct {
+	// Host is the address to connect to: the member's IP, unless its provisioner forwards a port elsewhere.
+	Host string `json:"host"`
+	// Port is the ssh port (default 22).
+	Port int `json:"port"`
+	// User is the login user (default "root").
+	User string `json:"user"`
+	// KeyFile is the private key to offer (ssh -i), nil to leave it to ssh's config and agent.
+	KeyFile *string `json:"keyFile"`
+	// Lima is the member's Lima instance when it runs in Lima (Host is then 127.0.0.1 and Port its forward,
+	// 0 when Lima picks one at start: internal/lima resolves it), empty otherwise.
+	Lima string `json:"lima,omitempty"`
+}
+
+// LimaNetwork is a Lima cluster's own user-v2 network (docs/lima.md).
+type LimaNetwork struct {
+	// Name is the Lima network, `nix8s-<cluster>`.
+	Name string `json:"name"`
+	// Subnet is its CIDR; Prefix its prefix length.
+	Subnet string `json:"subnet"`
+	Prefix int    `json:"prefix"`
+	// GatewayArg is what `limactl network create --gateway` is given; Gateway the address Lima serves
+	// gateway and DNS on (the subnet's second address).
+	GatewayArg string `json:"gatewayArg"`
+	Gateway    string `json:"gateway"`
+	// APIEndpoint is the first server's API as the host reaches it (its forwarded 6443), nil without one.
+	APIEndpoint *string `json:"apiEndpoint"`
 }
 
 // K3s is the k3s service of one member.

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/nixgen"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -21,7 +19,7 @@ import (
 type Inventory struct {
 	*Plans
 	st   *store.Store
-	core Core
+	core WriteCore
 	ws   *nixgen.Workspace
 	log  *slog.Logger
 
@@ -35,11 +33,19 @@ type Options struct {
 	// Store holds the inventory.
 	Store *store.Store
 	// Core validates and plans configs (*core.Evaluator).
-	Core Core
+	Core WriteCore
 	// Workspace, when set, receives the inventory after every change to it and at Render.
 	Workspace *nixgen.Workspace
 	// Logger gets what fails in the background (the workspace, storing a plan); default slog.Default().
 	Logger *slog.Logger
+}
+
+// WriteCore is the core an Inventory writes with (*core.Evaluator): Plan for the plans of stored versions,
+// PlanStored for a change, the same one evaluation with the daemon's stricter rules (the core's checkStored:
+// no secret values in the inventory).
+type WriteCore interface {
+	Core
+	PlanStored(ctx context.Context, cfg any) (*core.Planned, error)
 }
 
 // New is the inventory of o.Store.
@@ -52,8 +58,8 @@ func New(o Options) *Inventory {
 }
 
 // Modify changes the stored inventory: change computes the next config from the stored one, one evaluation of
-// the core validates and plans it, and the store writes it (one transaction at the snapshot's version,
-// retried when another daemon wrote meanwhile). Then the plan of the new version is kept (nobody evaluates
+// the core validates and plans it, and the store writes it with the members' MACs from that plan (one
+// transaction at the snapshot's version, retried when another daemon wrote meanwhile). Then the plan of the new version is kept (nobody evaluates
 // it again) and the workspace rendered. It returns the new inventory version and the core's warnings. A
 // config with errors changes nothing and is an *core.InvalidError with the core's report; an error of change
 // is returned as it is.
@@ -62,13 +68,16 @@ func (inv *Inventory) Modify(ctx context.Context, actor string, change func(snap
 	defer inv.writeMu.Unlock()
 	var warnings []core.Problem
 	var planned *core.Planned
-	v, err := inv.st.Modify(ctx, actor, func(snap *store.Snapshot) (map[string]any, error) {
+	v, err := inv.st.ModifyNext(ctx, actor, func(snap *store.Snapshot) (*store.Next, error) {
 		next, err := change(snap)
 		if err != nil {
 			return nil, err
 		}
 		warnings, planned, err = inv.validate(ctx, next)
-		return next, err
+		if err != nil {
+			return nil, err
+		}
+		return &store.Next{Config: next, MACs: memberMACs(planned.Plan)}, nil
 	})
 	if err != nil {
 		return 0, nil, err
@@ -86,42 +95,38 @@ func (inv *Inventory) Replace(ctx context.Context, actor string, cfg map[string]
 	return warnings, err
 }
 
-// validate asks the core about next; errors refuse the change. The core decides (unknown top-level keys,
-// shared MACs, ...); the store's shape check comes after it, only as the guard of what its tables can hold.
-// It is one evaluation that also plans next: the plan of the version the write stores.
+// validate asks the core about next, with the daemon's rules (PlanStored); errors refuse the change. The core
+// decides everything (unknown top-level keys, shared MACs, secret values, ...); the store's shape check in
+// Apply is only the guard of what its tables can hold. It is one evaluation that also plans next: the plan of
+// the version the write stores.
 func (inv *Inventory) validate(ctx context.Context, next map[string]any) ([]core.Problem, *core.Planned, error) {
-	planned, err := inv.core.Plan(ctx, next)
-	var rep core.Report
+	planned, err := inv.core.PlanStored(ctx, next)
 	var invalid *core.InvalidError
 	var ee *core.EvalError
 	switch {
 	case errors.As(err, &invalid):
-		rep = invalid.Report
+		return nil, nil, invalid
 	case errors.As(err, &ee):
 		// The core threw instead of reporting: still the config's fault as far as the writer can tell.
 		return nil, nil, &core.InvalidError{Report: core.Report{Errors: []core.Problem{{Path: "", Message: ee.Message}}}}
 	case err != nil:
 		return nil, nil, fmt.Errorf("validating through the core: %w", err)
-	default:
-		rep = core.Report{Errors: []core.Problem{}, Warnings: planned.Warnings}
 	}
-	// The core only warns about secret values in the config (a flake may accept the risk); the daemon refuses
-	// them: the inventory is readable with any read token and rendered into a flake workspace.
-	warnings := []core.Problem{}
-	for _, w := range rep.Warnings {
-		if strings.HasSuffix(w.Path, ".secrets.token") || strings.HasSuffix(w.Path, ".secrets.agentToken") {
-			rep.Errors = append(rep.Errors, core.Problem{Path: w.Path, Message: "nix8sd does not store secret values: " + w.Message})
-			continue
+	return planned.Warnings, planned, nil
+}
+
+// memberMACs is every member's MAC as the core's plan gives it (its override, its named or inline template),
+// what the store keeps with the inventory for the machines' assignment rule.
+func memberMACs(p core.Plan) []store.MemberMAC {
+	var macs []store.MemberMAC
+	for cname, c := range p.Clusters {
+		for mname, m := range c.Members {
+			if m.MAC != nil {
+				macs = append(macs, store.MemberMAC{Cluster: cname, Member: mname, MAC: *m.MAC})
+			}
 		}
-		warnings = append(warnings, w)
 	}
-	if !rep.OK() {
-		return nil, nil, &core.InvalidError{Report: rep}
-	}
-	if err := store.CheckShape(next); err != nil {
-		return nil, nil, err
-	}
-	return warnings, planned, nil
+	return macs
 }
 
 // Render writes the stored inventory into the flake workspace (after every change, and by nix8sd serve at
@@ -139,32 +144,14 @@ func (inv *Inventory) Render(ctx context.Context) {
 	}
 }
 
-// ConfigError is a part of the stored inventory that the operations cannot use, with its config path.
-type ConfigError struct {
-	Path string
-	Err  error
-}
-
-func (e *ConfigError) Error() string { return e.Err.Error() }
-func (e *ConfigError) Unwrap() error { return e.Err }
-
-// ClusterPlan is the plan of cluster name in the current inventory, with the inventory's ssh settings
-// (provisioning.nixos-anywhere.ssh): what an operation on the cluster runs on (jobs.Planner). No such
-// cluster is ErrNoCluster; unusable ssh settings are a *ConfigError.
-func (inv *Inventory) ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
+// ClusterPlan is the plan of cluster name in the current inventory, each member with its ssh endpoint: what
+// an operation on the cluster runs on (jobs.Planner). No such cluster is ErrNoCluster.
+func (inv *Inventory) ClusterPlan(ctx context.Context, name string) (core.Cluster, error) {
 	c, err := inv.Cluster(ctx, name)
 	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
+		return core.Cluster{}, err
 	}
-	snap, err := inv.st.Snapshot(ctx)
-	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
-	}
-	settings, err := remote.SettingsFromConfig(snap.Config)
-	if err != nil {
-		return core.Cluster{}, remote.Settings{}, &ConfigError{Path: "provisioning.nixos-anywhere.ssh", Err: err}
-	}
-	return c.Cluster, settings, nil
+	return c.Cluster, nil
 }
 
 // HostNames maps each member of cluster to its host name in the plan, its Kubernetes node name (the node

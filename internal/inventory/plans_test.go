@@ -33,6 +33,11 @@ func (c *counting) Plan(ctx context.Context, cfg any) (*core.Planned, error) {
 	return c.Evaluator.Plan(ctx, cfg)
 }
 
+func (c *counting) PlanStored(ctx context.Context, cfg any) (*core.Planned, error) {
+	c.n.Add(1)
+	return c.Evaluator.PlanStored(ctx, cfg)
+}
+
 func (c *counting) ID() string { return c.id }
 
 func newCore(t *testing.T, id string) *counting {

@@ -10,20 +10,19 @@ import (
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/kubeconfig"
 	"github.com/nix8s/nix8s/internal/provision"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/rollout"
 )
 
 // ClusterClient reaches cluster cl's API server as its administrator: through c.APIServer when set, else with
 // the admin kubeconfig fetched over ssh from the first ready server (kubeconfig.Fetch, as nix8s kubeconfig
-// does; s are the inventory's ssh settings). host is the API server's address and from says where the
+// does). host is the API server's address and from says where the
 // credentials came from, for the log; the credentials themselves are never returned or logged.
-func (c Config) ClusterClient(ctx context.Context, cl core.Cluster, s remote.Settings) (client kubernetes.Interface, host, from string, err error) {
+func (c Config) ClusterClient(ctx context.Context, cl core.Cluster) (client kubernetes.Interface, host, from string, err error) {
 	rc, from := c.APIServer, "the daemon's configuration"
 	if rc == nil {
 		ssh := c.SSH()
 		var data []byte
-		if data, from, err = kubeconfig.Fetch(ctx, ssh, provision.SSHReadiness{Runner: ssh}, cl, s); err != nil {
+		if data, from, err = kubeconfig.Fetch(ctx, ssh, provision.SSHReadiness{Runner: ssh}, cl); err != nil {
 			return nil, "", "", err
 		}
 		if rc, err = clientcmd.RESTConfigFromKubeConfig(data); err != nil {

@@ -103,7 +103,7 @@ func (r *Runner) deliverSecrets(ctx context.Context, j *store.Job, log io.Writer
 	if j.Cluster == nil || j.Member == nil {
 		return nil, errors.New("a deliver-secrets job needs a cluster and a member")
 	}
-	c, settings, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
+	c, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -165,25 +165,25 @@ func (r *Runner) deliverSecrets(ctx context.Context, j *store.Job, log io.Writer
 				strings.Join(paths, ", ")),
 		}
 	}
-	if mem.IP == "" {
-		return res, fmt.Errorf("%s: the member has no ip in the plan, so nix8sd cannot reach it to deliver its files; deliver them by hand", name)
+	if mem.SSH.Host == "" {
+		return res, fmt.Errorf("%s: the member has no ssh host in the plan, so nix8sd cannot reach it to deliver its files; deliver them by hand", name)
 	}
 	pinned := &provision.Pinned{SSH: &remote.SSH{ConfigFile: cfg.SSHConfigFile, ConnectTimeout: cfg.ConnectTimeout},
 		WaitTimeout: cfg.waitTimeout(), WaitInterval: cfg.waitInterval(), KeyFrom: "the installer reported", Log: log}
-	host := settings.Host(name, mem.IP)
+	host := remote.HostOf(mem)
 	if !join {
 		d, err := pinned.Deliver(ctx, host, p.HostKey, files)
 		res.Files, res.K3sRestarted, res.HostKey = d.Files, d.K3sRestarted, d.HostKey
 		return res, err
 	}
 	// The servers are reached with --known-hosts and the keys their own deliveries pinned (configFor).
-	cfg, done, err := r.configFor(ctx, c, settings)
+	cfg, done, err := r.configFor(ctx, c)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w; nothing delivered", name, err)
 	}
 	defer done()
 	jt := provision.JoinTokens{Runner: cfg.SSH(), TTL: cfg.joinTokenTTL(), WaitTimeout: cfg.waitTimeout(), WaitInterval: cfg.waitInterval(), Log: log}
-	d, tok, err := jt.DeliverJoinToken(ctx, c, settings, mem.Name, pinned, host, p.HostKey, files)
+	d, tok, err := jt.DeliverJoinToken(ctx, c, mem.Name, pinned, host, p.HostKey, files)
 	res.Files, res.K3sRestarted, res.HostKey = d.Files, d.K3sRestarted, d.HostKey
 	if err != nil {
 		return res, err

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/core"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/secrets"
 	"github.com/nix8s/nix8s/internal/sshtest"
 	"github.com/nix8s/nix8s/internal/store"
@@ -26,23 +25,22 @@ const (
 // plan is a fixed plan of cluster "t" (server s1, agent a1) with managed token files, as the core makes it.
 type plan struct {
 	c core.Cluster
-	s remote.Settings
 }
 
-func (p plan) ClusterPlan(_ context.Context, name string) (core.Cluster, remote.Settings, error) {
-	return p.c, p.s, nil
+func (p plan) ClusterPlan(_ context.Context, name string) (core.Cluster, error) {
+	return p.c, nil
 }
 
 func testPlan(n *sshtest.Net) plan {
 	atf := agentTokenPath
 	c := core.Cluster{Name: "t", FirstServer: "s1", Servers: []string{"s1"}, Agents: []string{"a1"},
 		Provision: [][]string{{"s1"}, {"a1"}}, Members: map[string]core.Member{
-			"s1": {Name: "s1", HostName: "t-s1", Role: "server", IP: n.Node("s1").IP,
+			"s1": {Name: "s1", HostName: "t-s1", Role: "server", IP: n.Node("s1").IP, SSH: n.Endpoint("s1"),
 				K3s: core.K3s{Role: "server", ClusterInit: true, TokenFile: tokenPath, AgentTokenFile: &atf}},
-			"a1": {Name: "a1", HostName: "t-a1", Role: "agent", IP: n.Node("a1").IP,
+			"a1": {Name: "a1", HostName: "t-a1", Role: "agent", IP: n.Node("a1").IP, SSH: n.Endpoint("a1"),
 				K3s: core.K3s{Role: "agent", TokenFile: agentTokenPath}},
 		}}
-	return plan{c: c, s: remote.Settings{User: "root", KeyFile: n.KeyFile}}
+	return plan{c: c}
 }
 
 // hostKey is the node's public host key as an installer reports it: `<type> <base64>`.

@@ -145,14 +145,14 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 	if j.Cluster == nil {
 		return nil, errors.New("an install job needs a cluster")
 	}
-	c, settings, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
+	c, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
 	if err != nil {
 		return nil, err
 	}
 	if err := provision.CheckMembers(c, p.Members); err != nil {
 		return nil, err
 	}
-	cfg, done, err := r.configFor(ctx, c, settings)
+	cfg, done, err := r.configFor(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +197,6 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		Tokens:       tokens,
 		JoinTokens:   &provision.JoinTokens{Runner: ssh, TTL: cfg.joinTokenTTL(), Log: log}, // agents: as network installs
 		ExtraFiles:   cfg.ExtraFiles,
-		SSH:          settings,
 		WaitTimeout:  cfg.waitTimeout(),
 		WaitInterval: cfg.waitInterval(),
 		Runner:       ssh,
@@ -212,7 +211,7 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 	}
 	fmt.Fprintf(log, "nix8s: %s: %s\n", c.Name, report.Counts())
 	if err == nil && !p.DryRun {
-		err = obs.waitAgents(ctx, readiness, settings, cfg.waitTimeout(), cfg.waitInterval())
+		err = obs.waitAgents(ctx, readiness, cfg.waitTimeout(), cfg.waitInterval())
 	}
 	if err != nil {
 		return report, fmt.Errorf("install of cluster %q stopped: %w", c.Name, err)
@@ -239,7 +238,7 @@ type machineObserver struct {
 	jobCtx   context.Context // the job's: the wait for a lock ends with it
 
 	mu    sync.Mutex
-	state map[string]string // member -> state this job moved its machine to
+	state map[string]store.State // member -> state this job moved its machine to
 	locks map[string]*store.MemberLock
 	// agents installed by this job whose machines wait to become Ready nodes
 	agents []string
@@ -265,7 +264,7 @@ func (o *machineObserver) noteUntracked(selected []string) {
 	}
 }
 
-func (o *machineObserver) move(member, state, reason string) error {
+func (o *machineObserver) move(member string, state store.State, reason string) error {
 	mach := o.machines[member]
 	if mach == nil {
 		return nil
@@ -278,14 +277,21 @@ func (o *machineObserver) move(member, state, reason string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.state == nil {
-		o.state = map[string]string{}
+		o.state = map[string]store.State{}
 	}
 	o.state[member] = state
 	fmt.Fprintf(o.log, "nix8s: %s: machine %s is %s\n", o.c.Members[member].HostName, mach.MAC, state)
 	return nil
 }
 
-func (o *machineObserver) current(member string) string {
+// failedOf is the failed state of the in-progress state (machine_states.failed_state: installing ->
+// install_failed, joined -> join_failed, rebuilding -> rebuild_failed).
+func (o *machineObserver) failedOf(state store.State) store.State {
+	to, _ := o.st.StateSets().FailureOf(state)
+	return to
+}
+
+func (o *machineObserver) current(member string) store.State {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.state[member]
@@ -317,17 +323,17 @@ func (o *machineObserver) Installing(member string) error {
 		switch {
 		case err != nil:
 			return fmt.Errorf("machine %s (member %s): %w", mach.MAC, member, err)
-		case cur.State == "installing" && cur.InstallArmed:
+		case cur.State == store.StateInstalling && cur.InstallArmed:
 			return fmt.Errorf("machine %s (member %s) is being installed over the network (its install is armed); not starting nixos-anywhere beside it: wait for it, or move the machine to install_failed first", mach.MAC, member)
-		case cur.State == "installing":
+		case cur.State == store.StateInstalling:
 			// Only an install over ssh leaves a machine installing unarmed, and every one holds the lock.
 			fmt.Fprintf(o.log, "nix8s: %s: machine %s was left installing by an earlier attempt that is gone (its daemon stopped or died: the install lock was free); installing it again\n", host, mach.MAC)
-			if err := o.move(member, "install_failed", fmt.Sprintf("install job %d: an earlier attempt, gone, left it installing; installing again", o.job)); err != nil {
+			if err := o.move(member, o.failedOf(store.StateInstalling), fmt.Sprintf("install job %d: an earlier attempt, gone, left it installing; installing again", o.job)); err != nil {
 				return err
 			}
 		}
 	}
-	return o.move(member, "installing", fmt.Sprintf("install job %d: nixos-anywhere starts", o.job))
+	return o.move(member, store.StateInstalling, fmt.Sprintf("install job %d: nixos-anywhere starts", o.job))
 }
 
 // takeLock takes member's lock (store.LockMember) for this attempt, waiting at most lockWait for another
@@ -411,10 +417,10 @@ func (l *lockedInstaller) Install(ctx context.Context, s provision.Step) error {
 // Installed implements provision.Observer.
 func (o *machineObserver) Installed(member string) {
 	o.release(member)
-	if o.current(member) != "installing" {
+	if o.current(member) != store.StateInstalling {
 		return
 	}
-	o.warn(o.move(member, "joined", fmt.Sprintf("install job %d: installed; k3s joins", o.job)))
+	o.warn(o.move(member, store.StateJoined, fmt.Sprintf("install job %d: installed; k3s joins", o.job)))
 	if o.c.Members[member].Role != "server" && o.machines[member] != nil {
 		o.mu.Lock()
 		o.agents = append(o.agents, member)
@@ -424,36 +430,30 @@ func (o *machineObserver) Installed(member string) {
 
 // Ready implements provision.Observer.
 func (o *machineObserver) Ready(member string) {
-	if o.current(member) != "joined" {
+	if o.current(member) != store.StateJoined {
 		return
 	}
-	o.warn(o.move(member, "ready", fmt.Sprintf("install job %d: a Ready node", o.job)))
+	o.warn(o.move(member, store.StateReady, fmt.Sprintf("install job %d: a Ready node", o.job)))
 }
 
-// Failed implements provision.Observer.
+// Failed implements provision.Observer: the machine goes to the failed state of the state this job moved it to
+// (installing: install_failed, joined: join_failed; machine_states.failed_state).
 func (o *machineObserver) Failed(member string, err error) {
 	o.release(member)
-	var to string
-	switch o.current(member) {
-	case "installing":
-		to = "install_failed"
-	case "joined":
-		to = "join_failed"
-	default:
-		return
+	if cur := o.current(member); cur == store.StateInstalling || cur == store.StateJoined {
+		o.warn(o.move(member, o.failedOf(cur), fmt.Sprintf("install job %d: %v", o.job, err)))
 	}
-	o.warn(o.move(member, to, fmt.Sprintf("install job %d: %v", o.job, err)))
 }
 
 // waitAgents waits until the agents this job installed are Ready nodes (asked on the first server), moving
 // their machines to ready, or to join_failed when the wait runs out. Install itself waits only for the
 // agents it gave a join token (their machines are ready already); the others' machines' states wait here.
-func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readiness, s remote.Settings, timeout, interval time.Duration) error {
+func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readiness, timeout, interval time.Duration) error {
 	var pending []string
 	o.mu.Lock()
 	for _, m := range o.agents {
 		// An agent given a join token is ready already: Install waited for it to delete the token.
-		if o.state[m] == "joined" {
+		if o.state[m] == store.StateJoined {
 			pending = append(pending, m)
 		}
 	}
@@ -462,8 +462,7 @@ func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readin
 		return nil
 	}
 	sort.Strings(pending)
-	first := o.c.Members[o.c.FirstServer]
-	host := s.Host(first.HostName, first.IP)
+	host := remote.HostOf(o.c.Members[o.c.FirstServer])
 	fmt.Fprintf(o.log, "nix8s: %s: waiting until %d agent(s) are Ready nodes\n", o.c.Name, len(pending))
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -478,7 +477,7 @@ func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readin
 				still = append(still, m)
 				continue
 			}
-			o.warn(o.move(m, "ready", fmt.Sprintf("install job %d: a Ready node", o.job)))
+			o.warn(o.move(m, store.StateReady, fmt.Sprintf("install job %d: a Ready node", o.job)))
 		}
 		pending = still
 		if len(pending) == 0 {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/core"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/sshtest"
 	"github.com/nix8s/nix8s/internal/store"
 	"github.com/nix8s/nix8s/internal/toolrun"
@@ -65,7 +64,7 @@ func TestInstallUnderTheMemberLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The earlier attempt: it moved the machine to installing and holds the lock.
-	installing := "installing"
+	installing := store.StateInstalling
 	if _, err := st.UpdateMachine(ctx, "job:1", mac, store.MachineChange{State: &installing, Reason: "install job 1: nixos-anywhere starts"}); err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +75,8 @@ func TestInstallUnderTheMemberLock(t *testing.T) {
 	defer earlier.Release()
 
 	c := core.Cluster{Name: "t", FirstServer: "s1", Servers: []string{"s1"}, Provision: [][]string{{"s1"}},
-		Members: map[string]core.Member{"s1": {Name: "s1", HostName: "t-s1", Role: "server", IP: n.Node("s1").IP}}}
-	r := &Runner{Store: st, Planner: plan{c: c, s: remote.Settings{User: "root", KeyFile: n.KeyFile}}, Worker: "w",
+		Members: map[string]core.Member{"s1": {Name: "s1", HostName: "t-s1", Role: "server", IP: n.Node("s1").IP, SSH: n.Endpoint("s1")}}}
+	r := &Runner{Store: st, Planner: plan{c: c}, Worker: "w",
 		Poll: 50 * time.Millisecond, Config: Config{
 			KnownHostsFile: n.KnownHostsFile, SSHConfigFile: "none", ConnectTimeout: 2 * time.Second,
 			NixosAnywhere: filepath.Join(si.LocalBin, "nixos-anywhere"), LockWait: time.Second,
@@ -94,7 +93,7 @@ func TestInstallUnderTheMemberLock(t *testing.T) {
 		r.Wake()
 		return j
 	}
-	state := func() string {
+	state := func() store.State {
 		m, err := st.Machine(ctx, mac)
 		if err != nil {
 			t.Fatal(err)
@@ -137,7 +136,7 @@ func TestInstallUnderTheMemberLock(t *testing.T) {
 	var moves []string
 	for _, e := range evs {
 		if e.NewState != nil && e.OldState != nil && *e.OldState != *e.NewState {
-			moves = append(moves, *e.NewState)
+			moves = append(moves, string(*e.NewState))
 		}
 	}
 	if got := strings.Join(moves, " "); !strings.HasSuffix(got, "installing install_failed installing joined ready") {

@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nix8s/nix8s/internal/core"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/rollout"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -38,10 +37,10 @@ const (
 // be nil) is recorded whether or not err is nil.
 type Handler func(ctx context.Context, j *store.Job, log io.Writer) (result any, err error)
 
-// Planner is the core's plan of the stored inventory: one cluster's plan and the ssh settings of
-// provisioning.nixos-anywhere.ssh (*inventory.Inventory implements it).
+// Planner is the core's plan of the stored inventory: one cluster's plan, each member with its ssh endpoint
+// (*inventory.Inventory implements it).
 type Planner interface {
-	ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error)
+	ClusterPlan(ctx context.Context, name string) (core.Cluster, error)
 }
 
 // Runner claims and runs jobs. Fill in the fields, then call Run.
@@ -112,7 +111,8 @@ func (r *Runner) init() {
 
 // builtin are the operations' handlers.
 func (r *Runner) builtin() map[string]Handler {
-	return map[string]Handler{KindInstall: r.install, KindRollout: r.rollout, KindDeliverSecrets: r.deliverSecrets}
+	return map[string]Handler{KindInstall: r.install, KindRollout: r.rollout, KindDeliverSecrets: r.deliverSecrets,
+		KindCozystackBootstrap: r.cozystackBootstrap}
 }
 
 // Handle sets the handler of kind, replacing a built-in one (install, rollout, deliver-secrets).
@@ -139,11 +139,11 @@ func (r *Runner) NodeClient(ctx context.Context, cluster string) (kubernetes.Int
 		client, _, err := rollout.NewClient(cluster, rollout.ClientOptions{Kubeconfig: r.KubeconfigFile, Context: cluster})
 		return client, err
 	}
-	c, settings, err := r.Planner.ClusterPlan(ctx, cluster)
+	c, err := r.Planner.ClusterPlan(ctx, cluster)
 	if err != nil {
 		return nil, err
 	}
-	client, _, _, err := r.ClusterClient(ctx, c, settings)
+	client, _, _, err := r.ClusterClient(ctx, c)
 	return client, err
 }
 

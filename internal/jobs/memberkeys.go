@@ -14,12 +14,12 @@ import (
 
 // configFor is r.Config for an operation on cluster c: its ssh (Config.SSH) trusts, besides --known-hosts,
 // the host key the database holds for each member's machine (store.MemberHostKeys: the one the member's
-// deliver-secrets job pinned and the member answered with), at the member's address in the plan. So a
+// deliver-secrets job pinned and the member answered with), at the member's ssh endpoint in the plan. So a
 // member installed over the network, whose key no known_hosts file records, is reachable by every later
 // job (join tokens, rollout, kubeconfig, node status); a host presenting any other key at that address is
 // still refused, and no key is trusted on first use. The keys go to an ssh KnownHostsCommand in the
 // daemon's temporary directory (TMPDIR); done removes it: call it when the operation's ssh is over.
-func (r *Runner) configFor(ctx context.Context, c core.Cluster, s remote.Settings) (cfg Config, done func(), err error) {
+func (r *Runner) configFor(ctx context.Context, c core.Cluster) (cfg Config, done func(), err error) {
 	cfg, done = r.Config, func() {}
 	if r.Store == nil {
 		return cfg, done, nil
@@ -30,8 +30,8 @@ func (r *Runner) configFor(ctx context.Context, c core.Cluster, s remote.Setting
 	}
 	var known []remote.KnownHost
 	for _, k := range keys {
-		if mem, ok := c.Members[k.Member]; ok && mem.IP != "" {
-			known = append(known, remote.KnownHost{Host: s.Host(mem.HostName, mem.IP), Key: k.HostKey})
+		if mem, ok := c.Members[k.Member]; ok && mem.SSH.Host != "" {
+			known = append(known, remote.KnownHost{Host: remote.HostOf(mem), Key: k.HostKey})
 		}
 	}
 	if len(known) == 0 {
@@ -57,11 +57,11 @@ func (r *Runner) configFor(ctx context.Context, c core.Cluster, s remote.Setting
 
 // ClusterClient is Config.ClusterClient with the members' host keys of the database trusted (configFor), for
 // the daemon's own uses of a cluster's API server (node status).
-func (r *Runner) ClusterClient(ctx context.Context, c core.Cluster, s remote.Settings) (client kubernetes.Interface, host, from string, err error) {
-	cfg, done, err := r.configFor(ctx, c, s)
+func (r *Runner) ClusterClient(ctx context.Context, c core.Cluster) (client kubernetes.Interface, host, from string, err error) {
+	cfg, done, err := r.configFor(ctx, c)
 	if err != nil {
 		return nil, "", "", err
 	}
 	defer done()
-	return cfg.ClusterClient(ctx, c, s)
+	return cfg.ClusterClient(ctx, c)
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/secrets"
 	"github.com/nix8s/nix8s/internal/sshtest"
 	"github.com/nix8s/nix8s/internal/store"
@@ -126,7 +127,7 @@ func TestMembersReachedWithTheirDeliveredHostKeys(t *testing.T) {
 	// split on spaces by the shell.
 	nixosRebuildSSH := func(cfg Config, node *sshtest.Node) error {
 		t.Helper()
-		host := p.s.Host("t-"+node.Name, node.IP)
+		host := remote.HostOf(p.c.Members[node.Name])
 		cmd := exec.Command("sh", "-c", `exec ssh $NIX_SSHOPTS -- "$0" true`, host.Addr)
 		cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+strings.Join(cfg.SSH().Options(host, true), " "))
 		out, err := cmd.CombinedOutput()
@@ -137,18 +138,18 @@ func TestMembersReachedWithTheirDeliveredHostKeys(t *testing.T) {
 	}
 
 	// Nothing delivered yet: nothing is trusted, not even on first use.
-	_, _, err := r.Kubeconfig(ctx, p.c, p.s)
+	_, _, err := r.Kubeconfig(ctx, p.c)
 	refused("kubeconfig before any delivery", err)
 
 	// s1's delivery pins the key its installer reported; the kubeconfig fetch then reaches s1 with it.
 	if j := deliver("s1", s1); j.Status != "succeeded" {
 		t.Fatalf("delivery to s1: %s %v\n%s", j.Status, j.Error, j.Log)
 	}
-	data, from, err := r.Kubeconfig(ctx, p.c, p.s)
+	data, from, err := r.Kubeconfig(ctx, p.c)
 	if err != nil || from != "t-s1" || !strings.Contains(string(data), "server: https://"+s1.IP+":6443") {
 		t.Fatalf("kubeconfig after s1's delivery: %v %q\n%s", err, from, data)
 	}
-	if _, host, _, err := r.ClusterClient(ctx, p.c, p.s); err != nil || !strings.Contains(host, s1.IP) {
+	if _, host, _, err := r.ClusterClient(ctx, p.c); err != nil || !strings.Contains(host, s1.IP) {
 		t.Errorf("cluster client: %q %v", host, err)
 	}
 	if data, _ := os.ReadFile(empty); len(data) != 0 {
@@ -168,7 +169,7 @@ func TestMembersReachedWithTheirDeliveredHostKeys(t *testing.T) {
 	}
 
 	// The rollout's ssh: both members, with their keys from the database, through NIX_SSHOPTS.
-	cfg, done, err := r.configFor(ctx, p.c, p.s)
+	cfg, done, err := r.configFor(ctx, p.c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,14 +195,14 @@ func TestMembersReachedWithTheirDeliveredHostKeys(t *testing.T) {
 	a1.WriteFile(t, "/etc/ssh/ssh_host_ed25519_key", string(priv), 0o600)
 	a1.WriteFile(t, "/etc/ssh/ssh_host_ed25519_key.pub", string(pub), 0o644)
 	a1.Reboot(t)
-	cfg, done, err = r.configFor(ctx, p.c, p.s)
+	cfg, done, err = r.configFor(ctx, p.c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer done()
-	_, err = cfg.SSH().Run(ctx, p.s.Host("t-a1", a1.IP), "true")
+	_, err = cfg.SSH().Run(ctx, remote.HostOf(p.c.Members["a1"]), "true")
 	refused("a1 with another key", err)
-	if _, err := cfg.SSH().Run(ctx, p.s.Host("t-s1", s1.IP), "true"); err != nil {
+	if _, err := cfg.SSH().Run(ctx, remote.HostOf(p.c.Members["s1"]), "true"); err != nil {
 		t.Errorf("s1: %v", err)
 	}
 
@@ -216,6 +217,6 @@ func TestMembersReachedWithTheirDeliveredHostKeys(t *testing.T) {
 	if keys, err := st.MemberHostKeys(ctx, "t"); err != nil || len(keys) != 0 {
 		t.Errorf("keys of a reinstalled and a locked machine: %+v %v", keys, err)
 	}
-	_, _, err = r.Kubeconfig(ctx, p.c, p.s)
+	_, _, err = r.Kubeconfig(ctx, p.c)
 	refused("kubeconfig from a locked machine", err)
 }

@@ -39,7 +39,7 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 	if j.Cluster == nil {
 		return nil, errors.New("a rollout job needs a cluster")
 	}
-	c, settings, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
+	c, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +48,7 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 	}
 	// The members' delivered host keys besides --known-hosts (memberkeys.go), for nixos-rebuild's ssh and the
 	// cluster client.
-	cfg, done, err := r.configFor(ctx, c, settings)
+	cfg, done, err := r.configFor(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -63,11 +63,11 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		PollInterval:   cfg.waitInterval(),
 		Progress:       log,
 	}
-	rebuild := &rollout.NixosRebuild{Program: cfg.NixosRebuild, Flake: cfg.Flake, SSH: ssh, Settings: settings,
+	rebuild := &rollout.NixosRebuild{Program: cfg.NixosRebuild, Flake: cfg.Flake, SSH: ssh,
 		Output: log, Timeout: cfg.InstallTimeout}
 	o.Switcher = rebuild
 	if !p.DryRun {
-		client, host, from, err := cfg.ClusterClient(ctx, c, settings)
+		client, host, from, err := cfg.ClusterClient(ctx, c)
 		if err != nil {
 			return nil, err
 		}
@@ -155,32 +155,32 @@ func (o *rebuildObserver) Starting(member string) error {
 		if err != nil {
 			return fmt.Errorf("machine %s (member %s): %w", mach.MAC, member, err)
 		}
-		if cur.State == "rebuilding" {
+		if cur.State == store.StateRebuilding {
 			host := o.c.Members[member].HostName
 			fmt.Fprintf(o.log, "nix8s: %s: machine %s was left rebuilding by an earlier attempt that is gone (the member's lock was free); rolling it out again\n", host, mach.MAC)
-			if err := o.move(member, "rebuild_failed", fmt.Sprintf("rollout job %d: an earlier attempt, gone, left it rebuilding; rolling out again", o.job)); err != nil {
+			if err := o.move(member, o.failedOf(store.StateRebuilding), fmt.Sprintf("rollout job %d: an earlier attempt, gone, left it rebuilding; rolling out again", o.job)); err != nil {
 				return err
 			}
 		}
 	}
-	return o.move(member, "rebuilding", fmt.Sprintf("rollout job %d: cordon, drain, switch", o.job))
+	return o.move(member, store.StateRebuilding, fmt.Sprintf("rollout job %d: cordon, drain, switch", o.job))
 }
 
 // Ready implements rollout.Observer.
 func (o *rebuildObserver) Ready(member string) {
 	defer o.release(member)
-	if o.current(member) != "rebuilding" {
+	if o.current(member) != store.StateRebuilding {
 		return
 	}
-	o.warn(o.move(member, "ready", fmt.Sprintf("rollout job %d: switched; a Ready node", o.job)))
+	o.warn(o.move(member, store.StateReady, fmt.Sprintf("rollout job %d: switched; a Ready node", o.job)))
 }
 
 // Failed implements rollout.Observer. A member that fails after Ready (uncordon) keeps its machine ready:
 // it runs its configuration; the log and the report say its node is cordoned.
 func (o *rebuildObserver) Failed(member string, phase rollout.Phase, err error) {
 	defer o.release(member)
-	if o.current(member) != "rebuilding" {
+	if o.current(member) != store.StateRebuilding {
 		return
 	}
-	o.warn(o.move(member, "rebuild_failed", fmt.Sprintf("rollout job %d: %s: %v", o.job, phase, err)))
+	o.warn(o.move(member, o.failedOf(store.StateRebuilding), fmt.Sprintf("rollout job %d: %s: %v", o.job, phase, err)))
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/k8stest"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/store"
 	"github.com/nix8s/nix8s/internal/toolrun"
 )
@@ -61,7 +60,7 @@ func TestRolloutStopsWhenTheMemberLockIsLost(t *testing.T) {
 	if _, err := st.UpdateMachine(ctx, "test", mac, store.MachineChange{Assign: &[2]string{"t", "a1"}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"installing", "joined", "ready"} {
+	for _, s := range []store.State{store.StateInstalling, store.StateJoined, store.StateReady} {
 		if _, err := st.UpdateMachine(ctx, "test", mac, store.MachineChange{State: &s, Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
@@ -72,8 +71,9 @@ func TestRolloutStopsWhenTheMemberLockIsLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := core.Cluster{Name: "t", Agents: []string{"a1"}, Provision: [][]string{{"a1"}}, Rollout: []string{"a1"}, RolloutWaves: [][]string{{"a1"}},
-		Members: map[string]core.Member{"a1": {Name: "a1", HostName: "t-a1", Role: "agent", IP: "10.9.1.1"}}}
-	r := &Runner{Store: st, Planner: plan{c: c, s: remote.Settings{User: "root"}}, Worker: "w", Poll: 50 * time.Millisecond,
+		Members: map[string]core.Member{"a1": {Name: "a1", HostName: "t-a1", Role: "agent", IP: "10.9.1.1",
+			SSH: core.SSH{Host: "10.9.1.1", Port: 22, User: "root"}}}}
+	r := &Runner{Store: st, Planner: plan{c: c}, Worker: "w", Poll: 50 * time.Millisecond,
 		Config: Config{NixosRebuild: rebuild, APIServer: k8s.Config, LockWait: time.Second, DrainTimeout: 5 * time.Second,
 			WaitTimeout: 10 * time.Second, WaitInterval: 50 * time.Millisecond}}
 	start(t, r)

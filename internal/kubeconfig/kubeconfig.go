@@ -23,7 +23,7 @@ const K3sPath = "/etc/rancher/k3s/k3s.yaml"
 
 // Fetch reads K3sPath from the first server whose API answers /readyz, trying the first server, then the
 // others, and returns it rewritten by Rewrite. from is the server it came from.
-func Fetch(ctx context.Context, r remote.Runner, ready provision.Readiness, c core.Cluster, s remote.Settings) (data []byte, from string, err error) {
+func Fetch(ctx context.Context, r remote.Runner, ready provision.Readiness, c core.Cluster) (data []byte, from string, err error) {
 	order := []string{c.FirstServer}
 	for _, m := range c.Servers {
 		if m != c.FirstServer {
@@ -33,7 +33,7 @@ func Fetch(ctx context.Context, r remote.Runner, ready provision.Readiness, c co
 	var errs []error
 	for _, m := range order {
 		mem := c.Members[m]
-		host := s.Host(mem.HostName, mem.IP)
+		host := remote.HostOf(mem)
 		if err := ready.APIReady(ctx, host); err != nil {
 			errs = append(errs, fmt.Errorf("%s: not ready: %w", mem.HostName, err))
 			continue

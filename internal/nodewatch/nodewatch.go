@@ -45,8 +45,9 @@ const (
 // which have whole seconds only.
 const Slack = time.Minute
 
-// watched are the states the Watcher moves machines out of.
-var watched = []string{"installing", "joined", "join_failed"}
+// watched are the states the Watcher moves machines out of: a registered node moves its machine out of
+// installing, a Ready one out of joined or join_failed.
+var watched = []store.State{store.StateInstalling, store.StateJoined, store.StateJoinFailed}
 
 // Watcher moves the machines of the clusters' members along as their Nodes register and become Ready.
 type Watcher struct {
@@ -236,7 +237,7 @@ func (w *Watcher) syncMachine(ctx context.Context, m *store.Machine, host string
 	}
 	// A network install still armed has not reported done: the disk is not written yet, so any Node by that
 	// name is a leftover of an earlier install, whatever its age.
-	if m.State == "installing" && m.InstallArmed {
+	if m.State == store.StateInstalling && m.InstallArmed {
 		return nil
 	}
 	// Kubernetes node names are lower case (the kubelet lowers the host name).
@@ -252,20 +253,20 @@ func (w *Watcher) syncMachine(ctx context.Context, m *store.Machine, host string
 		return nil
 	}
 	ready := Ready(node)
-	if m.State == "installing" {
-		if m, err = w.move(ctx, m, "joined", fmt.Sprintf("node %s registered", node.Name)); err != nil || m == nil {
+	if m.State == store.StateInstalling {
+		if m, err = w.move(ctx, m, store.StateJoined, fmt.Sprintf("node %s registered", node.Name)); err != nil || m == nil {
 			return err
 		}
 	}
 	if ready {
-		_, err = w.move(ctx, m, "ready", fmt.Sprintf("node %s is Ready", node.Name))
+		_, err = w.move(ctx, m, store.StateReady, fmt.Sprintf("node %s is Ready", node.Name))
 	}
 	return err
 }
 
 // move changes m's state at m's version; a conflict (another writer, or the database refusing) gives nil
 // and no error: the next pass reads the machine again.
-func (w *Watcher) move(ctx context.Context, m *store.Machine, to, reason string) (*store.Machine, error) {
+func (w *Watcher) move(ctx context.Context, m *store.Machine, to store.State, reason string) (*store.Machine, error) {
 	next, err := w.Store.UpdateMachine(ctx, w.actor(), m.MAC, store.MachineChange{Version: m.Version, State: &to, Reason: reason})
 	if errors.Is(err, store.ErrConflict) {
 		w.logger().Info("nodewatch: machine changed meanwhile; next pass", "mac", m.MAC, "to", to, "err", err)
@@ -274,14 +275,14 @@ func (w *Watcher) move(ctx context.Context, m *store.Machine, to, reason string)
 	if err != nil {
 		return nil, err
 	}
-	w.logger().Info("nodewatch: machine "+m.State+" -> "+to, "mac", m.MAC, "cluster", *m.Cluster, "member", *m.Member, "reason", reason)
+	w.logger().Info("nodewatch: machine "+string(m.State)+" -> "+string(to), "mac", m.MAC, "cluster", *m.Cluster, "member", *m.Member, "reason", reason)
 	return next, nil
 }
 
 // installStarted is when m's current install began: when it entered installing, read from its event log
 // unless it is installing now; zero when the log has no such event.
 func (w *Watcher) installStarted(ctx context.Context, m *store.Machine) (time.Time, error) {
-	if m.State == "installing" {
+	if m.State == store.StateInstalling {
 		return m.StateChangedAt, nil
 	}
 	// TODO(store): a store method returning the time of the machine's last transition into installing
@@ -294,7 +295,7 @@ func (w *Watcher) installStarted(ctx context.Context, m *store.Machine) (time.Ti
 			return time.Time{}, err
 		}
 		for _, e := range evs {
-			if e.Kind == "state" && e.NewState != nil && *e.NewState == "installing" {
+			if e.Kind == "state" && e.NewState != nil && *e.NewState == store.StateInstalling {
 				started = e.At
 			}
 		}

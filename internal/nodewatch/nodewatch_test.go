@@ -125,7 +125,7 @@ func setup(t *testing.T) *fixture {
 func (f *fixture) node(member string) string { return f.prefix + "-" + member }
 
 // machine enrols member's machine, assigns it and moves it (as actor "test") through path.
-func (f *fixture) machine(member string, path ...string) string {
+func (f *fixture) machine(member string, path ...store.State) string {
 	f.t.Helper()
 	mac := members[member]
 	if _, err := f.st.CreateMachine(f.ctx, "test", mac, nil, ""); err != nil {
@@ -171,7 +171,7 @@ func (f *fixture) sync() {
 	}
 }
 
-func (f *fixture) wantState(mac, want string) {
+func (f *fixture) wantState(mac string, want store.State) {
 	f.t.Helper()
 	m, err := f.st.Machine(f.ctx, mac)
 	if err != nil {
@@ -298,7 +298,7 @@ func TestJoinFailedToReady(t *testing.T) {
 	f.sync()
 	f.wantState(mac, "joined")
 	// The deadline passed (machines_expire would do the same).
-	s := "join_failed"
+	s := store.StateJoinFailed
 	if _, err := f.st.UpdateMachine(f.ctx, "test", mac, store.MachineChange{State: &s, Reason: "deadline exceeded"}); err != nil {
 		t.Fatal(err)
 	}

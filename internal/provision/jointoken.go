@@ -73,11 +73,11 @@ type JoinTokens struct {
 // hostKey, at the member's k3s.tokenFile together with files. When the delivery fails the token is deleted
 // at once (it may not have reached its node: no use to anyone but a thief), and tok is the zero token. After
 // a delivery the caller deletes the token once the node is Ready (RevokeWhenReady).
-func (j JoinTokens) DeliverJoinToken(ctx context.Context, c core.Cluster, s remote.Settings, member string, d Deliverer,
+func (j JoinTokens) DeliverJoinToken(ctx context.Context, c core.Cluster, member string, d Deliverer,
 	host remote.Host, hostKey string, files []File) (Delivered, JoinToken, error) {
 	log := j.logger()
 	mem := c.Members[member]
-	tok, err := j.waitCreate(ctx, c, s, member)
+	tok, err := j.waitCreate(ctx, c, member)
 	if err != nil {
 		return Delivered{}, JoinToken{}, fmt.Errorf("%s: %w; nothing delivered", mem.HostName, err)
 	}
@@ -95,7 +95,7 @@ func (j JoinTokens) DeliverJoinToken(ctx context.Context, c core.Cluster, s remo
 }
 
 // waitCreate makes member's join token, waiting within WaitTimeout for a server to make one.
-func (j JoinTokens) waitCreate(ctx context.Context, c core.Cluster, s remote.Settings, member string) (JoinToken, error) {
+func (j JoinTokens) waitCreate(ctx context.Context, c core.Cluster, member string) (JoinToken, error) {
 	timeout, interval := j.WaitTimeout, j.WaitInterval
 	if timeout <= 0 {
 		timeout = DefaultWaitTimeout
@@ -108,7 +108,7 @@ func (j JoinTokens) waitCreate(ctx context.Context, c core.Cluster, s remote.Set
 	var tok JoinToken
 	last, err := Poll(ctx, timeout, interval, func(ctx context.Context) error {
 		var err error
-		tok, err = j.Create(ctx, c, s, member)
+		tok, err = j.Create(ctx, c, member)
 		return err
 	})
 	switch {
@@ -134,7 +134,7 @@ func (j JoinTokens) logger() io.Writer {
 // Create makes a join token for member of c on the first server that makes one, the first server first (as
 // kubeconfig.Fetch asks them), and reads it from stdout only: k3s logs to stderr. No server making one is an
 // error naming each server's reason.
-func (j JoinTokens) Create(ctx context.Context, c core.Cluster, s remote.Settings, member string) (JoinToken, error) {
+func (j JoinTokens) Create(ctx context.Context, c core.Cluster, member string) (JoinToken, error) {
 	if j.TTL <= 0 {
 		return JoinToken{}, fmt.Errorf("a join token needs a positive time to live, got %s (k3s keeps a token with 0 for ever)", j.TTL)
 	}
@@ -156,7 +156,7 @@ func (j JoinTokens) Create(ctx context.Context, c core.Cluster, s remote.Setting
 		if !ok || m == "" {
 			continue
 		}
-		host := s.Host(mem.HostName, mem.IP)
+		host := remote.HostOf(mem)
 		start := now()
 		out, err := j.Runner.Run(ctx, host, cmd)
 		if err != nil {

@@ -34,7 +34,8 @@ func (s *scripted) Copy(context.Context, remote.Host, string, string) error {
 func TestJoinTokensCreate(t *testing.T) {
 	const good = "K10" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" + "::abc123.0123456789abcdef"
 	c := core.Cluster{Name: "prod", FirstServer: "s2", Servers: []string{"s1", "s2"}, Members: map[string]core.Member{
-		"s1": {Name: "s1", HostName: "prod-s1", IP: "192.0.2.1"}, "s2": {Name: "s2", HostName: "prod-s2", IP: "192.0.2.2"}}}
+		"s1": {Name: "s1", HostName: "prod-s1", IP: "192.0.2.1", SSH: core.SSH{Host: "192.0.2.1", Port: 22, User: "root"}},
+		"s2": {Name: "s2", HostName: "prod-s2", IP: "192.0.2.2", SSH: core.SSH{Host: "192.0.2.2", Port: 22, User: "root"}}}}
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	down := errors.New("connection refused")
 	tests := []struct {
@@ -60,7 +61,7 @@ func TestJoinTokensCreate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &scripted{out: tc.out, fail: tc.fail}
 			jt := JoinTokens{Runner: r, TTL: tc.ttl, Now: func() time.Time { return now }}
-			tok, err := jt.Create(context.Background(), c, remote.Settings{User: "root"}, "a1")
+			tok, err := jt.Create(context.Background(), c, "a1")
 			if len(r.calls) != tc.wantCalls {
 				t.Errorf("calls %q, want %d", r.calls, tc.wantCalls)
 			}

@@ -66,8 +66,6 @@ type Options struct {
 	// ExtraFiles is a directory with one subdirectory per member host name (`<c>-<m>`) whose tree is
 	// delivered onto that member's / with the install, such as its age key; empty means none.
 	ExtraFiles string
-	// SSH is provisioning.nixos-anywhere.ssh.
-	SSH remote.Settings
 	// WaitTimeout bounds each wait for readiness; default DefaultWaitTimeout.
 	WaitTimeout time.Duration
 	// WaitInterval is the pause between readiness probes; default DefaultWaitInterval.
@@ -307,8 +305,7 @@ func (in *install) set(m string, f func(*MemberReport)) {
 }
 
 func (in *install) host(m string) remote.Host {
-	mem := in.c.Members[m]
-	return in.o.SSH.Host(mem.HostName, mem.IP)
+	return remote.HostOf(in.c.Members[m])
 }
 
 // checkFiles refuses files that could not be delivered before anything starts.
@@ -445,7 +442,7 @@ func (in *install) installMember(ctx context.Context, m string) error {
 		in.progress("%s: installed with the host key %s", mem.HostName, Fingerprint(key))
 		if in.joins(m) {
 			// The agent's one token file (TokenFiles checked its path) holds its own join token instead.
-			_, tok, err := in.o.JoinTokens.DeliverJoinToken(ctx, in.c, in.o.SSH, m, in.o.Deliverer, host, key, nil)
+			_, tok, err := in.o.JoinTokens.DeliverJoinToken(ctx, in.c, m, in.o.Deliverer, host, key, nil)
 			if err != nil {
 				return err
 			}

@@ -31,14 +31,14 @@ func testCluster(n *sshtest.Net, servers, agents []string) core.Cluster {
 	for _, s := range servers {
 		c.Provision = append(c.Provision, []string{s})
 		atf := agentTokenPath
-		c.Members[s] = core.Member{Name: s, HostName: "t-" + s, Role: "server", IP: n.Node(s).IP,
+		c.Members[s] = core.Member{Name: s, HostName: "t-" + s, Role: "server", IP: n.Node(s).IP, SSH: n.Endpoint(s),
 			K3s: core.K3s{Role: "server", ClusterInit: s == servers[0], TokenFile: tokenPath, AgentTokenFile: &atf}}
 	}
 	if len(agents) > 0 {
 		c.Provision = append(c.Provision, agents)
 	}
 	for _, a := range agents {
-		c.Members[a] = core.Member{Name: a, HostName: "t-" + a, Role: "agent", IP: n.Node(a).IP,
+		c.Members[a] = core.Member{Name: a, HostName: "t-" + a, Role: "agent", IP: n.Node(a).IP, SSH: n.Endpoint(a),
 			K3s: core.K3s{Role: "agent", TokenFile: agentTokenPath}}
 	}
 	return c
@@ -62,7 +62,6 @@ func (e *env) options(progress *bytes.Buffer) Options {
 		Flake:        "/src/flake",
 		Parallel:     2,
 		Tokens:       &Tokens{Token: "server-secret", AgentToken: "agent-secret"},
-		SSH:          remote.Settings{User: "root", KeyFile: e.net.KeyFile},
 		WaitTimeout:  5 * time.Second,
 		WaitInterval: 50 * time.Millisecond,
 		Runner:       ssh,

@@ -1,8 +1,8 @@
 // Package pxe serves network boot for nix8sd: DHCP (proxy or full mode), TFTP for the iPXE binaries, and HTTP
 // for iPXE scripts matched by MAC, netboot images and the machine-facing phone-home endpoints. What a machine
 // boots is decided server-side by a Booter; what a machine may report goes through Machines. Both are small
-// seams so this package does not depend on the store (memory.go implements both for tests, storeadapter.go on
-// the daemon's store).
+// seams so this package does not talk to the database (memory.go implements both in memory, with the store's
+// state names; internal/pxe/storeboot on the daemon's store).
 package pxe
 
 import (
@@ -29,7 +29,7 @@ const (
 	// FirmwareUEFIHTTP is UEFI HTTP boot (vendor class "HTTPClient"): it gets ipxe.efi by an HTTP URL.
 	FirmwareUEFIHTTP Firmware = "uefi-http"
 	// FirmwareIPXE is iPXE itself (user class "iPXE" or option 175) asking for its boot script: the one request
-	// a Booter may act on (arm an install). It gets the script URL from DHCP.
+	// whose decision may call for Booter.Arm (ActionArm). It gets the script URL from DHCP.
 	FirmwareIPXE Firmware = "ipxe"
 	// FirmwareIPXEDHCP is iPXE's DHCP request: the Booter is only asked whether and what to answer, like for
 	// any other firmware's DHCP, and must change nothing (a DHCP packet is anyone's to send).
@@ -51,6 +51,11 @@ const (
 	// ActionWait keeps the machine in iPXE, asking again every WaitInterval: its install waits for its turn in
 	// the join order or for its installer image to be built.
 	ActionWait Action = "wait"
+	// ActionArm says the machine's install goes ahead on this script request, which only Booter.Arm carries
+	// out: it arms the install (a new generation) when none is armed, and holds an armed generation to the
+	// first client that asked for its script. Only a decision for FirmwareIPXE is this; it is never served as
+	// it is (the script handler serves Arm's answer).
+	ActionArm Action = "arm"
 )
 
 // Boot is a Booter's decision for one machine.
@@ -70,10 +75,33 @@ type Boot struct {
 	Message string
 }
 
-// Booter decides what a machine boots. It sees only what DHCP and HTTP can know about a machine: its MAC and
-// firmware. It must not return secrets: boot answers are given to anyone who claims a MAC.
+// Booter decides what a machine boots, and starts the installs its decisions call for. It sees only what DHCP
+// and HTTP can know about a machine: its MAC and firmware (and HTTP's client address, ClientIP). It must not
+// return secrets: boot answers are given to anyone who claims a MAC.
 type Booter interface {
-	Boot(ctx context.Context, mac net.HardwareAddr, fw Firmware) (Boot, error)
+	// Decide says what mac boots now and changes nothing: DHCP asks it for every packet (a DHCP packet is
+	// anyone's to send), the script handler before anything else. A decision for FirmwareIPXE may be
+	// ActionArm; for any other firmware it never is.
+	Decide(ctx context.Context, mac net.HardwareAddr, fw Firmware) (Boot, error)
+	// Arm carries out decision d (ActionArm, Decide's answer to mac's script request): the explicit move that
+	// arms an install, whose one-time token the boot script then claims (TokenClaimer). It decides again
+	// against the machine as it is now and returns what to serve (a wait when the machine changed meanwhile);
+	// never ActionArm.
+	Arm(ctx context.Context, mac net.HardwareAddr, d Boot) (Boot, error)
+}
+
+// ScriptBoot is what the script handler serves mac: Booter.Decide for FirmwareIPXE, carried out by
+// Booter.Arm when the decision is ActionArm.
+func ScriptBoot(ctx context.Context, b Booter, mac net.HardwareAddr) (Boot, error) {
+	d, err := b.Decide(ctx, mac, FirmwareIPXE)
+	if err != nil || d.Action != ActionArm {
+		return d, err
+	}
+	d, err = b.Arm(ctx, mac, d)
+	if err == nil && d.Action == ActionArm {
+		return Boot{}, errors.New("the booter's Arm answered arm again")
+	}
+	return d, err
 }
 
 // TokenClaimer hands the phone-home token of an armed install to the installer's boot script, once per

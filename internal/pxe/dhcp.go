@@ -681,7 +681,7 @@ func (d *DHCP) decide(ctx context.Context, mac net.HardwareAddr, fw Firmware) (B
 	if ok && now.Sub(c.at) < decisionTTL {
 		return c.b, nil
 	}
-	b, err := d.Booter.Boot(ctx, mac, fw)
+	b, err := d.Booter.Decide(ctx, mac, fw)
 	if err != nil {
 		return b, err
 	}

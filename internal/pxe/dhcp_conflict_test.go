@@ -248,7 +248,7 @@ func TestDHCPDecline(t *testing.T) {
 	const member = "52:54:00:cc:04:01"
 	mem := &Memory{}
 	mem.Assign(member, "lab-s1", "installer", net.ParseIP("10.97.0.21"))
-	if _, _, err := mem.Arm(member); err != nil {
+	if _, _, err := mem.ArmInstall(member); err != nil {
 		t.Fatal(err)
 	}
 	d.Booter = mem

@@ -182,7 +182,7 @@ func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer h.release()
-	b, err := h.Booter.Boot(r.Context(), mac, FirmwareIPXE)
+	b, err := ScriptBoot(r.Context(), h.Booter, mac)
 	var s string
 	if err == nil {
 		s, err = h.render(r.Context(), mac, b)

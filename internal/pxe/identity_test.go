@@ -17,7 +17,7 @@ func TestProgressIdentityShape(t *testing.T) {
 	h.ReportRate = rate.Inf
 	const m1 = "52:54:00:00:00:01"
 	mem.Assign(m1, "prod-server1", "inst1", nil)
-	tok, _, _ := mem.Arm(m1)
+	tok, _, _ := mem.ArmInstall(m1)
 	tests := []struct {
 		name, identity, message string
 	}{

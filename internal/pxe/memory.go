@@ -10,11 +10,15 @@ import (
 	"fmt"
 	"net"
 	"sync"
+
+	"github.com/nix8s/nix8s/internal/store"
 )
 
 // Memory is an in-memory Booter and Machines: the unit tests' inventory, and the model the store adapter
-// follows. An install is armed as a one-shot with a generation number and a one-time token; an installed
-// machine boots its disk until it is armed again.
+// follows, in the database's machine states (store.State). An install is armed as a one-shot with a generation
+// number and a one-time token (ArmInstall, as an operator's reinstall arms one); an installed machine boots its
+// disk until it is armed again. Memory has no node watcher: a machine whose installer reported done stays
+// installing (disarmed), as a stored one does until its node registers; MarkInstalled stands for the rest.
 type Memory struct {
 	// Discovery: unknown machines boot this image ID; "" means they are ignored.
 	DiscoveryImage string
@@ -31,8 +35,9 @@ type MemMachine struct {
 	Member, Image string
 	Cmdline       []string
 	IP            net.IP
-	// State: discovered, installing, installed (what the store calls joined once k3s registers).
-	State      string
+	// State is discovered, installing (armed until the done report), install_failed (the installer reported
+	// an error), or ready (MarkInstalled).
+	State      store.State
 	Generation int64
 	tokenHash  [32]byte
 	token      string // plaintext until the first install script claims it
@@ -63,7 +68,7 @@ func (m *Memory) get(mac string) *MemMachine {
 	}
 	x := m.machines[mac]
 	if x == nil {
-		x = &MemMachine{MAC: mac, State: "discovered", Facts: json.RawMessage("{}")}
+		x = &MemMachine{MAC: mac, State: store.StateDiscovered, Facts: json.RawMessage("{}")}
 		m.machines[mac] = x
 	}
 	return x
@@ -77,9 +82,9 @@ func (m *Memory) Assign(mac, member, image string, ip net.IP, cmdline ...string)
 	x.Member, x.Image, x.IP, x.Cmdline = member, image, ip, cmdline
 }
 
-// Arm starts an install of an assigned machine: a new generation and a one-time token (returned once; only
-// its hash is kept).
-func (m *Memory) Arm(mac string) (token string, generation int64, err error) {
+// ArmInstall starts an install of an assigned machine: a new generation and a one-time token (returned once;
+// only its hash is kept).
+func (m *Memory) ArmInstall(mac string) (token string, generation int64, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	x := m.machines[mac]
@@ -94,32 +99,31 @@ func (m *Memory) Arm(mac string) (token string, generation int64, err error) {
 	x.tokenHash = sha256.Sum256([]byte(token))
 	x.token = token
 	x.armed = true
-	x.State = "installing"
+	x.State = store.StateInstalling
 	x.Phases, x.Failed, x.HostKey = nil, "", ""
 	return token, x.Generation, nil
 }
 
-// MarkInstalled sets a machine installed (disarmed), as a test shortcut.
+// MarkInstalled sets a machine installed with a Ready node (ready, disarmed), as a test shortcut.
 func (m *Memory) MarkInstalled(mac string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	x := m.get(mac)
-	x.State, x.armed = "installed", false
+	x.State, x.armed = store.StateReady, false
 }
 
-// Boot implements Booter.
-func (m *Memory) Boot(_ context.Context, mac net.HardwareAddr, _ Firmware) (Boot, error) {
+// Decide implements Booter, like storeboot's for the states Memory has; it never answers ActionArm: its
+// installs are armed by ArmInstall only.
+func (m *Memory) Decide(_ context.Context, mac net.HardwareAddr, _ Firmware) (Boot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	x := m.machines[mac.String()]
 	switch {
-	case x != nil && x.State == "installing" && x.armed:
+	case x != nil && x.State == store.StateInstalling && x.armed:
 		return Boot{Action: ActionInstall, Image: x.Image, Member: x.Member, IP: x.IP, Generation: x.Generation,
 			Cmdline: x.Cmdline}, nil
-	case x != nil && x.State == "installed":
-		return Boot{Action: ActionLocal, Member: x.Member, IP: x.IP}, nil
-	case x != nil && x.State == "installing":
-		// Install disarmed (failed): never wipe again on its own; the operator re-arms.
+	case x != nil && x.State != store.StateDiscovered:
+		// Installed (done, or ready), or the install failed: never wipe again on its own; the operator re-arms.
 		return Boot{Action: ActionLocal, Member: x.Member, IP: x.IP}, nil
 	case m.DiscoveryImage != "":
 		b := Boot{Action: ActionDiscover, Image: m.DiscoveryImage}
@@ -129,6 +133,12 @@ func (m *Memory) Boot(_ context.Context, mac net.HardwareAddr, _ Firmware) (Boot
 		return b, nil
 	}
 	return Boot{Action: ActionIgnore}, nil
+}
+
+// Arm implements Booter. Memory's decisions never call for it (Decide never answers ActionArm); it answers
+// the script request's decision again.
+func (m *Memory) Arm(ctx context.Context, mac net.HardwareAddr, _ Boot) (Boot, error) {
+	return m.Decide(ctx, mac, FirmwareIPXE)
 }
 
 // ClaimToken implements TokenClaimer: the armed generation's token, once.
@@ -158,7 +168,7 @@ func (m *Memory) Progress(_ context.Context, mac net.HardwareAddr, token string,
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	x := m.machines[mac.String()]
-	if x == nil || !x.armed || x.State != "installing" || p.Generation != x.Generation {
+	if x == nil || !x.armed || x.State != store.StateInstalling || p.Generation != x.Generation {
 		return ErrToken
 	}
 	h := sha256.Sum256([]byte(token))
@@ -168,9 +178,11 @@ func (m *Memory) Progress(_ context.Context, mac net.HardwareAddr, token string,
 	x.Phases = append(x.Phases, p.Phase)
 	switch {
 	case p.Error != "":
-		x.armed, x.Failed = false, p.Error
+		// installing's failed state (machine_states.failed_state; Memory has no database to read it from).
+		x.armed, x.Failed, x.State = false, p.Error, store.StateInstallFailed
 	case p.Done:
-		x.armed, x.State, x.HostKey = false, "installed", p.HostKey
+		// Installing, disarmed, until its node registers (which Memory does not watch).
+		x.armed, x.HostKey = false, p.HostKey
 	}
 	return nil
 }

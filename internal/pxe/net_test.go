@@ -96,11 +96,11 @@ type recordingBooter struct {
 	asked []string // "<mac> <firmware>"
 }
 
-func (b *recordingBooter) Boot(ctx context.Context, mac net.HardwareAddr, fw Firmware) (Boot, error) {
+func (b *recordingBooter) Decide(ctx context.Context, mac net.HardwareAddr, fw Firmware) (Boot, error) {
 	b.mu.Lock()
 	b.asked = append(b.asked, mac.String()+" "+string(fw))
 	b.mu.Unlock()
-	return b.Booter.Boot(ctx, mac, fw)
+	return b.Booter.Decide(ctx, mac, fw)
 }
 
 // macs lists the MACs decisions were asked for by firmware fw, in order.
@@ -289,7 +289,7 @@ func TestHTTPScriptsOverTheNetwork(t *testing.T) {
 	writeImage(t, r.images, "installer", []byte("kernel"), []byte("initrd"))
 	writeImage(t, r.images, "discovery", []byte("kernel"), []byte("initrd"))
 	r.mem.Assign("52:54:00:cc:00:01", "prod-server1", "installer", nil)
-	r.mem.Arm("52:54:00:cc:00:01")
+	r.mem.ArmInstall("52:54:00:cc:00:01")
 	r.mem.MarkInstalled("52:54:00:cc:00:03")
 	for _, tc := range []struct{ name, mac, want string }{
 		{"assigned", "52:54:00:cc:00:01", "/boot/images/installer/bzImage"},

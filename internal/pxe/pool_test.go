@@ -19,7 +19,11 @@ import (
 
 type slowBooter struct{ release chan struct{} }
 
-func (s slowBooter) Boot(ctx context.Context, _ net.HardwareAddr, _ Firmware) (Boot, error) {
+func (s slowBooter) Arm(context.Context, net.HardwareAddr, Boot) (Boot, error) {
+	return Boot{Action: ActionIgnore}, nil
+}
+
+func (s slowBooter) Decide(ctx context.Context, _ net.HardwareAddr, _ Firmware) (Boot, error) {
 	select {
 	case <-s.release:
 	case <-ctx.Done():
@@ -66,7 +70,11 @@ type gateBooter struct {
 	order         []string
 }
 
-func (g *gateBooter) Boot(ctx context.Context, hw net.HardwareAddr, _ Firmware) (Boot, error) {
+func (g *gateBooter) Arm(context.Context, net.HardwareAddr, Boot) (Boot, error) {
+	return Boot{Action: ActionIgnore}, nil
+}
+
+func (g *gateBooter) Decide(ctx context.Context, hw net.HardwareAddr, _ Firmware) (Boot, error) {
 	g.mu.Lock()
 	g.order = append(g.order, hw.String())
 	first := len(g.order) == 1

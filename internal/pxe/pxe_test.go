@@ -19,6 +19,8 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/nix8s/nix8s/internal/store"
 )
 
 func imagesDir(t *testing.T) string {
@@ -45,7 +47,7 @@ func get(t *testing.T, h http.Handler, url string) (int, string) {
 func TestScripts(t *testing.T) {
 	h, mem := newHTTP(t)
 	mem.Assign("52:54:00:00:00:01", "prod-server1", "inst1", nil)
-	tok, _, err := mem.Arm("52:54:00:00:00:01")
+	tok, _, err := mem.ArmInstall("52:54:00:00:00:01")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +97,10 @@ func TestScripts(t *testing.T) {
 
 type evilBooter struct{ b Boot }
 
-func (e evilBooter) Boot(context.Context, net.HardwareAddr, Firmware) (Boot, error) { return e.b, nil }
+func (e evilBooter) Decide(context.Context, net.HardwareAddr, Firmware) (Boot, error) {
+	return e.b, nil
+}
+func (e evilBooter) Arm(context.Context, net.HardwareAddr, Boot) (Boot, error) { return e.b, nil }
 
 func TestScriptRefusesInjectedValues(t *testing.T) {
 	for _, b := range []Boot{
@@ -157,7 +162,7 @@ func TestMachineEndpoints(t *testing.T) {
 	}
 	const m1 = "52:54:00:00:00:01"
 	mem.Assign(m1, "prod-server1", "inst1", nil)
-	tok, _, _ := mem.Arm(m1)
+	tok, _, _ := mem.ArmInstall(m1)
 	const hostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOvD8Dx1Tm0iULqKVZ1m2ZfmoTqHcTdk3GJ0hZr9Z4Zb"
 	steps := []struct {
 		name, url, auth, body, remote string
@@ -189,7 +194,8 @@ func TestMachineEndpoints(t *testing.T) {
 			t.Errorf("%s: %d, want %d", s.name, code, s.code)
 		}
 	}
-	if x := mem.Machine(m1); x.State != "installed" || strings.Join(x.Phases, ",") != "disko,reboot" || x.HostKey != hostKey {
+	// Done: installing, disarmed, until its node registers (as a stored machine).
+	if x := mem.Machine(m1); x.State != store.StateInstalling || x.armed || strings.Join(x.Phases, ",") != "disko,reboot" || x.HostKey != hostKey {
 		t.Errorf("machine after install: %+v", x)
 	}
 	if _, body := get(t, h, "/boot/ipxe?mac="+m1); !strings.Contains(body, "sanboot") {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/pxetest"
+	"github.com/nix8s/nix8s/internal/store"
 )
 
 func TestQEMUNetboot(t *testing.T) {
@@ -30,7 +31,7 @@ func TestQEMUNetboot(t *testing.T) {
 	const assigned, unknown, installed, uefi = "52:54:00:dd:00:01", "52:54:00:dd:00:02", "52:54:00:dd:00:03", "52:54:00:dd:00:04"
 	plan := net.ParseIP(r.net.Prefix + "31")
 	r.mem.Assign(assigned, "prod-server1", "installer", plan)
-	if _, _, err := r.mem.Arm(assigned); err != nil {
+	if _, _, err := r.mem.ArmInstall(assigned); err != nil {
 		t.Fatal(err)
 	}
 	r.mem.MarkInstalled(installed)
@@ -43,8 +44,8 @@ func TestQEMUNetboot(t *testing.T) {
 			vm.WaitSerial(t, "NIX8S-INSTALLED", 60*time.Second)
 			t.Logf("powered off after %v", vm.Wait(t, 30*time.Second))
 			m := r.mem.Machine(assigned)
-			if m.State != "installed" || strings.Join(m.Phases, ",") != "install,reboot" {
-				t.Errorf("machine after the install: state %s phases %v", m.State, m.Phases)
+			if m.State != store.StateInstalling || m.armed || strings.Join(m.Phases, ",") != "install,reboot" {
+				t.Errorf("machine after the install: state %s armed %v phases %v", m.State, m.armed, m.Phases)
 			}
 			if l, _ := r.leases.ByMAC(t.Context(), assigned); l == nil || !l.IP.Equal(plan) {
 				t.Errorf("lease of the assigned machine: %+v, want its plan IP %v", l, plan)
@@ -173,7 +174,7 @@ func TestQEMUSecondNIC(t *testing.T) {
 	standInImages(t, r.images)
 	const first, second = "52:54:00:dd:03:01", "52:54:00:dd:03:02"
 	r.mem.Assign(second, "prod-server1", "installer", nil)
-	if _, _, err := r.mem.Arm(second); err != nil {
+	if _, _, err := r.mem.ArmInstall(second); err != nil {
 		t.Fatal(err)
 	}
 	vm := r.net.StartVM(t, pxetest.VMOptions{MAC: first, MoreMACs: []string{second}, BootNIC: 1})
@@ -186,7 +187,7 @@ func TestQEMUSecondNIC(t *testing.T) {
 	if got := r.booted.macs(FirmwareIPXE); len(got) == 0 || slices.ContainsFunc(got, func(m string) bool { return m != second }) {
 		t.Errorf("iPXE's DHCP and script requests asked decisions for %v, want only %s", got, second)
 	}
-	if m := r.mem.Machine(second); m == nil || m.State != "installed" {
+	if m := r.mem.Machine(second); m == nil || m.State != store.StateInstalling || m.armed {
 		t.Errorf("the second NIC's machine is not installed: %v", m != nil)
 	}
 	if m := r.mem.Machine(first); m != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// Host is one machine to reach: its address and the ssh settings of provisioning.nixos-anywhere.ssh.
+// Host is one machine to reach: its address and ssh settings (for a member: HostOf, the plan's endpoint).
 type Host struct {
 	// Name names the host in messages, normally its host name (`prod-server1`).
 	Name string

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/sshtest"
 )
@@ -71,30 +72,27 @@ func TestSSH(t *testing.T) {
 	}
 }
 
-func TestSettingsFromConfig(t *testing.T) {
+func TestHostOf(t *testing.T) {
+	key := "/k"
 	tests := []struct {
-		name string
-		cfg  any
-		want remote.Settings
-		err  string
+		name       string
+		ssh        core.SSH
+		want       remote.Host
+		wantTarget string
 	}{
-		{name: "defaults", cfg: map[string]any{}, want: remote.Settings{}},
-		{name: "all set", cfg: map[string]any{"provisioning": map[string]any{"nixos-anywhere": map[string]any{"ssh": map[string]any{"user": "admin", "port": 2222, "keyFile": "/k"}}}},
-			want: remote.Settings{User: "admin", Port: 2222, KeyFile: "/k"}},
-		{name: "bad port", cfg: map[string]any{"provisioning": map[string]any{"nixos-anywhere": map[string]any{"ssh": map[string]any{"port": "22"}}}},
-			err: "provisioning.nixos-anywhere.ssh.port must be a port number from 1 to 65535, got 22"},
+		{name: "the plan's defaults", ssh: core.SSH{Host: "10.0.0.1", Port: 22, User: "root"},
+			want: remote.Host{Name: "dev-a", Addr: "10.0.0.1", User: "root", Port: 22}, wantTarget: "root@10.0.0.1"},
+		{name: "all set", ssh: core.SSH{Host: "127.0.0.1", Port: 2222, User: "admin", KeyFile: &key},
+			want: remote.Host{Name: "dev-a", Addr: "127.0.0.1", User: "admin", Port: 2222, KeyFile: "/k"}, wantTarget: "admin@127.0.0.1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := remote.SettingsFromConfig(tt.cfg)
-			if (err == nil) != (tt.err == "") || err != nil && err.Error() != tt.err || got != tt.want && tt.err == "" {
-				t.Errorf("got %+v, %v", got, err)
+			// The member's IP is not where it is reached: the endpoint is (a forwarded port, say).
+			h := remote.HostOf(core.Member{Name: "a", HostName: "dev-a", IP: "10.9.9.9", SSH: tt.ssh})
+			if h != tt.want || h.Target() != tt.wantTarget {
+				t.Errorf("HostOf = %+v (%s), want %+v (%s)", h, h.Target(), tt.want, tt.wantTarget)
 			}
 		})
-	}
-	h := remote.Settings{}.Host("x", "10.0.0.1")
-	if h.Target() != "root@10.0.0.1" {
-		t.Errorf("default user: %s", h.Target())
 	}
 }
 

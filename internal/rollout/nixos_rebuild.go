@@ -27,8 +27,6 @@ type NixosRebuild struct {
 	Flake string
 	// SSH gives the ssh options (known hosts, config file, connect timeout).
 	SSH *remote.SSH
-	// Settings are provisioning.nixos-anywhere.ssh: user, port, key.
-	Settings remote.Settings
 	// Output receives nixos-rebuild's output, each line prefixed with `[<c>-<m>] ` (stderr).
 	Output io.Writer
 	// Timeout bounds one switch or rollback; 0 means no bound besides the context.
@@ -47,7 +45,7 @@ func (n *NixosRebuild) Args(t Target, rollback bool) []string {
 	if rollback {
 		args = append(args, "--rollback")
 	}
-	host := n.Settings.Host(t.HostName, t.IP)
+	host := t.Host
 	args = append(args, "--target-host", host.Target())
 	if host.User != "" && host.User != "root" {
 		args = append(args, "--use-remote-sudo")
@@ -61,7 +59,7 @@ func (n *NixosRebuild) sshOpts(t Target) string {
 	if s == nil {
 		s = &remote.SSH{}
 	}
-	return strings.Join(s.Options(n.Settings.Host(t.HostName, t.IP), true), " ")
+	return strings.Join(s.Options(t.Host, true), " ")
 }
 
 // Describe implements Describer.

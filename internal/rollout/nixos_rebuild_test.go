@@ -23,11 +23,11 @@ func TestNixosRebuildRunsSwitchAndRollbackOverTheSystemSSH(t *testing.T) {
 	var out strings.Builder
 	n := &NixosRebuild{
 		Program: prog, Flake: "/srv/infra",
-		SSH:      &remote.SSH{KnownHostsFile: "/etc/nix8s/known_hosts"},
-		Settings: remote.Settings{User: "deploy", Port: 2222},
-		Output:   &out,
+		SSH:    &remote.SSH{KnownHostsFile: "/etc/nix8s/known_hosts"},
+		Output: &out,
 	}
-	tg := Target{Cluster: "prod", Member: "agent1", HostName: "prod-agent1", Role: "agent", IP: "10.0.0.21"}
+	tg := Target{Cluster: "prod", Member: "agent1", HostName: "prod-agent1", Role: "agent",
+		Host: remote.Host{Name: "prod-agent1", Addr: "10.0.0.21", User: "deploy", Port: 2222}}
 	if err := n.Switch(t.Context(), tg); err != nil {
 		t.Fatal(err)
 	}

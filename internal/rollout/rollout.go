@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/remote"
 )
 
 // Status is what became of one member.
@@ -70,8 +71,8 @@ type Target struct {
 	HostName string
 	// Role is "server" or "agent".
 	Role string
-	// IP is the member's address, what ssh connects to.
-	IP string
+	// Host is how ssh reaches the member: the plan's endpoint (remote.HostOf).
+	Host remote.Host
 }
 
 // Switcher puts a member on its configuration, and back on the previous one.
@@ -356,7 +357,7 @@ func (ro *rollout) set(m string, f func(*MemberReport)) {
 
 func (ro *rollout) target(m string) Target {
 	mem := ro.c.Members[m]
-	return Target{Cluster: ro.c.Name, Member: m, HostName: mem.HostName, Role: mem.Role, IP: mem.IP}
+	return Target{Cluster: ro.c.Name, Member: m, HostName: mem.HostName, Role: mem.Role, Host: remote.HostOf(mem)}
 }
 
 func (ro *rollout) steps(m string) []string {

@@ -62,7 +62,8 @@ func newCluster(t *testing.T, name string, servers, agents int, running, want st
 		c.K3sVersion = &want
 	}
 	add := func(m, role string, ip int) {
-		c.Members[m] = core.Member{Name: m, HostName: name + "-" + m, Role: role, IP: fmt.Sprintf("10.0.0.%d", ip)}
+		addr := fmt.Sprintf("10.0.0.%d", ip)
+		c.Members[m] = core.Member{Name: m, HostName: name + "-" + m, Role: role, IP: addr, SSH: core.SSH{Host: addr, Port: 22, User: "root"}}
 		if err := k8stest.AddNode(t.Context(), env.Client, name+"-"+m, running); err != nil {
 			t.Fatal(err)
 		}

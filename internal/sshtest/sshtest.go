@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/remote"
 )
 
@@ -292,6 +293,13 @@ func (n *Net) SSH() *remote.SSH {
 func (n *Net) Host(name string) remote.Host {
 	node := n.Node(name)
 	return remote.Host{Name: name, Addr: node.IP, User: "root", Port: 22, KeyFile: n.KeyFile}
+}
+
+// Endpoint is the node called name as the plan's ssh endpoint of a member (core.Member.SSH) with the net's
+// key: what remote.HostOf turns into Host(name), for tests that build a plan by hand.
+func (n *Net) Endpoint(name string) core.SSH {
+	key := n.KeyFile
+	return core.SSH{Host: n.Node(name).IP, Port: 22, User: "root", KeyFile: &key}
 }
 
 // Exec runs the shell command cmd inside the node (its mount, UTS and network namespaces) and returns its

@@ -48,7 +48,7 @@ type Report struct {
 type Desired func(ctx context.Context, hostName string) (string, error)
 
 // Get asks every member, in parallel, and one reachable server for the node list.
-func Get(ctx context.Context, r remote.Runner, c core.Cluster, s remote.Settings, desired Desired) *Report {
+func Get(ctx context.Context, r remote.Runner, c core.Cluster, desired Desired) *Report {
 	names := append(append([]string{}, c.Servers...), c.Agents...)
 	rep := &Report{Cluster: c.Name, Members: make([]Member, len(names))}
 	var wg sync.WaitGroup
@@ -58,7 +58,7 @@ func Get(ctx context.Context, r remote.Runner, c core.Cluster, s remote.Settings
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			probe(ctx, r, s.Host(mem.HostName, mem.IP), &rep.Members[i], desired)
+			probe(ctx, r, remote.HostOf(mem), &rep.Members[i], desired)
 		}()
 	}
 	wg.Wait()
@@ -68,7 +68,7 @@ func Get(ctx context.Context, r remote.Runner, c core.Cluster, s remote.Settings
 		if c.Members[m].Role != "server" || !st.Reachable {
 			continue
 		}
-		out, err := r.Run(ctx, s.Host(st.HostName, st.IP), "k3s kubectl get nodes -o json")
+		out, err := r.Run(ctx, remote.HostOf(c.Members[m]), "k3s kubectl get nodes -o json")
 		if err != nil {
 			rep.Nodes = fmt.Sprintf("asking %s: %v", st.HostName, err)
 			continue

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/nix8s/nix8s/internal/core"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/sshtest"
 )
 
@@ -21,7 +20,7 @@ func TestStatus(t *testing.T) {
 		if m == "s" {
 			role = "server"
 		}
-		c.Members[m] = core.Member{Name: m, HostName: "t-" + m, Role: role, IP: n.Node(m).IP}
+		c.Members[m] = core.Member{Name: m, HostName: "t-" + m, Role: role, IP: n.Node(m).IP, SSH: n.Endpoint(m)}
 	}
 	// s and a are installed; b still runs the installer.
 	for _, m := range []string{"s", "a"} {
@@ -35,7 +34,7 @@ func TestStatus(t *testing.T) {
 		}
 		return "/nix/store/00000000000000000000000000000000-nixos-system-" + host, nil
 	}
-	r := Get(context.Background(), n.SSH(), c, remote.Settings{KeyFile: n.KeyFile}, desired)
+	r := Get(context.Background(), n.SSH(), c, desired)
 	if r.Nodes != "from t-s" {
 		t.Errorf("nodes: %s", r.Nodes)
 	}
@@ -53,7 +52,7 @@ func TestStatus(t *testing.T) {
 	}
 
 	n.Node("s").Stop()
-	r = Get(context.Background(), n.SSH(), c, remote.Settings{KeyFile: n.KeyFile}, nil)
+	r = Get(context.Background(), n.SSH(), c, nil)
 	if r.Nodes != "no reachable server" || r.Members[0].Reachable || !strings.Contains(r.Members[0].Error, "is unreachable over ssh") || r.Members[1].Ready != "" {
 		t.Errorf("with the server down: %+v", r)
 	}

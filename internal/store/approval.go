@@ -46,7 +46,7 @@ func (s *Store) AwaitApproval(ctx context.Context, actor, mac, hostKey, fingerpr
 		var err error
 		m, err = scanMachine(tx.QueryRow(ctx, `UPDATE machines SET approval_host_key = $2, approval_fingerprint = $3,
 				approval_since = now(), state_deadline = NULL
-			WHERE mac = $1::macaddr AND state = 'installing' AND NOT install_armed RETURNING `+machineCols, mac, hostKey, fingerprint))
+			WHERE mac = $1::macaddr AND state = $4 AND NOT install_armed RETURNING `+machineCols, mac, hostKey, fingerprint, StateInstalling))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return &ConflictError{Msg: fmt.Sprintf("machine %s is not installing with a finished install; no approval to wait for", mac)}
 		}

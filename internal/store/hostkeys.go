@@ -26,9 +26,9 @@ func (s *Store) MemberHostKeys(ctx context.Context, cluster string) ([]MemberHos
 			  AND lower(j.params->>'mac') = m.mac::text AND coalesce(j.result->>'hostKey', '') <> ''
 			ORDER BY j.id DESC LIMIT 1) d
 		WHERE m.cluster = $1 AND m.member IS NOT NULL AND NOT m.locked
-		  AND NOT EXISTS (SELECT 1 FROM machine_events e WHERE e.mac = m.mac AND e.new_state = 'installing'
-		                  AND e.old_state IS DISTINCT FROM 'installing' AND e.at > d.since)
-		ORDER BY m.member`, cluster)
+		  AND NOT EXISTS (SELECT 1 FROM machine_events e WHERE e.mac = m.mac AND e.new_state = $2
+		                  AND e.old_state IS DISTINCT FROM $2 AND e.at > d.since)
+		ORDER BY m.member`, cluster, StateInstalling)
 	if err != nil {
 		return nil, err
 	}

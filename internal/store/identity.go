@@ -78,7 +78,7 @@ func (s *Store) CheckInstallToken(ctx context.Context, mac string, generation in
 	var have []byte
 	var locked bool
 	err := s.pool.QueryRow(ctx, `SELECT install_token_hash, locked FROM machines
-		WHERE mac = $1::macaddr AND state = 'installing' AND install_armed AND install_generation = $2`, mac, generation).Scan(&have, &locked)
+		WHERE mac = $1::macaddr AND state = $3 AND install_armed AND install_generation = $2`, mac, generation, StateInstalling).Scan(&have, &locked)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && (len(have) != 32 || subtle.ConstantTimeCompare(have, hash[:]) != 1)) {
 		return ErrInstallToken
 	}
@@ -95,11 +95,12 @@ func (s *Store) CheckInstallToken(ctx context.Context, mac string, generation in
 var ErrLocked = errors.New("machine is locked")
 
 // LockForConflict locks mac because of cause (identity, two-clients, discovery; the metric's label) with
-// reason (the event's, naming what differed and both values), and stops an armed install (install_failed:
-// its token is gone with it). It returns false when the machine was locked already: then nothing changes and
+// reason (the event's, naming what differed and both values), and stops an armed install (installing's failed
+// state, install_failed: its token is gone with it). It returns false when the machine was locked already: then nothing changes and
 // no event is added, so a client repeating itself does not grow the audit log.
 func (s *Store) LockForConflict(ctx context.Context, actor, mac, cause, reason string) (bool, error) {
 	var locked, stopped bool
+	failedState, _ := s.StateSets().FailureOf(StateInstalling)
 	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
 		var was, armed bool
 		err := tx.QueryRow(ctx, `SELECT locked, install_armed FROM machines WHERE mac = $1::macaddr FOR UPDATE`, mac).Scan(&was, &armed)
@@ -111,18 +112,16 @@ func (s *Store) LockForConflict(ctx context.Context, actor, mac, cause, reason s
 		}
 		locked, stopped = true, armed
 		_, err = tx.Exec(ctx, `UPDATE machines SET locked = true,
-				state = CASE WHEN install_armed THEN 'install_failed' ELSE state END
-			WHERE mac = $1::macaddr`, mac)
+				state = CASE WHEN install_armed THEN $2 ELSE state END
+			WHERE mac = $1::macaddr`, mac, failedState)
 		return err
 	})
 	if err != nil || !locked {
 		return false, err
 	}
 	if stopped {
-		if s.Hooks.Transition != nil {
-			s.Hooks.Transition("installing", "install_failed")
-		}
-		s.failed("install_failed", causeOf(actor))
+		s.transition(StateInstalling, failedState)
+		s.failed(failedState, causeOf(actor))
 	}
 	if s.Hooks.Locked != nil {
 		s.Hooks.Locked(cause)

@@ -22,26 +22,24 @@ var ErrInstallToken = errors.New("not the armed install of this machine")
 // state machine does (unassigned, locked, or a state with no move into installing).
 func (s *Store) ArmInstall(ctx context.Context, actor, mac string, version int64, reason string) (*Machine, error) {
 	var m *Machine
-	var from string
+	var from State
 	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
 		var err error
 		if from, _, err = lockMachine(ctx, tx, mac, version); err != nil {
 			return err
 		}
-		if from == "installing" {
+		if from == StateInstalling {
 			return &ConflictError{Msg: fmt.Sprintf("machine %s is already installing; wait for it to finish or fail (or pass its deadline) before arming another install", mac)}
 		}
-		m, err = scanMachine(tx.QueryRow(ctx, `UPDATE machines SET state = 'installing', install_armed = true,
+		m, err = scanMachine(tx.QueryRow(ctx, `UPDATE machines SET state = $2, install_armed = true,
 				install_generation = install_generation + 1, install_token_hash = NULL
-			WHERE mac = $1::macaddr RETURNING `+machineCols, mac))
+			WHERE mac = $1::macaddr RETURNING `+machineCols, mac, StateInstalling))
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if s.Hooks.Transition != nil {
-		s.Hooks.Transition(from, "installing")
-	}
+	s.transition(from, StateInstalling)
 	return m, nil
 }
 
@@ -50,8 +48,8 @@ func (s *Store) ArmInstall(ctx context.Context, actor, mac string, version int64
 func (s *Store) ClaimInstallToken(ctx context.Context, actor, mac string, generation int64, hash [32]byte) error {
 	return s.tx(ctx, actor, "install token handed to the installer's boot script", func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `UPDATE machines SET install_token_hash = $3
-			WHERE mac = $1::macaddr AND state = 'installing' AND install_armed AND install_generation = $2
-			  AND install_token_hash IS NULL AND NOT locked`, mac, generation, hash[:])
+			WHERE mac = $1::macaddr AND state = $4 AND install_armed AND install_generation = $2
+			  AND install_token_hash IS NULL AND NOT locked`, mac, generation, hash[:], StateInstalling)
 		if err != nil {
 			return err
 		}
@@ -78,7 +76,8 @@ type InstallReport struct {
 
 // ReportInstall records a report of the armed install whose token hashes to hash, as a progress event
 // (ErrLocked, nothing recorded, while the machine is locked). Done
-// or Error use the token up (the install is disarmed); Error also moves the machine to install_failed. The
+// or Error use the token up (the install is disarmed); Error also moves the machine to installing's failed
+// state (install_failed). The
 // machine stays installing after Done until its node registers in the cluster (joined).
 func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]byte, r InstallReport) error {
 	reason := "installer: " + r.Phase
@@ -86,8 +85,9 @@ func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]b
 		reason = "installer failed in " + r.Phase + ": " + r.Error
 	}
 	var failed bool
+	failedState, _ := s.StateSets().FailureOf(StateInstalling)
 	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
-		var state string
+		var state State
 		var armed bool
 		var gen int64
 		var have []byte
@@ -100,7 +100,7 @@ func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]b
 		if err != nil {
 			return err
 		}
-		if state != "installing" || !armed || gen != r.Generation || len(have) != 32 || subtle.ConstantTimeCompare(have, hash[:]) != 1 {
+		if state != StateInstalling || !armed || gen != r.Generation || len(have) != 32 || subtle.ConstantTimeCompare(have, hash[:]) != 1 {
 			return ErrInstallToken
 		}
 		if locked {
@@ -115,17 +115,15 @@ func (s *Store) ReportInstall(ctx context.Context, actor, mac string, hash [32]b
 		switch {
 		case r.Error != "":
 			failed = true
-			_, err = tx.Exec(ctx, `UPDATE machines SET state = 'install_failed' WHERE mac = $1::macaddr`, mac)
+			_, err = tx.Exec(ctx, `UPDATE machines SET state = $2 WHERE mac = $1::macaddr`, mac, failedState)
 		case r.Done:
 			_, err = tx.Exec(ctx, `UPDATE machines SET install_armed = false, install_token_hash = NULL WHERE mac = $1::macaddr`, mac)
 		}
 		return err
 	})
 	if err == nil && failed {
-		if s.Hooks.Transition != nil {
-			s.Hooks.Transition("installing", "install_failed")
-		}
-		s.failed("install_failed", "installer")
+		s.transition(StateInstalling, failedState)
+		s.failed(failedState, "installer")
 	}
 	return err
 }

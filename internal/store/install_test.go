@@ -93,7 +93,7 @@ func TestArmClaimReport(t *testing.T) {
 
 	// Generation 2 fails: install_failed with the installer's reason; then an operator moves the machine on
 	// by hand (SQL), and the database disarms it anyway.
-	if _, err := s.UpdateMachine(ctx, "op", mac, MachineChange{State: strp("install_failed")}); err != nil {
+	if _, err := s.UpdateMachine(ctx, "op", mac, MachineChange{State: statep("install_failed")}); err != nil {
 		t.Fatal(err)
 	}
 	if m, err = s.ArmInstall(ctx, "op", mac, 0, "reinstall"); err != nil || m.InstallGeneration != 2 {
@@ -148,7 +148,7 @@ func TestInstallingWithoutArming(t *testing.T) {
 	}
 	mac := "aa:bb:cc:dd:ee:01"
 	s.CreateMachine(ctx, "op", mac, nil, "")
-	m, err := s.UpdateMachine(ctx, "op", mac, MachineChange{Assign: &[2]string{"dev", "server"}, State: strp("installing")})
+	m, err := s.UpdateMachine(ctx, "op", mac, MachineChange{Assign: &[2]string{"dev", "server"}, State: statep("installing")})
 	if err != nil {
 		t.Fatal(err)
 	}

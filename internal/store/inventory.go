@@ -189,16 +189,26 @@ func split(cfg map[string]any) (*rowsOf, error) {
 	return r, nil
 }
 
-// CheckShape reports whether cfg can be stored (before asking the core about it).
-func CheckShape(cfg map[string]any) error {
-	_, err := split(cfg)
-	return err
+// Next is what a change stores: the next config and what the core derived from it that the database keeps
+// beside it.
+type Next struct {
+	// Config is the whole next inventory.
+	Config map[string]any
+	// MACs are the members' MACs as the core's plan gives them (members.<m>.mac: the member's override, else its
+	// named or inline node template's), one per member that has one. A machine is assigned to such a member only
+	// when it has that MAC (the machines trigger reads them, migrations/00010_member_macs.sql).
+	MACs []MemberMAC
 }
 
-// Apply stores next as the whole inventory, writing only the objects that differ from base, in one
-// transaction. It fails with ErrStale when the inventory is no longer at base.Version.
-func (s *Store) Apply(ctx context.Context, actor string, base *Snapshot, next map[string]any) (int64, error) {
-	nr, err := split(next)
+// MemberMAC is the MAC the core gives a member.
+type MemberMAC struct {
+	Cluster, Member, MAC string
+}
+
+// Apply stores next as the whole inventory, writing only the objects that differ from base, and the members'
+// MACs, in one transaction. It fails with ErrStale when the inventory is no longer at base.Version.
+func (s *Store) Apply(ctx context.Context, actor string, base *Snapshot, next Next) (int64, error) {
+	nr, err := split(next.Config)
 	if err != nil {
 		return 0, err
 	}
@@ -264,6 +274,16 @@ func (s *Store) Apply(ctx context.Context, actor string, base *Snapshot, next ma
 		for _, k := range changed(or.provisioning, nr.provisioning) {
 			b.Queue(upsert("provisioning"), k, mustJSON(nr.provisioning[k]))
 		}
+		// The members' MACs become next.MACs: rows that differ go, new ones come (after the members they name).
+		clusters, members, macs := make([]string, len(next.MACs)), make([]string, len(next.MACs)), make([]string, len(next.MACs))
+		for i, m := range next.MACs {
+			clusters[i], members[i], macs[i] = m.Cluster, m.Member, m.MAC
+		}
+		b.Queue(`DELETE FROM member_macs o WHERE NOT EXISTS (
+			SELECT 1 FROM unnest($1::text[], $2::text[], $3::macaddr[]) AS n (cluster, member, mac)
+			WHERE n.cluster = o.cluster AND n.member = o.member AND n.mac = o.mac)`, clusters, members, macs)
+		b.Queue(`INSERT INTO member_macs (cluster, member, mac)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::macaddr[]) ON CONFLICT (cluster, member) DO NOTHING`, clusters, members, macs)
 		return tx.SendBatch(ctx, b).Close()
 	})
 	return version, err
@@ -274,10 +294,22 @@ func upsert(table string) string {
 		ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, version = %[1]s.version + 1, updated_at = now()`, table)
 }
 
-// Modify is the one way to change the config layers: it reads the inventory, lets change compute the next
-// config (and check preconditions and validity, returning an error to refuse), and stores the difference.
-// When another writer got in between, it starts again from the new inventory.
+// Modify is ModifyNext for a change that knows no members' MACs (a write past the core, as in tests): the
+// stored MACs are then none, and every member takes any machine.
 func (s *Store) Modify(ctx context.Context, actor string, change func(*Snapshot) (map[string]any, error)) (int64, error) {
+	return s.ModifyNext(ctx, actor, func(snap *Snapshot) (*Next, error) {
+		cfg, err := change(snap)
+		if err != nil {
+			return nil, err
+		}
+		return &Next{Config: cfg}, nil
+	})
+}
+
+// ModifyNext is the one way to change the config layers: it reads the inventory, lets change compute the next
+// config with its members' MACs (and check preconditions and validity, returning an error to refuse), and
+// stores the difference. When another writer got in between, it starts again from the new inventory.
+func (s *Store) ModifyNext(ctx context.Context, actor string, change func(*Snapshot) (*Next, error)) (int64, error) {
 	for attempt := 0; ; attempt++ {
 		snap, err := s.Snapshot(ctx)
 		if err != nil {
@@ -287,7 +319,7 @@ func (s *Store) Modify(ctx context.Context, actor string, change func(*Snapshot)
 		if err != nil {
 			return 0, err
 		}
-		v, err := s.Apply(ctx, actor, snap, next)
+		v, err := s.Apply(ctx, actor, snap, *next)
 		if errors.Is(err, ErrStale) && attempt < 20 {
 			continue
 		}

@@ -17,7 +17,7 @@ type Machine struct {
 	Facts          json.RawMessage `json:"facts"`
 	Cluster        *string         `json:"cluster"`
 	Member         *string         `json:"member"`
-	State          string          `json:"state"`
+	State          State           `json:"state"`
 	Locked         bool            `json:"locked"`
 	Version        int64           `json:"version"`
 	StateChangedAt time.Time       `json:"stateChangedAt"`
@@ -45,20 +45,10 @@ type Event struct {
 	At       time.Time       `json:"at"`
 	Actor    string          `json:"actor"`
 	Kind     string          `json:"kind"`
-	OldState *string         `json:"oldState"`
-	NewState *string         `json:"newState"`
+	OldState *State          `json:"oldState"`
+	NewState *State          `json:"newState"`
 	Reason   string          `json:"reason"`
 	Details  json.RawMessage `json:"details"`
-}
-
-// State is one state of the machine state machine, as the database defines it.
-type State struct {
-	State       string  `json:"state"`
-	Kind        string  `json:"kind"`
-	FailedState *string `json:"failedState"`
-	Deadline    *string `json:"deadline"`
-	NeedsMember bool    `json:"needsMember"`
-	Description string  `json:"description"`
 }
 
 // NormalizeMAC parses a MAC address (any form net.ParseMAC takes) into lower-case colon form.
@@ -92,7 +82,7 @@ func scanMachine(r pgx.Row) (*Machine, error) {
 
 // MachineFilter selects machines; zero fields select everything.
 type MachineFilter struct {
-	State      string
+	State      State
 	Cluster    string
 	Unassigned bool
 	After      string // MAC; pagination cursor
@@ -149,7 +139,7 @@ func (s *Store) CreateMachine(ctx context.Context, actor, mac string, facts json
 type MachineChange struct {
 	// Version, when non-zero, must be the machine's current version (optimistic concurrency).
 	Version int64
-	State   *string
+	State   *State
 	// Assign sets the assignment; Unassign clears it.
 	Assign   *[2]string
 	Unassign bool
@@ -160,7 +150,7 @@ type MachineChange struct {
 
 // lockMachine locks the machine's row for the transaction and checks version (when non-zero); it returns the
 // machine's state and since when it is in it.
-func lockMachine(ctx context.Context, tx pgx.Tx, mac string, version int64) (state string, since time.Time, err error) {
+func lockMachine(ctx context.Context, tx pgx.Tx, mac string, version int64) (state State, since time.Time, err error) {
 	var cur int64
 	err = tx.QueryRow(ctx, "SELECT version, state, state_changed_at FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac).Scan(&cur, &state, &since)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -178,7 +168,7 @@ func lockMachine(ctx context.Context, tx pgx.Tx, mac string, version int64) (sta
 // UpdateMachine applies c in one statement; the database refuses illegal changes (ErrConflict with its reason).
 func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineChange) (*Machine, error) {
 	var m *Machine
-	var from string
+	var from State
 	var since time.Time
 	err := s.tx(ctx, actor, c.Reason, func(tx pgx.Tx) error {
 		var err error
@@ -207,12 +197,10 @@ func (s *Store) UpdateMachine(ctx context.Context, actor, mac string, c MachineC
 		return nil, err
 	}
 	if c.State != nil && *c.State != from {
-		if s.Hooks.Transition != nil {
-			s.Hooks.Transition(from, *c.State)
-		}
+		s.transition(from, *c.State)
 		s.failed(*c.State, causeOf(actor))
 		if s.Hooks.Left != nil {
-			s.Hooks.Left(from, *c.State, m.StateChangedAt.Sub(since).Seconds())
+			s.Hooks.Left(string(from), string(*c.State), m.StateChangedAt.Sub(since).Seconds())
 		}
 	}
 	return m, nil
@@ -252,7 +240,7 @@ func (s *Store) Events(ctx context.Context, mac string, after int64, limit int) 
 
 // ExpireDeadlines moves machines past their in-progress deadline to the failed state; returns how many moved.
 func (s *Store) ExpireDeadlines(ctx context.Context, actor string) (int, error) {
-	type moved struct{ from, to string }
+	type moved struct{ from, to State }
 	var all []moved
 	err := s.tx(ctx, "", "", func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, "SELECT from_state, to_state FROM machines_expire($1)", actor)
@@ -272,10 +260,8 @@ func (s *Store) ExpireDeadlines(ctx context.Context, actor string) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	if s.Hooks.Transition != nil {
-		for _, m := range all {
-			s.Hooks.Transition(m.from, m.to)
-		}
+	for _, m := range all {
+		s.transition(m.from, m.to)
 	}
 	for _, m := range all {
 		s.failed(m.to, "deadline")
@@ -283,23 +269,11 @@ func (s *Store) ExpireDeadlines(ctx context.Context, actor string) (int, error) 
 	return len(all), nil
 }
 
-// States lists the machine states as the database defines them.
-func (s *Store) States(ctx context.Context) ([]State, error) {
-	rows, err := s.pool.Query(ctx, `SELECT state, kind, failed_state, deadline::text, needs_member, description FROM machine_states ORDER BY state`)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (State, error) {
-		var st State
-		err := r.Scan(&st.State, &st.Kind, &st.FailedState, &st.Deadline, &st.NeedsMember, &st.Description)
-		return st, err
-	})
-}
-
 // MachineCount is the number of machines in one state and cluster ("" when unassigned).
 type MachineCount struct {
-	State, Cluster string
-	N              int
+	State   State
+	Cluster string
+	N       int
 }
 
 // MachineCounts counts machines by state and cluster (metrics).
@@ -371,7 +345,7 @@ func (s *Store) DiscoverMachine(ctx context.Context, actor, mac string, facts js
 	}
 	err := s.tx(ctx, actor, reason, func(tx pgx.Tx) error {
 		known := func() (bool, error) {
-			var state string
+			var state State
 			var same bool
 			err := tx.QueryRow(ctx, "SELECT state, facts = $2::jsonb FROM machines WHERE mac = $1::macaddr FOR UPDATE", mac, []byte(facts)).Scan(&state, &same)
 			if errors.Is(err, pgx.ErrNoRows) {
@@ -381,7 +355,7 @@ func (s *Store) DiscoverMachine(ctx context.Context, actor, mac string, facts js
 				return false, err
 			}
 			switch {
-			case state != "discovered":
+			case state != StateDiscovered:
 				out = DiscoveryKept
 			case same:
 				out = DiscoveryUnchanged
@@ -404,7 +378,7 @@ func (s *Store) DiscoverMachine(ctx context.Context, actor, mac string, facts js
 		if lim.Max > 0 || lim.PerSegment > 0 {
 			var all, here int
 			if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE segment IS NOT DISTINCT FROM $1)
-				FROM machines WHERE state = 'discovered'`, seg).Scan(&all, &here); err != nil {
+				FROM machines WHERE state = $2`, seg, StateDiscovered).Scan(&all, &here); err != nil {
 				return err
 			}
 			if lim.PerSegment > 0 && here >= lim.PerSegment {

@@ -35,8 +35,8 @@ func (s *Store) SavePlan(ctx context.Context, version int64, core string, plan [
 
 // MemberStates are the states of the machines assigned to the named members of cluster, by member; a member
 // without a machine is absent. A boot decision reads only the members it waits for, whatever the cluster's size.
-func (s *Store) MemberStates(ctx context.Context, cluster string, members []string) (map[string]string, error) {
-	out := map[string]string{}
+func (s *Store) MemberStates(ctx context.Context, cluster string, members []string) (map[string]State, error) {
+	out := map[string]State{}
 	if len(members) == 0 {
 		return out, nil
 	}
@@ -46,7 +46,8 @@ func (s *Store) MemberStates(ctx context.Context, cluster string, members []stri
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var m, st string
+		var m string
+		var st State
 		if err := rows.Scan(&m, &st); err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -53,6 +54,7 @@ func (e *InvalidError) Is(t error) bool { return t == ErrInvalid }
 // Store is the inventory in one PostgreSQL database.
 type Store struct {
 	pool *pgxpool.Pool
+	sets atomic.Pointer[StateSets] // read by Migrate (LoadStates)
 	// Hooks lets the daemon count what happened (metrics); nil fields are skipped.
 	Hooks Hooks
 }
@@ -72,9 +74,6 @@ type Hooks struct {
 	Locked func(cause string)
 }
 
-// failedStates are the states of kind failed (migration 00002).
-var failedStates = map[string]bool{"install_failed": true, "join_failed": true, "rebuild_failed": true, "deprovision_failed": true}
-
 // causeOf names who failed a machine, from the actor recorded in its event log.
 func causeOf(actor string) string {
 	switch {
@@ -89,9 +88,17 @@ func causeOf(actor string) string {
 	}
 }
 
-func (s *Store) failed(state, cause string) {
-	if s.Hooks.Failed != nil && failedStates[state] {
-		s.Hooks.Failed(state, cause)
+// failed reports a move into state to Hooks.Failed when state is of kind failed.
+func (s *Store) failed(state State, cause string) {
+	if s.Hooks.Failed != nil && s.StateSets().Failed(state) {
+		s.Hooks.Failed(string(state), cause)
+	}
+}
+
+// transition reports a move to Hooks.Transition.
+func (s *Store) transition(from, to State) {
+	if s.Hooks.Transition != nil {
+		s.Hooks.Transition(string(from), string(to))
 	}
 }
 
@@ -138,7 +145,7 @@ func (s *Store) goose() (*goose.Provider, *sql.DB, error) {
 
 func migrationsFS() fs.FS { return migrations.FS }
 
-// Migrate applies every pending migration.
+// Migrate applies every pending migration, then reads the machine states' sets (LoadStates).
 func (s *Store) Migrate(ctx context.Context) error {
 	p, db, err := s.goose()
 	if err != nil {
@@ -152,7 +159,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
-	return nil
+	return s.LoadStates(ctx)
 }
 
 // MigrateDown rolls back the last migration, or all of them with all.

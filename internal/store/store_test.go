@@ -106,7 +106,7 @@ func TestApplyWritesOnlyChanges(t *testing.T) {
 	before, _ := s.Snapshot(ctx)
 	next := cfgOf(t, sample)
 	next["clusters"].(map[string]any)["dev"].(map[string]any)["members"].(map[string]any)["agent"].(map[string]any)["ip"] = "192.168.1.21"
-	if _, err := s.Apply(ctx, "test", before, next); err != nil {
+	if _, err := s.Apply(ctx, "test", before, Next{Config: next}); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := s.Snapshot(ctx)
@@ -117,7 +117,7 @@ func TestApplyWritesOnlyChanges(t *testing.T) {
 		t.Errorf("unchanged objects got new versions")
 	}
 	// A second apply from the old snapshot is stale.
-	if _, err := s.Apply(ctx, "test", before, next); !errors.Is(err, ErrStale) {
+	if _, err := s.Apply(ctx, "test", before, Next{Config: next}); !errors.Is(err, ErrStale) {
 		t.Fatalf("apply from a stale snapshot: %v", err)
 	}
 }
@@ -183,14 +183,17 @@ func deepCopy(v map[string]any) map[string]any {
 	return out.(map[string]any)
 }
 
-func strp(s string) *string { return &s }
+func statep(s State) *State { return &s }
 
 func TestMachineStateMachine(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
 	var transitions []string
 	s.Hooks.Transition = func(from, to string) { transitions = append(transitions, from+">"+to) }
-	if _, err := s.Modify(ctx, "test", func(*Snapshot) (map[string]any, error) { return cfgOf(t, sample), nil }); err != nil {
+	// The MAC the core gives dev.server (as internal/inventory stores it from the plan).
+	if _, err := s.ModifyNext(ctx, "test", func(*Snapshot) (*Next, error) {
+		return &Next{Config: cfgOf(t, sample), MACs: []MemberMAC{{"dev", "server", "AA:BB:CC:DD:EE:01"}}}, nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	mac := "aa:bb:cc:dd:ee:01"
@@ -208,8 +211,8 @@ func TestMachineStateMachine(t *testing.T) {
 			t.Fatalf("%s: err = %v, want conflict containing %q", name, err, msg)
 		}
 	}
-	mustFail("install unassigned", MachineChange{State: strp("installing")}, "must be assigned")
-	mustFail("skip to ready", MachineChange{State: strp("ready")}, "no transition from discovered to ready")
+	mustFail("install unassigned", MachineChange{State: statep("installing")}, "must be assigned")
+	mustFail("skip to ready", MachineChange{State: statep("ready")}, "no transition from discovered to ready")
 	mustFail("unknown member", MachineChange{Assign: &[2]string{"dev", "nope"}}, "")
 	if _, err := s.CreateMachine(ctx, "pxe", "aa:bb:cc:dd:ee:77", nil, ""); err != nil {
 		t.Fatal(err)
@@ -224,7 +227,7 @@ func TestMachineStateMachine(t *testing.T) {
 	if _, err := step(MachineChange{Locked: &[]bool{true}[0]}); err != nil {
 		t.Fatal(err)
 	}
-	mustFail("install while locked", MachineChange{State: strp("installing")}, "locked")
+	mustFail("install while locked", MachineChange{State: statep("installing")}, "locked")
 	if err := s.ForgetMachine(ctx, "op", mac, 0, ""); !errors.Is(err, ErrConflict) {
 		t.Fatalf("forget locked: %v", err)
 	}
@@ -232,9 +235,9 @@ func TestMachineStateMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustFail("stale version", MachineChange{Version: m.Version - 1, State: strp("installing")}, "version")
-	for _, st := range []string{"installing", "joined", "ready"} {
-		if m, err = step(MachineChange{Version: m.Version, State: strp(st), Reason: "to " + st}); err != nil {
+	mustFail("stale version", MachineChange{Version: m.Version - 1, State: statep("installing")}, "version")
+	for _, st := range []State{"installing", "joined", "ready"} {
+		if m, err = step(MachineChange{Version: m.Version, State: statep(st), Reason: "to " + string(st)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -248,8 +251,8 @@ func TestMachineStateMachine(t *testing.T) {
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("deleting an in-use member: %v", err)
 	}
-	for _, st := range []string{"deprovisioning", "discovered"} {
-		if m, err = step(MachineChange{State: strp(st)}); err != nil {
+	for _, st := range []State{"deprovisioning", "discovered"} {
+		if m, err = step(MachineChange{State: statep(st)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -264,10 +267,10 @@ func TestMachineStateMachine(t *testing.T) {
 	for _, e := range evs {
 		o, n := "-", "-"
 		if e.OldState != nil {
-			o = *e.OldState
+			o = string(*e.OldState)
 		}
 		if e.NewState != nil {
-			n = *e.NewState
+			n = string(*e.NewState)
 		}
 		got = append(got, e.Kind+":"+o+">"+n+":"+e.Actor)
 	}
@@ -309,11 +312,11 @@ func TestEveryTransitionInTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	legal := map[[2]string]bool{}
+	legal := map[[2]State]bool{}
 	for rows.Next() {
-		var a, b string
+		var a, b State
 		rows.Scan(&a, &b)
-		legal[[2]string{a, b}] = true
+		legal[[2]State{a, b}] = true
 	}
 	states, err := s.States(ctx)
 	if err != nil || len(states) != 10 {
@@ -340,8 +343,8 @@ func TestEveryTransitionInTheTable(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := s.UpdateMachine(ctx, "t", mac, MachineChange{State: &to.State})
-			if legal[[2]string{from.State, to.State}] != (err == nil) {
-				t.Errorf("%s -> %s: legal=%v, err=%v", from.State, to.State, legal[[2]string{from.State, to.State}], err)
+			if legal[[2]State{from.State, to.State}] != (err == nil) {
+				t.Errorf("%s -> %s: legal=%v, err=%v", from.State, to.State, legal[[2]State{from.State, to.State}], err)
 			}
 			s.pool.Exec(ctx, "ALTER TABLE machines DISABLE TRIGGER machines_guard")
 			s.pool.Exec(ctx, "DELETE FROM machines WHERE mac = $1", mac)
@@ -368,7 +371,7 @@ func TestDeadlinesMoveToFailedStates(t *testing.T) {
 	mac := "aa:bb:cc:dd:ee:02"
 	s.CreateMachine(ctx, "pxe", mac, nil, "")
 	s.UpdateMachine(ctx, "op", mac, MachineChange{Assign: &[2]string{"dev", "agent"}})
-	m, err := s.UpdateMachine(ctx, "op", mac, MachineChange{State: strp("installing")})
+	m, err := s.UpdateMachine(ctx, "op", mac, MachineChange{State: statep("installing")})
 	if err != nil || m.StateDeadline == nil {
 		t.Fatalf("installing: %v, deadline %v", err, m)
 	}
@@ -513,7 +516,7 @@ func TestConcurrentExpiry(t *testing.T) {
 		mac := macN(i)
 		s.CreateMachine(ctx, "t", mac, nil, "")
 		// deprovisioning needs no member, so forty machines can be in progress at once
-		if _, err := s.UpdateMachine(ctx, "t", mac, MachineChange{State: strp("deprovisioning")}); err != nil {
+		if _, err := s.UpdateMachine(ctx, "t", mac, MachineChange{State: statep("deprovisioning")}); err != nil {
 			t.Fatal(err)
 		}
 	}

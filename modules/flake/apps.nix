@@ -12,8 +12,9 @@ in
     default = true;
     description = ''
       Whether to add the operation apps (`nixos-anywhere-<c>-<m>`, `nixos-anywhere-<c>-all`, `rebuild-<c>-<m>`,
-      `rebuild-<c>-all`, `ssh-<c>-<m>`, `kubeconfig-<c>`, `gen-secrets`) and, with `provisioning.pxe` set, the
-      network boot servers (`pxe-server-<c>`) to `apps.<system>`.
+      `rebuild-<c>-all`, `ssh-<c>-<m>`, `kubeconfig-<c>`, `gen-secrets`), for clusters with Cozystack
+      `cozystack-bootstrap-<c>` and `cozystack-status-<c>`, and, with `provisioning.pxe` set, the network boot
+      servers (`pxe-server-<c>`) to `apps.<system>`.
     '';
   };
 
@@ -33,7 +34,16 @@ in
           "nixos-anywhere-${c}-all" = app "nixos-anywhere-${c}-all" ([ "install" ] ++ common ++ [ c "--all" ]);
           "rebuild-${c}-all" = app "rebuild-${c}-all" ([ "rollout" ] ++ common ++ [ c "--all" ]);
           "kubeconfig-${c}" = app "kubeconfig-${c}" [ "kubeconfig" "--config" "${configFile}" c ];
-        };
+        }
+        // cozystack c (cp.cozystack or null);
+      # Cozystack's manifests are fixed outputs: Nix downloads each once and refuses it unless it has the pinned
+      # hash (nix8s checks it again). One without a pinned hash is not fetched: bootstrap then says what to set.
+      cozystack = c: cz: if cz == null then { } else (
+        let pinned = flag: p: if p.hash == null then [ ] else [ flag "${pkgs.fetchurl { inherit (p) url hash; }}" ]; in {
+          "cozystack-bootstrap-${c}" = app "cozystack-bootstrap-${c}" ([ "cozystack" "--config" "${configFile}" ]
+            ++ pinned "--crds" cz.manifests.crds ++ pinned "--operator" cz.manifests.operator ++ [ "bootstrap" c ]);
+          "cozystack-status-${c}" = app "cozystack-status-${c}" [ "cozystack" "--config" "${configFile}" "status" c ];
+        });
     in
     lib.mkIf cfg.apps.enable {
       apps = lib.mkMerge ((lib.mapAttrsToList perCluster plan) ++ [

@@ -7,6 +7,7 @@
     ./package.nix
     ./apps.nix
     ./pxe.nix
-    # Next: lima.nix (lima-up/down/status-<cluster>), cozystack.nix.
+    ./lima.nix
+    # Next: cozystack.nix.
   ];
 }

@@ -5,6 +5,8 @@
     ./base.nix
     ./k3s.nix
     ./ha.nix
+    # Members of Lima clusters only (nix8s.cluster.lima set by the plan).
+    ./lima-guest.nix
     ./extensions/nvidia.nix
     ./extensions/drbd.nix
     ./extensions/zfs.nix

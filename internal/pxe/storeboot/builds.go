@@ -27,6 +27,7 @@ type BuildStore interface {
 	NewJob(ctx context.Context, kind string, cluster, member *string, params json.RawMessage) (*store.Job, error)
 	Machine(ctx context.Context, mac string) (*store.Machine, error)
 	UpdateMachine(ctx context.Context, actor, mac string, c store.MachineChange) (*store.Machine, error)
+	StateSets() *store.StateSets
 }
 
 // Builds implements Images by building each armed install's installer as a job of kind JobKind (the build log
@@ -100,13 +101,14 @@ func (b *Builds) Handle(ctx context.Context, j *store.Job, log io.Writer) (any, 
 	return map[string]string{"image": id}, nil
 }
 
-// fail moves the machine to install_failed when it still waits for this build (same generation, armed).
+// fail moves the machine to installing's failed state (install_failed) when it still waits for this build (same
+// generation, armed).
 func (b *Builds) fail(ctx context.Context, j *store.Job, p buildParams, cause error) {
 	m, err := b.Store.Machine(ctx, p.MAC)
-	if err != nil || m.State != "installing" || !m.InstallArmed || m.InstallGeneration != p.Generation {
+	if err != nil || m.State != store.StateInstalling || !m.InstallArmed || m.InstallGeneration != p.Generation {
 		return
 	}
-	failed := "install_failed"
+	failed, _ := b.Store.StateSets().FailureOf(store.StateInstalling)
 	b.Store.UpdateMachine(ctx, fmt.Sprintf("job:%d", j.ID), p.MAC, store.MachineChange{Version: m.Version, State: &failed,
 		Reason: fmt.Sprintf("building the installer failed (its log is job %d): %v", j.ID, cause)})
 }

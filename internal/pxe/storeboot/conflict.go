@@ -1,7 +1,7 @@
 package storeboot
 
 // Who a machine is beyond its MAC, and two clients claiming one MAC (docs/pxe.md, "Identity and conflicts"):
-// the checks Boot, Discovered and Progress make before they take anything from a machine, and the lock that
+// the checks Arm, Discovered and Progress make before they take anything from a machine, and the lock that
 // ends an install when one fails.
 
 import (
@@ -130,11 +130,11 @@ func (a *Adapter) discoveredConflict(ctx context.Context, m *store.Machine, id *
 		from = " from " + ip.String()
 	}
 	switch {
-	case m.State == "installing":
+	case m.State == store.StateInstalling:
 		reason := fmt.Sprintf("a discovery report came%s while the machine is installing (generation %d): another host uses this MAC; the install is stopped",
 			from, m.InstallGeneration)
 		return errors.Join(a.lock(ctx, m.MAC, "discovery", reason), refused)
-	case m.State != "discovered" || m.Member == nil || m.Locked || id == nil:
+	case m.State != store.StateDiscovered || m.Member == nil || m.Locked || id == nil:
 		return nil
 	}
 	rec, err := a.Store.MachineIdentity(ctx, m.MAC)

@@ -50,3 +50,39 @@ func TestDHCPNeverArms(t *testing.T) {
 		t.Fatalf("script request: %+v", b)
 	}
 }
+
+// A decision is a query, the script request's too: its answer that the install starts now (arm) changes
+// nothing however often it is asked, until the script handler calls Arm. Arm arms once: called again with the
+// same, stale decision it answers what the machine boots now (the armed install), not a second generation.
+// Real PostgreSQL and the real core's plan.
+func TestDecideIsAQuery(t *testing.T) {
+	ctx := context.Background()
+	st, a := setup(t)
+	const mac = "52:54:00:ee:00:01"
+	if _, err := st.CreateMachine(ctx, "op", mac, nil, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{Assign: &[2]string{"dev", "s1"}}); err != nil {
+		t.Fatal(err)
+	}
+	hw, _ := net.ParseMAC(mac)
+	var d pxe.Boot
+	for range 3 {
+		var err error
+		if d, err = a.Decide(ctx, hw, pxe.FirmwareIPXE); err != nil || d.Action != pxe.ActionArm || d.Member != "dev-s1" {
+			t.Fatalf("script request's decision: %+v, %v; want arm for dev-s1", d, err)
+		}
+	}
+	if m, _ := st.Machine(ctx, mac); m.State != store.StateDiscovered || m.InstallArmed || m.InstallGeneration != 0 {
+		t.Fatalf("after three decisions: %s, armed %v, generation %d; want discovered, nothing armed", m.State, m.InstallArmed, m.InstallGeneration)
+	}
+	for i := range 2 {
+		b, err := a.Arm(ctx, hw, d)
+		if err != nil || b.Action != pxe.ActionInstall || b.Generation != 1 || b.Image != "installer-dev-s1" {
+			t.Fatalf("Arm #%d: %+v, %v; want the installer of generation 1", i+1, b, err)
+		}
+	}
+	if m, _ := st.Machine(ctx, mac); m.State != store.StateInstalling || !m.InstallArmed || m.InstallGeneration != 1 {
+		t.Fatalf("after Arm: %s, armed %v, generation %d; want installing, armed, generation 1", m.State, m.InstallArmed, m.InstallGeneration)
+	}
+}

@@ -64,7 +64,7 @@ func startDHCPRig(t *testing.T) *dhcpRig {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testLog{t}, nil))
-	r.a = &Adapter{Store: r.st, Plans: inventory.NewPlans(r.st, ev, nil), Images: images{}, DiscoveryImage: "discovery", Arm: true, Logger: log}
+	r.a = &Adapter{Store: r.st, Plans: inventory.NewPlans(r.st, ev, nil), Images: images{}, DiscoveryImage: "discovery", ArmOnBoot: true, Logger: log}
 	for m, mac := range r.macs {
 		if err := EnsureAssigned(ctx, r.st, mac, "lab", m); err != nil {
 			t.Fatal(err)

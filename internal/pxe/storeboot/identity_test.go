@@ -193,7 +193,7 @@ func TestInstallerIdentity(t *testing.T) {
 			t.Fatalf("recorded identity %+v, %v", id, err)
 		}
 		// Generation 2 on other hardware.
-		failed := "install_failed"
+		failed := store.StateInstallFailed
 		if _, err := r.st.UpdateMachine(ctx, "op", mac, store.MachineChange{State: &failed}); err != nil {
 			t.Fatal(err)
 		}

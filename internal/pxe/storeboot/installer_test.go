@@ -194,7 +194,7 @@ func TestInstallerProgramAgainstTheDaemon(t *testing.T) {
 	}
 
 	// Generation 2, nixos-install fails: reported with the end of its log; the machine is install_failed.
-	failed := "install_failed"
+	failed := store.StateInstallFailed
 	if _, err := r.st.UpdateMachine(ctx, "op", mac, store.MachineChange{State: &failed}); err != nil {
 		t.Fatal(err)
 	}

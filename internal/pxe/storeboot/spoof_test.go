@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,7 +23,6 @@ import (
 	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
 	"github.com/nix8s/nix8s/internal/pxe"
-	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/secrets"
 	"github.com/nix8s/nix8s/internal/sshtest"
 	"github.com/nix8s/nix8s/internal/store"
@@ -35,12 +35,18 @@ type keyPlanner struct {
 	keyFile string
 }
 
-func (p keyPlanner) ClusterPlan(ctx context.Context, name string) (core.Cluster, remote.Settings, error) {
+func (p keyPlanner) ClusterPlan(ctx context.Context, name string) (core.Cluster, error) {
 	c, err := p.plans.Cluster(ctx, name)
 	if err != nil {
-		return core.Cluster{}, remote.Settings{}, err
+		return core.Cluster{}, err
 	}
-	return c.Cluster, remote.Settings{User: "root", KeyFile: p.keyFile}, nil
+	cl := c.Cluster
+	cl.Members = maps.Clone(cl.Members) // the plans' cache is shared
+	for n, m := range cl.Members {
+		m.SSH.KeyFile = &p.keyFile
+		cl.Members[n] = m
+	}
+	return cl, nil
 }
 
 // pubKey is an ed25519 public key file's `<type> <base64>`, and its fingerprint as the real ssh-keygen -lf
@@ -121,7 +127,7 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 	if _, err := st.ArmInstall(ctx, "op", macs["s0"], 0, "test: s0 was installed earlier"); err != nil {
 		t.Fatal(err)
 	}
-	for _, to := range []string{"joined", "ready"} {
+	for _, to := range []store.State{store.StateJoined, store.StateReady} {
 		if _, err := st.UpdateMachine(ctx, "nodewatch", macs["s0"], store.MachineChange{State: &to}); err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +172,7 @@ func TestMACSpooferGetsNoTokens(t *testing.T) {
 		}
 	}
 	machineSide := func(approve string) string {
-		a := &Adapter{Store: st, Plans: plans, Images: images{}, Arm: true, Approve: approve, Approvals: st, OnInstalled: onInstalled}
+		a := &Adapter{Store: st, Plans: plans, Images: images{}, ArmOnBoot: true, Approve: approve, Approvals: st, OnInstalled: onInstalled}
 		srv := httptest.NewUnstartedServer(nil)
 		url := "http://" + srv.Listener.Addr().String()
 		srv.Config.Handler = &pxe.HTTP{Booter: a, Machines: a, Images: pxe.DirImages{Dir: imgDir}, BaseURL: url}

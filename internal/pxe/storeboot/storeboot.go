@@ -2,11 +2,12 @@
 // daemon's store: what a machine boots follows its state in the database, discovery facts become machines,
 // install progress goes into the machine's audit log, and full-mode leases live in PostgreSQL.
 //
-// The boot decision, by state:
+// The boot decision (Adapter.Decide, which changes nothing), by state:
 //
 //	unknown, discovered and unassigned   the discovery image (or nothing when discovery is off)
-//	discovered and assigned              armed (-> installing, new generation) on its iPXE script request once
-//	                                     every member of earlier join waves is ready; until then it waits
+//	discovered and assigned              on its iPXE script request, once every member of earlier join waves
+//	                                     counts as ready, armed by Adapter.Arm (-> installing, new generation);
+//	                                     until then it waits
 //	installing, armed                    its member's installer, with the one-time token on the first script;
 //	                                     locked (a conflict, conflict.go) it waits, never given a token
 //	installing, not armed                its disk (an install over SSH, or the installer reported done)
@@ -34,7 +35,9 @@ import (
 // MachineStore is the part of *store.Store this adapter uses.
 type MachineStore interface {
 	Machine(ctx context.Context, mac string) (*store.Machine, error)
-	MemberStates(ctx context.Context, cluster string, members []string) (map[string]string, error)
+	MemberStates(ctx context.Context, cluster string, members []string) (map[string]store.State, error)
+	// StateSets are the state sets the database defines (which states count as ready for the join order).
+	StateSets() *store.StateSets
 	CreateMachine(ctx context.Context, actor, mac string, facts json.RawMessage, reason string) (*store.Machine, error)
 	DiscoverMachine(ctx context.Context, actor, mac string, facts json.RawMessage, lim store.DiscoverLimits, reason string) (store.Discovery, error)
 	UpdateMachine(ctx context.Context, actor, mac string, c store.MachineChange) (*store.Machine, error)
@@ -77,9 +80,10 @@ type Adapter struct {
 	Clusters []string
 	// DiscoveryImage is the discovery image's ID; "" turns discovery off (unknown machines fall through).
 	DiscoveryImage string
-	// Arm, when true, arms an assigned machine in state discovered when it boots from the network (in its
-	// turn in the join order). When false, only POST /v1/machines/{mac}/reinstall arms installs.
-	Arm bool
+	// ArmOnBoot, when true, arms an assigned machine in state discovered when it asks for its iPXE script (in
+	// its turn in the join order; Decide says ActionArm, Arm arms). When false, only POST
+	// /v1/machines/{mac}/reinstall arms installs.
+	ArmOnBoot bool
 	// OnArm, when set, runs after an install was armed by a boot (e.g. to forget the member's old node).
 	OnArm func(ctx context.Context, m *store.Machine)
 	// OnInstalled, when set, runs after a done report (not an error) was recorded, with the host key the
@@ -137,9 +141,6 @@ func EnsureAssigned(ctx context.Context, st MachineStore, mac, cluster, member s
 
 const actor = "nix8sd:pxe"
 
-// readyStates are the states in which a member counts as joined for the ones after it.
-var readyStates = []string{"ready", "rebuilding", "rebuild_failed"}
-
 func (a *Adapter) log() *slog.Logger {
 	if a.Logger == nil {
 		return slog.New(slog.DiscardHandler)
@@ -151,42 +152,38 @@ func (a *Adapter) served(cluster string) bool {
 	return a.Clusters == nil || slices.Contains(a.Clusters, cluster)
 }
 
-// Boot implements pxe.Booter. Only an iPXE script request (fw == FirmwareIPXE) changes anything (arming):
-// DHCP asks too, to know whether to answer, and must not.
-func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware) (pxe.Boot, error) {
-	mac := hw.String()
-	m, err := a.Store.Machine(ctx, mac)
-	if errors.Is(err, store.ErrNotFound) {
-		return a.discover(), nil
+// Decide implements pxe.Booter: what the machine's state says it boots, changing nothing. An assigned machine
+// in state discovered is ActionArm on its script request (FirmwareIPXE) once every member of the earlier join
+// waves counts as ready, and so is an armed install's script request from a client (the generation is held to
+// its first client): Arm carries both out. DHCP and the firmware are told only that the machine boots iPXE.
+func (a *Adapter) Decide(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware) (pxe.Boot, error) {
+	b, _, err := a.decide(ctx, hw, fw)
+	return b, err
+}
+
+// decide is Decide, with the machine it decided on (nil when none is stored).
+func (a *Adapter) decide(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware) (pxe.Boot, *store.Machine, error) {
+	m, b, plan, err := a.machine(ctx, hw)
+	if m == nil || err != nil {
+		return b, m, err
 	}
-	if err != nil {
-		return pxe.Boot{}, err
-	}
-	var b pxe.Boot
-	var plan *inventory.Cluster
-	assigned := m.Cluster != nil && m.Member != nil
-	if assigned {
-		b.Member = *m.Cluster + "-" + *m.Member
-		c, err := a.Plans.Cluster(ctx, *m.Cluster)
-		if err != nil {
-			return pxe.Boot{}, fmt.Errorf("the plan of %s: %w", *m.Cluster, err)
-		}
-		plan = c
-		if mp, ok := c.Members[*m.Member]; ok {
-			b.IP = net.ParseIP(mp.IP)
-		}
-	}
-	served := assigned && a.served(*m.Cluster)
+	b, err = a.decideFor(ctx, m, b, plan, fw)
+	return b, m, err
+}
+
+// decideFor is the decision for machine m of b's member (plan: its cluster's, nil when m is unassigned).
+func (a *Adapter) decideFor(ctx context.Context, m *store.Machine, b pxe.Boot, plan *inventory.Cluster, fw pxe.Firmware) (pxe.Boot, error) {
+	served := plan != nil && a.served(*m.Cluster)
 	switch m.State {
-	case "discovered":
-		if !served || !a.Arm {
+	case store.StateDiscovered:
+		if !served || !a.ArmOnBoot {
 			d := a.discover()
 			d.IP, d.Member = b.IP, b.Member
 			return d, nil
 		}
 		if m.Locked {
 			// Locked refuses every destructive move: it waits until an operator unlocks it.
-			b.Action, b.Message = pxe.ActionWait, "locked: unlock it (POST /v1/machines/"+mac+"/unlock) to install it"
+			b.Action, b.Message = pxe.ActionWait, "locked: unlock it (POST /v1/machines/"+m.MAC+"/unlock) to install it"
 			return b, nil
 		}
 		if fw != pxe.FirmwareIPXE {
@@ -199,7 +196,50 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 			b.Action, b.Message = pxe.ActionWait, wait
 			return b, err
 		}
-		m, err = a.Store.ArmInstall(ctx, actor, mac, m.Version, "network boot of an assigned machine, in its turn of the join order")
+		b.Action = pxe.ActionArm
+		return b, nil
+	case store.StateInstalling:
+		if !m.InstallArmed || !served {
+			// Reported done (rebooting into the installed system), or installed over SSH: never wipe on our own.
+			b.Action = pxe.ActionLocal
+			return b, nil
+		}
+		if m.Locked {
+			b.Action, b.Message = pxe.ActionWait, lockedMessage(m.MAC)
+			return b, nil
+		}
+		if fw == pxe.FirmwareIPXE && pxe.ClientIP(ctx) != nil {
+			// The script's client is held to the generation's first (Arm): two hosts boot with this MAC when
+			// it is another.
+			b.Action, b.Generation = pxe.ActionArm, m.InstallGeneration
+			return b, nil
+		}
+		return a.install(ctx, m, b)
+	case store.StateDeprovisioning:
+		// A wipe image is not there yet: leave the machine to its next boot device.
+		b.Action = pxe.ActionIgnore
+		return b, nil
+	default: // joined, ready, rebuilding, and the failed states: the disk holds the system, or what is left.
+		b.Action = pxe.ActionLocal
+		return b, nil
+	}
+}
+
+// Arm implements pxe.Booter: it carries out Decide's ActionArm for a script request. An assigned machine in
+// state discovered is armed (installing, a new generation, its one-time token for the first script) when
+// Decide still says so; the request's client becomes the generation's first script client, and the machine
+// is told to boot its installer. A script request of an armed generation from another client than its first
+// locks the machine and stops the install (conflict.go) instead of one of two hosts with the MAC winning.
+func (a *Adapter) Arm(ctx context.Context, hw net.HardwareAddr, d pxe.Boot) (pxe.Boot, error) {
+	// Decide again on the machine as it is now: it may have changed since d (another daemon armed it, an
+	// operator locked it, an earlier member left ready). ArmInstall moves it only at the version read here.
+	b, m, err := a.decide(ctx, hw, pxe.FirmwareIPXE)
+	if err != nil || b.Action != pxe.ActionArm {
+		return b, err
+	}
+	switch m.State {
+	case store.StateDiscovered:
+		m, err = a.Store.ArmInstall(ctx, actor, m.MAC, m.Version, "network boot of an assigned machine, in its turn of the join order")
 		if errors.Is(err, store.ErrConflict) {
 			// Changed under us (another daemon armed it): decide again on the next request.
 			b.Action, b.Message = pxe.ActionWait, "the machine changed; asking again"
@@ -208,46 +248,53 @@ func (a *Adapter) Boot(ctx context.Context, hw net.HardwareAddr, fw pxe.Firmware
 		if err != nil {
 			return pxe.Boot{}, err
 		}
-		a.log().Info("pxe: install armed", "mac", mac, "member", b.Member, "generation", m.InstallGeneration)
+		a.log().Info("pxe: install armed", "mac", m.MAC, "member", b.Member, "generation", m.InstallGeneration)
 		if a.OnArm != nil {
 			a.OnArm(ctx, m)
 		}
 		// The first script of the generation: its client is the one later script requests must come from.
-		if _, err := a.secondClient(ctx, mac, m.InstallGeneration, "script"); err != nil {
+		if _, err := a.secondClient(ctx, m.MAC, m.InstallGeneration, "script"); err != nil {
 			return pxe.Boot{}, err
 		}
-		return a.install(ctx, m, b)
-	case "installing":
-		if !m.InstallArmed || !served {
-			// Reported done (rebooting into the installed system), or installed over SSH: never wipe on our own.
-			b.Action = pxe.ActionLocal
+	case store.StateInstalling:
+		second, err := a.secondClient(ctx, m.MAC, m.InstallGeneration, "script")
+		if err != nil {
+			return pxe.Boot{}, err
+		}
+		if second {
+			b.Action, b.Message = pxe.ActionWait, lockedMessage(m.MAC)
 			return b, nil
 		}
-		if m.Locked {
-			b.Action, b.Message = pxe.ActionWait, lockedMessage(mac)
-			return b, nil
-		}
-		if fw == pxe.FirmwareIPXE {
-			// A script request of the armed generation from another client than its first: two hosts boot
-			// with this MAC. The machine is locked and the install stopped instead of one of them winning.
-			second, err := a.secondClient(ctx, mac, m.InstallGeneration, "script")
-			if err != nil {
-				return pxe.Boot{}, err
-			}
-			if second {
-				b.Action, b.Message = pxe.ActionWait, lockedMessage(mac)
-				return b, nil
-			}
-		}
-		return a.install(ctx, m, b)
-	case "deprovisioning":
-		// A wipe image is not there yet: leave the machine to its next boot device.
-		b.Action = pxe.ActionIgnore
-		return b, nil
-	default: // joined, ready, rebuilding, and the failed states: the disk holds the system, or what is left.
-		b.Action = pxe.ActionLocal
+	default:
+		b.Action, b.Message = pxe.ActionWait, "the machine changed; asking again"
 		return b, nil
 	}
+	return a.install(ctx, m, b)
+}
+
+// machine reads the machine of hw with the boot answer's member and plan address, and the plan of its cluster
+// when it is assigned; no machine: the answer for an unknown machine (discovery or nothing).
+func (a *Adapter) machine(ctx context.Context, hw net.HardwareAddr) (*store.Machine, pxe.Boot, *inventory.Cluster, error) {
+	m, err := a.Store.Machine(ctx, hw.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, a.discover(), nil, nil
+	}
+	if err != nil {
+		return nil, pxe.Boot{}, nil, err
+	}
+	var b pxe.Boot
+	if m.Cluster == nil || m.Member == nil {
+		return m, b, nil, nil
+	}
+	b.Member = *m.Cluster + "-" + *m.Member
+	c, err := a.Plans.Cluster(ctx, *m.Cluster)
+	if err != nil {
+		return nil, pxe.Boot{}, nil, fmt.Errorf("the plan of %s: %w", *m.Cluster, err)
+	}
+	if mp, ok := c.Members[*m.Member]; ok {
+		b.IP = net.ParseIP(mp.IP)
+	}
+	return m, b, c, nil
 }
 
 func (a *Adapter) install(ctx context.Context, m *store.Machine, b pxe.Boot) (pxe.Boot, error) {
@@ -264,8 +311,9 @@ func (a *Adapter) install(ctx context.Context, m *store.Machine, b pxe.Boot) (px
 }
 
 // waitingFor names what the member waits for before it may install: every member of an earlier join wave
-// (first server, each other server alone, then the agents) must be ready; "" when it may go. It reads the
-// states of those members only.
+// (first server, each other server alone, then the agents) must be in a state that counts as ready
+// (machine_states.counts_as_ready: ready, rebuilding, rebuild_failed); "" when it may go. It reads the states
+// of those members only.
 func (a *Adapter) waitingFor(ctx context.Context, c *inventory.Cluster, member string) (string, error) {
 	before := c.Before(member)
 	if len(before) == 0 {
@@ -275,12 +323,13 @@ func (a *Adapter) waitingFor(ctx context.Context, c *inventory.Cluster, member s
 	if err != nil {
 		return "", err
 	}
+	sets := a.Store.StateSets()
 	var waiting []string
 	for _, name := range before {
 		if st, ok := states[name]; !ok {
 			waiting = append(waiting, c.Name+"-"+name+" (no machine)")
-		} else if !slices.Contains(readyStates, st) {
-			waiting = append(waiting, c.Name+"-"+name+" ("+strings.ReplaceAll(st, "_", " ")+")")
+		} else if !sets.CountsAsReady(st) {
+			waiting = append(waiting, c.Name+"-"+name+" ("+strings.ReplaceAll(string(st), "_", " ")+")")
 		}
 	}
 	if len(waiting) == 0 {

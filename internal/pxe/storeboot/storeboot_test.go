@@ -58,13 +58,21 @@ func setup(t *testing.T) (*store.Store, *Adapter) {
 		t.Fatal(err)
 	}
 	// The plans of the stored inventory with the real core, as the daemon has them.
-	return st, &Adapter{Store: st, Plans: inventory.NewPlans(st, ev, nil), Images: images{}, DiscoveryImage: "discovery", Arm: true}
+	return st, &Adapter{Store: st, Plans: inventory.NewPlans(st, ev, nil), Images: images{}, DiscoveryImage: "discovery", ArmOnBoot: true}
 }
 
+// bootOf is the boot answer for mac's firmware fw: for FirmwareIPXE what the script handler serves (Decide,
+// then Arm when the decision calls for it: pxe.ScriptBoot), for any other Decide's (as DHCP asks it).
 func bootOf(t *testing.T, a *Adapter, mac string, fw pxe.Firmware, want pxe.Action) pxe.Boot {
 	t.Helper()
 	hw, _ := net.ParseMAC(mac)
-	b, err := a.Boot(context.Background(), hw, fw)
+	var b pxe.Boot
+	var err error
+	if fw == pxe.FirmwareIPXE {
+		b, err = pxe.ScriptBoot(context.Background(), a, hw)
+	} else {
+		b, err = a.Decide(context.Background(), hw, fw)
+	}
 	if err != nil || b.Action != want {
 		t.Fatalf("boot %s (%s): %+v, %v; want %s", mac, fw, b, err, want)
 	}
@@ -146,7 +154,7 @@ func TestAdapterOnTheStore(t *testing.T) {
 
 	// Re-armed by an operator (POST /v1/machines/{mac}/reinstall) after a failed state; a reported failure
 	// moves it to install_failed, and it boots its disk.
-	failed := "install_failed"
+	failed := store.StateInstallFailed
 	if _, err := st.UpdateMachine(ctx, "op", mac, store.MachineChange{State: &failed}); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +210,7 @@ func TestJoinOrderWhenAllPowerOnAtOnce(t *testing.T) {
 	if b := bootOf(t, a, macs["s2"], pxe.FirmwareIPXE, pxe.ActionWait); b.Message != "waiting for dev-s1 (installing) to be ready" {
 		t.Fatalf("second server while the first installs: %q", b.Message)
 	}
-	for _, to := range []string{"joined", "ready"} {
+	for _, to := range []store.State{store.StateJoined, store.StateReady} {
 		if _, err := st.UpdateMachine(ctx, "nodewatch", macs["s1"], store.MachineChange{State: &to}); err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +219,7 @@ func TestJoinOrderWhenAllPowerOnAtOnce(t *testing.T) {
 		t.Fatalf("agent after the first server: %q", b.Message)
 	}
 	bootOf(t, a, macs["s2"], pxe.FirmwareIPXE, pxe.ActionInstall)
-	for _, to := range []string{"joined", "ready"} {
+	for _, to := range []store.State{store.StateJoined, store.StateReady} {
 		st.UpdateMachine(ctx, "nodewatch", macs["s2"], store.MachineChange{State: &to})
 	}
 	bootOf(t, a, macs["a1"], pxe.FirmwareIPXE, pxe.ActionInstall)
@@ -227,7 +235,7 @@ func TestJoinOrderWhenAllPowerOnAtOnce(t *testing.T) {
 		t.Fatalf("while building: %q", b.Message)
 	}
 	// Arm off: an assigned discovered machine boots discovery until an operator arms it.
-	a.Arm = false
+	a.ArmOnBoot = false
 	if _, err := st.CreateMachine(ctx, "op", "52:54:00:ee:00:09", nil, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +304,7 @@ func TestBuildsAsJobs(t *testing.T) {
 	for i := 0; i < 100 && got.Action != pxe.ActionInstall; i++ {
 		time.Sleep(50 * time.Millisecond)
 		hw, _ := net.ParseMAC("52:54:00:ee:00:01")
-		got, _ = a.Boot(ctx, hw, pxe.FirmwareIPXE)
+		got, _ = pxe.ScriptBoot(ctx, a, hw)
 	}
 	if got.Action != pxe.ActionInstall || got.Image != "img-dev-s1" || got.Generation != 1 {
 		t.Fatalf("after the build: %+v", got)

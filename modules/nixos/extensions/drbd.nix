@@ -10,8 +10,9 @@ in
   options.nix8s.extensions.drbd = {
     enable = mkOption {
       type = types.bool;
-      default = (data.enable or false) == true;
-      defaultText = lib.literalMD "`extensions.drbd.enable` of the member's node config";
+      # Cozystack needs DRBD on every member: LINSTOR's satellites run on all nodes (lib/cozystack.nix).
+      default = (data.enable or false) == true || (nix8s.cluster.cozystack or null) != null;
+      defaultText = lib.literalMD "`extensions.drbd.enable` of the member's node config, or true in a cluster with Cozystack";
       readOnly = true;
       description = "Whether this member serves DRBD storage; set it in the nix8s config, other modules may read it.";
     };

@@ -1,0 +1,6 @@
+package lima
+
+import "syscall"
+
+// sigZero probes a process without signalling it.
+const sigZero = syscall.Signal(0)
