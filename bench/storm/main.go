@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -142,9 +143,16 @@ func size(ctx context.Context, bin, tmp, db string, n, conc, passes, unknown int
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	base := "http://" + addr
-	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}, Timeout: 60 * time.Second}
+	// One client per worker, each from its own loopback address (127.0.1.x), as the machines of a rack each
+	// have their own: the daemon caps connections per client address (--http-max-client-conns), so 200
+	// workers from one address would be closed as a flood.
+	cl := make([]*http.Client, conc)
+	for i := range cl {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(1+i%250))}}
+		cl[i] = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 1}, Timeout: 60 * time.Second}
+	}
 	for {
-		if resp, err := cl.Get(base + "/readyz"); err == nil {
+		if resp, err := cl[0].Get(base + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				break
@@ -189,7 +197,7 @@ func size(ctx context.Context, bin, tmp, db string, n, conc, passes, unknown int
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	w0 := time.Now()
-	resp, err := cl.Do(req)
+	resp, err := cl[0].Do(req)
 	if err != nil {
 		return err
 	}
@@ -215,7 +223,7 @@ type storm struct {
 }
 
 // hit fetches every URL once with conc clients and samples the daemon's VmRSS meanwhile.
-func hit(cl *http.Client, urls []string, conc, pid int) storm {
+func hit(cl []*http.Client, urls []string, conc, pid int) storm {
 	var next atomic.Int64
 	var failed atomic.Int64
 	lat := make([]float64, len(urls))
@@ -240,7 +248,7 @@ func hit(cl *http.Client, urls []string, conc, pid int) storm {
 	}()
 	var wg sync.WaitGroup
 	t0 := time.Now()
-	for range conc {
+	for w := range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -250,7 +258,7 @@ func hit(cl *http.Client, urls []string, conc, pid int) storm {
 					return
 				}
 				s := time.Now()
-				resp, err := cl.Get(urls[i])
+				resp, err := cl[w].Get(urls[i])
 				if err == nil {
 					_, err = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
