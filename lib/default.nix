@@ -11,7 +11,7 @@ let
 
   # One message listing every error, for the places that must fail evaluation (plan, the flake module).
   errorMessage = errors:
-    "nix8s: the configuration has ${toString (builtins.length errors)} error${if builtins.length errors == 1 then "" else "s"}:\n"
+    "nix8s: the config has ${toString (builtins.length errors)} error${if builtins.length errors == 1 then "" else "s"}:\n"
     + builtins.concatStringsSep "\n" (map (e: "  - ${e.path}: ${e.message}") errors);
 
   checked = cfg: f:

@@ -136,7 +136,7 @@ func TestFlakeGlueRefusesInvalidConfig(t *testing.T) {
 	if err := cmd.Run(); err == nil {
 		t.Fatal("an invalid config evaluated")
 	}
-	for _, want := range []string{"nix8s: the configuration has 4 errors:",
+	for _, want := range []string{"nix8s: the config has 4 errors:",
 		`clusters.dev.members.server.node: no node named "nope"`,
 		`clusters.dev.members.server.role: "boss" is not a role`,
 		`clusters.dev.members.server.ip: "10.0.0.300" is not an IPv4 address`} {

@@ -120,8 +120,5 @@ func notFound(msg string) error {
 type rejected struct{ report core.Report }
 
 func (e *rejected) Error() string {
-	if len(e.report.Errors) == 1 {
-		return "the config has 1 error; nothing was stored"
-	}
-	return "the config has errors; nothing was stored"
+	return (&core.InvalidError{Report: e.report}).Error() + "; nothing was stored"
 }

@@ -377,8 +377,8 @@ func TestNixMessage(t *testing.T) {
 		name, stderr, want string
 	}{
 		{"throw from the core",
-			"error: nix8s: the configuration has 1 error:\n         - a: b\n(use '--show-trace' to show detailed location information)\n",
-			"the configuration has 1 error:\n  - a: b"},
+			"error: nix8s: the config has 1 error:\n         - a: b\n(use '--show-trace' to show detailed location information)\n",
+			"the config has 1 error:\n  - a: b"},
 		{"position in the lib is kept, relative to lib/",
 			"error: attribute 'x' missing\n\n       at /cache/lib-1/plan.nix:3:5:\n\n            2| \n            3|   a.x\n             |     ^\n",
 			"attribute 'x' missing\n\nat lib/plan.nix:3:5"},

@@ -58,7 +58,7 @@ type Server struct {
 // Start initialises the data directory when it is empty and starts the server.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Dir == "" {
-		return nil, errors.New("pgembed: Options.Dir is empty")
+		return nil, errors.New("Options.Dir is empty")
 	}
 	if opts.Port == 0 {
 		opts.Port = 5432
@@ -68,11 +68,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("pgembed: %w", err)
+		return nil, err
 	}
 	opts.Dir = dir
 	if sock := filepath.Join(dir, fmt.Sprintf(".s.PGSQL.%d", opts.Port)); len(sock) > 107 {
-		return nil, fmt.Errorf("pgembed: the socket path %s is longer than unix sockets allow (107 bytes); choose a shorter directory", sock)
+		return nil, fmt.Errorf("the socket path %s is longer than unix sockets allow (107 bytes); choose a shorter directory", sock)
 	}
 	bin, err := findBinDir(opts.BinDir)
 	if err != nil {
@@ -85,7 +85,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "postgres.log")}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return nil, fmt.Errorf("pgembed: creating %s: %w", dir, err)
+		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	if cred != nil {
 		// The server user must own its directory and reach it through every parent.
@@ -125,7 +125,7 @@ func (s *Server) initdb(ctx context.Context, cred *syscall.Credential) error {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("pgembed: initdb %s: %w\n%s", s.dataDir, err, out.String())
+		return fmt.Errorf("initdb %s: %w\n%s", s.dataDir, err, out.String())
 	}
 	return nil
 }
@@ -137,7 +137,7 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential) error {
 	}
 	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("pgembed: %w", err)
+		return err
 	}
 	if cred != nil {
 		_ = os.Chown(s.logPath, int(cred.Uid), int(cred.Gid))
@@ -155,7 +155,7 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGQUIT, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("pgembed: starting postgres: %w", err)
+		return fmt.Errorf("starting postgres: %w", err)
 	}
 	logf.Close()
 	s.cmd = cmd
@@ -174,7 +174,7 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential) error {
 		select {
 		case werr := <-s.done:
 			s.done <- werr
-			return fmt.Errorf("pgembed: postgres exited: %v\n%s", werr, s.logTail())
+			return fmt.Errorf("postgres exited: %v\n%s", werr, s.logTail())
 		case <-ctx.Done():
 			s.Stop()
 			return ctx.Err()
@@ -182,7 +182,7 @@ func (s *Server) start(ctx context.Context, cred *syscall.Credential) error {
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			return fmt.Errorf("pgembed: postgres did not accept connections within %s: %v\n%s", s.opts.StartTimeout, err, s.logTail())
+			return fmt.Errorf("postgres did not accept connections within %s: %v\n%s", s.opts.StartTimeout, err, s.logTail())
 		}
 	}
 }
@@ -235,21 +235,21 @@ func (s *Server) Stop() error {
 func CreateDatabase(ctx context.Context, adminURL, name string) (string, error) {
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return "", fmt.Errorf("pgembed: connecting: %w", err)
+		return "", fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(ctx)
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return "", fmt.Errorf("pgembed: %w", err)
+		return "", err
 	}
 	if !exists {
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-			return "", fmt.Errorf("pgembed: creating database %q: %w", name, err)
+			return "", fmt.Errorf("creating database %q: %w", name, err)
 		}
 	}
 	u, err := url.Parse(adminURL)
 	if err != nil {
-		return "", fmt.Errorf("pgembed: %w", err)
+		return "", err
 	}
 	u.Path = "/" + name
 	u.RawPath = ""
@@ -260,7 +260,7 @@ func CreateDatabase(ctx context.Context, adminURL, name string) (string, error) 
 func DropDatabase(ctx context.Context, adminURL, name string) error {
 	conn, err := pgx.Connect(ctx, adminURL)
 	if err != nil {
-		return fmt.Errorf("pgembed: connecting: %w", err)
+		return fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
@@ -273,7 +273,7 @@ func findBinDir(explicit string) (string, error) {
 	}
 	if explicit != "" {
 		if _, err := os.Stat(filepath.Join(explicit, "postgres")); err != nil {
-			return "", fmt.Errorf("pgembed: no postgres in %s: %w", explicit, err)
+			return "", fmt.Errorf("no postgres in %s: %w", explicit, err)
 		}
 		return explicit, nil
 	}
@@ -290,7 +290,7 @@ func findBinDir(explicit string) (string, error) {
 			return d, nil
 		}
 	}
-	return "", errors.New("pgembed: no PostgreSQL binaries found (install the Debian package postgresql, " +
+	return "", errors.New("no PostgreSQL binaries found (install the Debian package postgresql, " +
 		"or set NIX8S_PG_BINDIR to the directory holding initdb and postgres)")
 }
 
@@ -320,7 +320,7 @@ func credential(name string) (*syscall.Credential, error) {
 		}
 		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 	}
-	return nil, fmt.Errorf("pgembed: running as root and no unprivileged user %s to run PostgreSQL as", strings.Join(names, " or "))
+	return nil, fmt.Errorf("running as root and no unprivileged user %s to run PostgreSQL as", strings.Join(names, " or "))
 }
 
 func chownTree(dir string, uid, gid int) error {
@@ -329,7 +329,7 @@ func chownTree(dir string, uid, gid int) error {
 			return err
 		}
 		if err := os.Lchown(p, uid, gid); err != nil {
-			return fmt.Errorf("pgembed: handing %s to uid %d: %w", p, uid, err)
+			return fmt.Errorf("handing %s to uid %d: %w", p, uid, err)
 		}
 		return nil
 	})
@@ -340,10 +340,10 @@ func checkTraversable(dir string) error {
 	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err != nil {
-			return fmt.Errorf("pgembed: %w", err)
+			return err
 		}
 		if fi.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("pgembed: %s is not searchable by the PostgreSQL user; hint: chmod o+x %s, or choose another directory", p, p)
+			return fmt.Errorf("%s is not searchable by the PostgreSQL user; hint: chmod o+x %s, or choose another directory", p, p)
 		}
 		if p == filepath.Dir(p) {
 			return nil
