@@ -36,18 +36,7 @@ func newPlanCommand(a *app) *command {
 }
 
 func (a *app) plan(ctx context.Context, o planOptions, args []string) error {
-	if len(args) > 1 {
-		return usageError{cmd: "plan", msg: fmt.Sprintf("plan takes one config, got %d arguments", len(args))}
-	}
-	file, err := a.configFile("plan", o.config, args)
-	if err != nil {
-		return err
-	}
-	cfg, err := core.LoadFile(file)
-	if err != nil {
-		return err
-	}
-	ev, err := a.evaluator()
+	file, cfg, ev, err := a.loadConfig("plan", o.config, args)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/nix8s/nix8s/internal/core"
 )
 
 type validateOptions struct {
@@ -32,18 +31,7 @@ func newValidateCommand(a *app) *command {
 
 // validate exits 1 when the config has errors; warnings alone do not fail it.
 func (a *app) validate(ctx context.Context, o validateOptions, args []string) error {
-	if len(args) > 1 {
-		return usageError{cmd: "validate", msg: fmt.Sprintf("validate takes one config, got %d arguments", len(args))}
-	}
-	file, err := a.configFile("validate", o.config, args)
-	if err != nil {
-		return err
-	}
-	cfg, err := core.LoadFile(file)
-	if err != nil {
-		return err
-	}
-	ev, err := a.evaluator()
+	file, cfg, ev, err := a.loadConfig("validate", o.config, args)
 	if err != nil {
 		return err
 	}

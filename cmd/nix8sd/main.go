@@ -93,6 +93,27 @@ func (c *common) logger(w io.Writer) (*slog.Logger, error) {
 
 // openStore connects to the database, starting the embedded one when no URL is given. The returned stop
 // closes the pool and stops the embedded server.
+// openCommand is what the short commands (migrate, token) start with: the logger of --log-level (the default
+// one from then on) and the store; migrated also applies the migrations.
+func (c *common) openCommand(ctx context.Context, stderr io.Writer, migrated bool) (*store.Store, func(), error) {
+	log, err := c.logger(stderr)
+	if err != nil {
+		return nil, nil, usageError{err.Error()}
+	}
+	slog.SetDefault(log)
+	st, stop, err := c.openStore(ctx, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if migrated {
+		if err := st.Migrate(ctx); err != nil {
+			stop()
+			return nil, nil, err
+		}
+	}
+	return st, stop, nil
+}
+
 func (c *common) openStore(ctx context.Context, log *slog.Logger) (*store.Store, func(), error) {
 	url := c.databaseURL
 	var srv *pgembed.Server

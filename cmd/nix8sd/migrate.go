@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 )
 
 func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
@@ -27,12 +26,7 @@ func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	default:
 		return usageError{fmt.Sprintf("migrate %q: use up, down, down-all or status", dir)}
 	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	slog.SetDefault(log)
-	st, stop, err := c.openStore(ctx, log)
+	st, stop, err := c.openCommand(ctx, stderr, false)
 	if err != nil {
 		return err
 	}

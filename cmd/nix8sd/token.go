@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -47,19 +46,11 @@ func tokenCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	if scope != store.ScopeAdmin && scope != store.ScopeRead {
 		return usageError{"token create: --scope must be admin or read"}
 	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	slog.SetDefault(log)
-	st, stop, err := c.openStore(ctx, log)
+	st, stop, err := c.openCommand(ctx, stderr, true)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	if err := st.Migrate(ctx); err != nil {
-		return err
-	}
 	tok, err := st.CreateToken(ctx, name, scope)
 	if err != nil {
 		return err
@@ -90,19 +81,11 @@ func tokenAdmin(ctx context.Context, cmd string, args []string, stdout, stderr i
 	} else if fs.NArg() != 0 {
 		return usageError{"token list takes no arguments"}
 	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	slog.SetDefault(log)
-	st, stop, err := c.openStore(ctx, log)
+	st, stop, err := c.openCommand(ctx, stderr, true)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	if err := st.Migrate(ctx); err != nil {
-		return err
-	}
 	if cmd == "revoke" {
 		if err := st.RevokeToken(ctx, id); err != nil {
 			return err
