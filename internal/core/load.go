@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/nix8s/nix8s/internal/nixexpr"
 )
 
 // LoadFile reads a config written as YAML or JSON (see Decode). Errors name the file, and the line where the
@@ -473,22 +475,6 @@ func (c *checker) number(n json.Number) error {
 
 var decimalRe = regexp.MustCompile(`^[-+]?[0-9][0-9_]*$`)
 
-var identRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_'-]*$`)
-
 // ShowPath renders a config path the way the core's messages do: dotted, with segments that are not Nix
 // identifiers quoted (`nodes."my.node".install`). The empty path is "(top level)".
-func ShowPath(path []string) string {
-	if len(path) == 0 {
-		return "(top level)"
-	}
-	parts := make([]string, len(path))
-	for i, p := range path {
-		if identRe.MatchString(p) {
-			parts[i] = p
-		} else {
-			q, _ := json.Marshal(p)
-			parts[i] = string(q)
-		}
-	}
-	return strings.Join(parts, ".")
-}
+func ShowPath(path []string) string { return nixexpr.ShowPath(path) }

@@ -97,7 +97,7 @@ type writer struct {
 }
 
 func (w *writer) fail(path []string, format string, err error) {
-	w.errs = append(w.errs, fmt.Errorf("%s: "+format, showPath(path), err))
+	w.errs = append(w.errs, fmt.Errorf("%s: "+format, ShowPath(path), err))
 }
 
 func (w *writer) indent(depth int) {
@@ -326,8 +326,9 @@ func sortedKeys(m map[string]any) []string {
 	return keys
 }
 
-// showPath names a value in the dotted style of the core's messages (`clusters.prod.members."a b"`).
-func showPath(path []string) string {
+// ShowPath names a value in the dotted style of the core's messages (`clusters.prod.members."a b"`), segments
+// that are not Nix identifiers quoted; the empty path is "(top level)".
+func ShowPath(path []string) string {
 	if len(path) == 0 {
 		return "(top level)"
 	}
