@@ -20,7 +20,8 @@ let
   # crds: sha256 of internal/crdinstall/manifests/*.yaml concatenated at the tag, which is how `make manifests`
   # builds the asset; not compared with the uploaded asset (no network where it was pinned). operator: a
   # `helm template` render that could not be made offline, so no hash is known: until one is set
-  # (cozystack.manifests), `nix8s cozystack bootstrap` refuses to apply it (internal/cozystack).
+  # (cozystack.manifests), validate warns and `nix8s cozystack bootstrap` refuses to apply it, each saying how to
+  # pin it (internal/cozystack, docs/cozystack.md "Manifests").
   pins = {
     "v1.6.2" = {
       crds = { url = releaseAsset "v1.6.2" "cozystack-crds.yaml"; hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; };
@@ -188,6 +189,11 @@ let
                       else [ "nodes" m.nodeName "extensions" "drbd" "enable" ])
               "contradicts ${enablePath}: Cozystack needs DRBD 9 on every member (LINSTOR's satellites run on all nodes); remove the setting"))
           (filter (m: m.isAttrs) c.memberList);
+        # The core's pin of the operator manifest has no hash (v1.6.2: a helm render no source file holds, so it
+        # could not be computed offline): valid, but bootstrap refuses until the config pins it.
+        opPin = s.manifests.operator;
+        crdPin = s.manifests.crds;
+        unpinnedOperator = man == null && isAttrs opPin && opPin.hash == null;
       in {
         errors = concatLists [
           (concatMap (k: opt (!(elem k knownKeys)) (problem (at [ k ]) "unknown Cozystack setting; known: ${quoteList knownKeys}")) (attrNames z))
@@ -223,6 +229,8 @@ let
           (opt (kv == null) (problem [ "clusters" c.name "k3s" "version" ] "not set: the NixOS default k3s is used, which nix8s cannot check against Cozystack's minimum (v1.32); set the release"))
           (opt (epm != null && elemAt epm 0 != c.endpointHost) (problem (at [ "apiServerEndpoint" ]) "${show ep} is not the cluster's own API endpoint (${c.endpointHost}); Cozystack's generic variant also points Cilium at it, so every node must reach the API there before any ingress exists"))
           (opt (length c.servers >= 2 && length c.servers / 2 * 2 == length c.servers) (problem [ "clusters" c.name "members" ] "${toString (length c.servers)} servers: OVN's raft databases run on the servers and tolerate no more failures than ${toString (length c.servers - 1)} would; use an odd number"))
+          (opt unpinnedOperator (problem (at [ "manifests" "operator" ])
+            "no hash is pinned for cozystack-operator-generic.yaml ${s.version} (${opPin.url}), so `nix8s cozystack bootstrap` refuses to apply it: download it and check it, take its hash with `nix store prefetch-file --json ${opPin.url}` (the \"hash\" it prints) or `nix hash to-sri --type sha256 $(nix-prefetch-url ${opPin.url})`, and set ${u.showPath (at [ "manifests" ])} = { crds = { url = \"${crdPin.url}\"; hash = ${show (crdPin.hash or null)}; }; operator = { url = \"${opPin.url}\"; hash = \"sha256-...\"; }; } (both or neither; docs/cozystack.md)"))
         ];
       };
 

@@ -456,12 +456,18 @@ in [
     (let r = core.pxe (withMember pxeBase "dev" "agent" (m: m // { role = "boss"; })) null; in { errors = catAttrs "path" r.errors; inherit (r) machines; }))
 
   # ---- Cozystack (lib/cozystack.nix, docs/cozystack.md) ------------------------------------------------------------
-  (case "cozystack: a cluster with a domain and k3s v1.34 is valid" { errors = [ ]; warnings = [ ]; } (core.validate cozy))
+  (case "cozystack: a cluster with a domain and k3s v1.34 is valid; the operator manifest's missing hash is a warning saying how to pin it"
+    { errors = [ ]; warnings = [ "clusters.dev.cozystack.manifests.operator" ]; prefetch = true; }
+    (let r = core.validate cozy; m = (head r.warnings).message; in {
+      inherit (r) errors; warnings = catAttrs "path" r.warnings;
+      prefetch = builtins.match ".*`nix store prefetch-file --json https://github.com/cozystack/cozystack/releases/download/v1.6.2/cozystack-operator-generic.yaml`.*nix-prefetch-url.*clusters.dev.cozystack.manifests = \\{ crds = \\{ url = .*" m != null; }))
+  (case "cozystack: pinned manifests leave no warning" { errors = [ ]; warnings = [ ]; }
+    (core.validate (withCozy (z: z // { manifests = { crds = { url = "https://x/c.yaml"; hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8="; }; operator = { url = "https://x/o.yaml"; hash = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="; }; }; }))))
   (case "cozystack: a k3s older than v1.32 is an error at k3s.version naming cozystack.enable"
     [ "clusters.dev.k3s.version" "Cozystack needs k3s v1.32 or newer (clusters.dev.cozystack.enable); got \"v1.31.0+k3s1\", set a newer release such as \"v1.34.2+k3s1\"" ]
     (let c = withK3s (k: k // { version = "v1.31.0+k3s1"; }); in [ (head (errorPaths c)) (messageOf c "clusters.dev.k3s.version") ]))
   (case "cozystack: k3s v1.32.0 is new enough" [ ] (errorPaths (withK3s (k: k // { version = "v1.32.0+k3s1"; }))))
-  (case "cozystack: no k3s version is a warning (the NixOS default cannot be checked)" [ "clusters.dev.k3s.version" ]
+  (case "cozystack: no k3s version is a warning (the NixOS default cannot be checked)" [ "clusters.dev.k3s.version" "clusters.dev.cozystack.manifests.operator" ]
     (warningPaths (withK3s (k: removeAttrs k [ "version" ]))))
   (case "cozystack: a server flag contradicting Cozystack's is an error at the flag naming cozystack.enable"
     [ { path = "clusters.dev.k3s.extraArgs.server.1"; message = "contradicts clusters.dev.cozystack.enable: Cozystack needs --flannel-backend=none (its network is Kube-OVN with Cilium), got --flannel-backend=vxlan; remove the flag"; } ]
@@ -515,7 +521,7 @@ in [
     (let c = cozy // { nodes.std = cozy.nodes.std // { extensions.drbd.enable = false; }; }; in [ (head (errorPaths c)) (messageOf c "nodes.std.extensions.drbd.enable") ]))
   (case "cozystack: cozystack that is not an attribute set, or enable that is not a bool" [ [ "clusters.dev.cozystack" ] [ "clusters.dev.cozystack.enable" ] ]
     [ (errorPaths (withCluster cozy "dev" (c: c // { cozystack = true; }))) (errorPaths (withCozy (z: z // { enable = "yes"; }))) ])
-  (case "cozystack: an even number of servers is a warning (OVN's raft)" [ "clusters.dev.ha.enable" "clusters.dev.members" ]
+  (case "cozystack: an even number of servers is a warning (OVN's raft)" [ "clusters.dev.ha.enable" "clusters.dev.members" "clusters.dev.cozystack.manifests.operator" ]
     (warningPaths (withMember cozy "dev" "agent" (m: m // { role = "server"; }))))
   (case "cozystack: off, the plan has no cozystack part and the flags are unchanged"
     { cozystack = null; flannel = "vxlan"; agent = [ "--node-ip=10.0.0.20" ]; }
@@ -524,7 +530,7 @@ in [
     { agent = [ "--node-ip=10.0.0.20" "--kubelet-arg=max-pods=300" "--nonroot-devices" ]; flannel = "none"; }
     (let p = cozyPlan (withCozy (z: z // { maxPods = 300; })); in { agent = p.members.agent.k3s.flags; flannel = p.flannelBackend; }))
   (case "cozystack: an API endpoint other than the cluster's goes into the servers' certificate, with a warning"
-    { tlsSan = [ "--tls-san=api.cozy.example.com" ]; warnings = [ "clusters.dev.cozystack.apiServerEndpoint" ]; }
+    { tlsSan = [ "--tls-san=api.cozy.example.com" ]; warnings = [ "clusters.dev.cozystack.apiServerEndpoint" "clusters.dev.cozystack.manifests.operator" ]; }
     (let c = withCozy (z: z // { apiServerEndpoint = "https://api.cozy.example.com:6443"; }); in
       { tlsSan = filter (f: builtins.match "--tls-san=.*" f != null) (cozyPlan c).members.server.k3s.flags; warnings = warningPaths c; }))
   (case "cozystack: the platform Package comes from the cluster's networks: VIP, servers, pod gateway"

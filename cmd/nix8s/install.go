@@ -150,7 +150,7 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 	if err != nil {
 		return err
 	}
-	if err := provision.CheckMembers(c, args[1:]); err != nil {
+	if err := c.CheckMembers(args[1:]); err != nil {
 		return err
 	}
 	var tokens *provision.Tokens
@@ -159,14 +159,15 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 		if err != nil {
 			return err
 		}
-		tokens = &provision.Tokens{Token: t.Token, AgentToken: t.AgentToken}
+		tokens = &t
 	} else if !o.noSecrets {
 		// A dry run shows which files would go where without reading (or decrypting) the secrets.
 		tokens = &provision.Tokens{Token: "(token)", AgentToken: "(agentToken)"}
 	}
 	ssh := o.cluster.ssh()
 	// The token files follow the install over ssh that accepts the installed system's new host key alone.
-	deliverer := &provision.Pinned{SSH: ssh, WaitTimeout: o.waitTimeout, KeyFrom: provision.InstalledKeyFrom, Record: true, Log: a.stderr}
+	events := a.progress()
+	deliverer := &provision.Pinned{SSH: ssh, WaitTimeout: o.waitTimeout, KeyFrom: provision.InstalledKeyFrom, Record: true, Log: provision.Log(events)}
 	report, err := provision.Install(ctx, c, provision.Options{
 		Flake:       o.flake,
 		Members:     args[1:],
@@ -178,10 +179,10 @@ func (a *app) install(ctx context.Context, o installOptions, args []string) erro
 		ExtraFiles:  o.extraFiles,
 		WaitTimeout: o.waitTimeout,
 		Runner:      ssh,
-		Installer:   &provision.NixosAnywhere{Program: o.nixosAnywhere, SSH: ssh, Output: a.stderr, Timeout: o.installTime},
+		Installer:   &provision.NixosAnywhere{Program: o.nixosAnywhere, SSH: ssh, Progress: events, Timeout: o.installTime},
 		Readiness:   provision.SSHReadiness{Runner: ssh},
 		Deliverer:   deliverer,
-		Progress:    a.stderr,
+		Progress:    events,
 	})
 	if report == nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/nix8s/nix8s/internal/lima"
 	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/secrets"
+	"github.com/nix8s/nix8s/internal/toolrun"
 )
 
 type limaOptions struct {
@@ -161,8 +162,9 @@ func (a *app) lima(ctx context.Context, o limaOptions, args []string) error {
 		if err != nil {
 			return err
 		}
-		tokens = &provision.Tokens{Token: t.Token, AgentToken: t.AgentToken}
+		tokens = &t
 	}
+	events := a.progress()
 	report, err := c.Up(ctx, lima.UpOptions{
 		Image: func(ctx context.Context, m lima.Member) (string, error) { return a.limaImage(ctx, o, m) },
 		Install: provision.Options{
@@ -174,8 +176,8 @@ func (a *app) lima(ctx context.Context, o limaOptions, args []string) error {
 			Readiness:   provision.SSHReadiness{Runner: ssh},
 			// Lima checks no host key: the VM must answer with the one its instance file gave it, which is then
 			// recorded for the later operations.
-			Deliverer: &provision.Pinned{SSH: ssh, WaitTimeout: o.waitTimeout, KeyFrom: "its Lima instance was given", Record: true, Log: a.stderr},
-			Progress:  a.stderr,
+			Deliverer: &provision.Pinned{SSH: ssh, WaitTimeout: o.waitTimeout, KeyFrom: "its Lima instance was given", Record: true, Log: provision.Log(events)},
+			Progress:  events,
 		},
 	})
 	if report == nil {
@@ -192,11 +194,13 @@ func (a *app) limaImage(ctx context.Context, o limaOptions, m lima.Member) (stri
 		return filepath.Abs(p)
 	}
 	attr := o.flake + "#nixosConfigurations." + m.HostName + ".config.system.build.diskoImages"
-	cmd := exec.CommandContext(ctx, "nix", "--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths", attr)
+	cmd := exec.Command("nix", "--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths", attr)
 	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, a.stderr
+	cmd.Stdout = &stdout
 	fmt.Fprintf(a.stderr, "nix8s: %s: building its image %s\n", m.HostName, attr)
-	if err := cmd.Run(); err != nil {
+	// nix's messages go to stderr as it prints them; the error carries the last of them.
+	if err := toolrun.Exec(ctx, toolrun.Tool{Name: "nix build", Cmd: cmd, Line: func(l string) { fmt.Fprintln(a.stderr, l) },
+		Install: "nix8s lima up builds each member's image with nix; or pass --image"}); err != nil {
 		return "", fmt.Errorf("%s: building its image (nix build %s): %w", m.HostName, attr, err)
 	}
 	out := strings.TrimSpace(stdout.String())

@@ -68,9 +68,10 @@ func (a *app) rollout(ctx context.Context, o rolloutOptions, args []string) erro
 	if err != nil {
 		return err
 	}
-	if err := rollout.CheckMembers(c, args[1:]); err != nil {
+	if err := c.CheckMembers(args[1:]); err != nil {
 		return err
 	}
+	events := a.progress()
 	ro := rollout.Options{
 		Members:        args[1:],
 		MaxUnavailable: o.maxUnavailable,
@@ -81,8 +82,8 @@ func (a *app) rollout(ctx context.Context, o rolloutOptions, args []string) erro
 		DrainTimeout:   o.drainTimeout,
 		ReadyTimeout:   o.readyTimeout,
 		Switcher: &rollout.NixosRebuild{Program: o.nixosRebuild, Flake: o.flake, SSH: o.cluster.ssh(),
-			Output: a.stderr, Timeout: o.switchTimeout},
-		Progress: a.stderr,
+			Progress: events, Timeout: o.switchTimeout},
+		Progress: events,
 	}
 	if !o.dryRun {
 		client, _, err := rollout.NewClient(c.Name, rollout.ClientOptions{Kubeconfig: o.kubeconfig, Context: o.context})

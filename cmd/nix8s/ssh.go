@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/remote"
 )
 
@@ -39,10 +38,10 @@ func (a *app) ssh(ctx context.Context, o sshOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	mem, ok := c.Members[args[1]]
-	if !ok {
-		return fmt.Errorf("cluster %q has no member %q; members: %s", c.Name, args[1], provision.MemberNames(c))
+	if err := c.CheckMembers(args[1:2]); err != nil {
+		return err
 	}
+	mem := c.Members[args[1]]
 	s := o.cluster.ssh()
 	host := remote.HostOf(mem)
 	// The remote command is one shell line, as ssh itself would join it; quoting keeps arguments intact.

@@ -4,6 +4,16 @@
     cozystack = {
       enable = true;
       externalIPs = [ "192.168.2.50" ];
+      manifests = {
+        crds = {
+          hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8=";
+          url = "https://github.com/cozystack/cozystack/releases/download/v1.6.2/cozystack-crds.yaml";
+        };
+        operator = {
+          hash = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+          url = "https://github.com/cozystack/cozystack/releases/download/v1.6.2/cozystack-operator-generic.yaml";
+        };
+      };
       maxPods = 250;
       version = "v1.6.2";
     };

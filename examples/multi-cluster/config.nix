@@ -18,7 +18,19 @@
       };
     };
     prod = {
-      cozystack.enable = true;
+      cozystack = {
+        enable = true;
+        manifests = {
+          crds = {
+            hash = "sha256-r411iVK2+doiHSN0w79HJCOofC/s81Xik4YuxH9wiZ8=";
+            url = "https://github.com/cozystack/cozystack/releases/download/v1.6.2/cozystack-crds.yaml";
+          };
+          operator = {
+            hash = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+            url = "https://github.com/cozystack/cozystack/releases/download/v1.6.2/cozystack-operator-generic.yaml";
+          };
+        };
+      };
       domain = "k8s.example.com";
       ha = {
         enable = true;

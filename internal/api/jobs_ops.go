@@ -12,7 +12,6 @@ import (
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/inventory"
 	"github.com/nix8s/nix8s/internal/jobs"
-	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -54,15 +53,13 @@ func paramError(err error) error {
 
 // selection checks a job's members against the plan: unknown members are 422 with their index.
 func selection(c core.Cluster, members []string) error {
-	var details []Problem
-	for i, m := range members {
-		if _, ok := c.Members[m]; !ok {
-			details = append(details, Problem{Path: fmt.Sprintf("members[%d]", i),
-				Message: fmt.Sprintf("cluster %q has no member %q; members: %s", c.Name, m, provision.MemberNames(c))})
-		}
-	}
-	if len(details) == 0 {
+	var unknown *core.UnknownMembersError
+	if !errors.As(c.CheckMembers(members), &unknown) {
 		return nil
+	}
+	var details []Problem
+	for i, at := range unknown.Index {
+		details = append(details, Problem{Path: fmt.Sprintf("members[%d]", at), Message: unknown.One(i)})
 	}
 	return &httpError{status: http.StatusUnprocessableEntity, code: "invalid_config",
 		msg: fmt.Sprintf("unknown members of cluster %q; nothing was queued", c.Name), details: details}

@@ -49,7 +49,7 @@ const (
 	StepOperator      = "operator"      // the operator manifest applied, its Deployment Available
 	StepPackageSource = "packagesource" // the operator's platform PackageSource Ready
 	StepPackage       = "package"       // the platform Package applied
-	StepReady         = "ready"         // every node, Package and HelmRelease Ready
+	StepReady         = "ready"         // every node, Package and HelmRelease Ready; then the marker (Bootstrapped)
 )
 
 // Step is one finished step of a bootstrap: what it did, or why it failed.
@@ -120,7 +120,7 @@ func Bootstrap(ctx context.Context, o Options) ([]Step, error) {
 	}
 	path := "clusters." + o.Cluster.Name + ".cozystack.manifests"
 	// Both manifests are pinned, read and checked before anything is applied.
-	if err := requirePinned(cz.Manifests.Operator, "cozystack-operator-generic.yaml "+cz.Version, path+".operator"); err != nil {
+	if err := CheckPinned(o.Cluster); err != nil {
 		return nil, err
 	}
 	crds, err := load(ctx, o.HTTP, cz.Manifests.CRDs, o.CRDs, "cozystack-crds.yaml "+cz.Version, path+".crds")
@@ -227,7 +227,15 @@ func Bootstrap(ctx context.Context, o Options) ([]Step, error) {
 		if last == nil {
 			return "", err
 		}
-		return fmt.Sprintf("%d nodes, %d packages, %d helmreleases Ready", len(last.Nodes), len(last.Packages), len(last.HelmReleases)), err
+		detail := fmt.Sprintf("%d nodes, %d packages, %d helmreleases Ready", len(last.Nodes), len(last.Packages), len(last.HelmReleases))
+		if err != nil {
+			return detail, err
+		}
+		// The record that the platform was up once (Bootstrapped): from now on members must be Ready nodes.
+		if err := applyAll(ctx, cl, []*unstructured.Unstructured{marker(cz.Version)}); err != nil {
+			return "", err
+		}
+		return detail + "; recorded in configmap " + MarkerNamespace + "/" + MarkerName, nil
 	})
 	return steps, err
 }
@@ -397,7 +405,7 @@ func Status(ctx context.Context, cfg *rest.Config, c core.Cluster) (*Report, err
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Cluster: c.Name, NotReady: []string{}}
+	r := &Report{Cluster: c.Name, Nodes: []Object{}, NotReady: []string{}}
 	nodes, err := cl.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)

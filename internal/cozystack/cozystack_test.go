@@ -324,6 +324,9 @@ func resourceVersions(t *testing.T, ctx context.Context, cl *clients) map[string
 		{"package", func() (metav1.Object, error) {
 			return cl.dyn.Resource(packageGVR).Get(ctx, "cozystack.cozystack-platform", metav1.GetOptions{})
 		}},
+		{"marker", func() (metav1.Object, error) {
+			return env.Client.CoreV1().ConfigMaps(MarkerNamespace).Get(ctx, MarkerName, metav1.GetOptions{})
+		}},
 	} {
 		o, err := x.get()
 		if err != nil {
@@ -347,13 +350,34 @@ func TestBootstrap(t *testing.T) {
 	base := Options{Cluster: c, Config: env.Config, Poll: 100 * time.Millisecond}
 
 	t.Run("the core's v1.6.2 operator manifest has no hash, so nothing is applied", func(t *testing.T) {
+		// The example pins a placeholder; without manifests in the config the core pins no operator hash.
 		o := base
-		o.Cluster = plan
+		cz := *plan.Cozystack
+		cz.Manifests.Operator.Hash = nil
+		o.Cluster.Cozystack = &cz
 		o.CRDs = Source{File: writeTemp(t, m.crds)}
 		_, err := Bootstrap(ctx, o)
-		if err == nil || !strings.Contains(err.Error(), "no hash is pinned for cozystack-operator-generic.yaml v1.6.2") ||
-			!strings.Contains(err.Error(), "clusters.prod.cozystack.manifests.operator") {
-			t.Fatalf("want the missing hash named with its config path, got %v", err)
+		want := "no hash is pinned for cozystack-operator-generic.yaml v1.6.2 (" + cz.Manifests.Operator.URL + "), so it is not applied: download it and check it, then take its hash with " +
+			"`nix store prefetch-file --json " + cz.Manifests.Operator.URL + "`"
+		if err == nil || !strings.HasPrefix(err.Error(), want) ||
+			!strings.Contains(err.Error(), "`nix hash to-sri --type sha256 $(nix-prefetch-url "+cz.Manifests.Operator.URL+")`") ||
+			!strings.Contains(err.Error(), "set clusters.prod.cozystack.manifests.operator = { url = \""+cz.Manifests.Operator.URL+"\"; hash = \"sha256-...\"; } with clusters.prod.cozystack.manifests.crds = { url = ") {
+			t.Fatalf("want the missing hash named with how to pin it and where, got %v", err)
+		}
+		assertNoCRD(t, ctx, cl)
+	})
+
+	t.Run("the example's placeholder hash is refused: the file's own hash is named", func(t *testing.T) {
+		o := base
+		cz := *plan.Cozystack
+		crdHash := SRI(m.crds) // the test's CRDs, unless NIX8S_COZYSTACK_GIT gives the real ones
+		cz.Manifests.CRDs.Hash = &crdHash
+		o.Cluster.Cozystack = &cz
+		o.CRDs = Source{File: writeTemp(t, m.crds)}
+		o.Operator = Source{File: writeTemp(t, m.operator)}
+		_, err := Bootstrap(ctx, o)
+		if err == nil || !strings.Contains(err.Error(), "has hash "+SRI(m.operator)+", but clusters.prod.cozystack.manifests.operator pins sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=: nothing was applied") {
+			t.Fatalf("want the placeholder refused, got %v", err)
 		}
 		assertNoCRD(t, ctx, cl)
 	})
@@ -409,6 +433,9 @@ func TestBootstrap(t *testing.T) {
 	go op.run(octx, c)
 
 	t.Run("installs CRDs, operator, Package in order and ends when nodes and HelmReleases are Ready", func(t *testing.T) {
+		if done, err := Bootstrapped(ctx, env.Client); err != nil || done {
+			t.Fatalf("Bootstrapped before bootstrap: %t, %v", done, err)
+		}
 		o := base
 		o.Timeout = time.Minute
 		var reported []string
@@ -451,6 +478,13 @@ func TestBootstrap(t *testing.T) {
 		r, err := Status(ctx, env.Config, c)
 		if err != nil || !r.Ready || len(r.Nodes) != 3 || len(r.HelmReleases) != 3 {
 			t.Fatalf("status after bootstrap: %+v, %v", r, err)
+		}
+		// The marker nix8sd's readiness rules read (docs/cozystack.md).
+		if done, err := Bootstrapped(ctx, env.Client); err != nil || !done {
+			t.Fatalf("Bootstrapped after bootstrap: %t, %v", done, err)
+		}
+		if !strings.HasSuffix(steps[len(steps)-1].Detail, "; recorded in configmap cozy-system/nix8s-cozystack-bootstrap") {
+			t.Errorf("the ready step does not say it recorded the bootstrap: %q", steps[len(steps)-1].Detail)
 		}
 	})
 

@@ -30,8 +30,8 @@ type Source struct {
 // load reads a pinned manifest from src or its URL and checks it against its hash; what names the file in
 // errors, and path the config setting that pins it.
 func load(ctx context.Context, client *http.Client, p core.Pinned, src Source, what, path string) ([]byte, error) {
-	if err := requirePinned(p, what, path); err != nil {
-		return nil, err
+	if p.Hash == nil {
+		return nil, fmt.Errorf("no hash is pinned for %s: set %s", what, path) // CheckPinned said how
 	}
 	var data []byte
 	var from string
@@ -54,13 +54,47 @@ func load(ctx context.Context, client *http.Client, p core.Pinned, src Source, w
 	return data, nil
 }
 
-// requirePinned refuses a manifest without a hash: nothing is applied unpinned.
-func requirePinned(p core.Pinned, what, path string) error {
-	if p.Hash == nil {
-		return fmt.Errorf("no hash is pinned for %s (%s), so it is not applied: check the file and set %s = { url = %q; hash = \"sha256-...\"; } (nix hash file --sri FILE)", what, p.URL, path, p.URL)
+// CheckPinned is nil when both of c's manifests have a pinned hash, else bootstrap's refusal (before anything is
+// downloaded or applied), which says how to pin it: what nix8sd also answers before it queues a bootstrap.
+func CheckPinned(c core.Cluster) error {
+	cz := c.Cozystack
+	if cz == nil {
+		return fmt.Errorf("cluster %q has no Cozystack: set clusters.%s.cozystack.enable = true", c.Name, c.Name)
+	}
+	for _, part := range []string{"crds", "operator"} {
+		if err := requirePinned(c.Name, cz, part); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// requirePinned refuses manifest part ("crds" or "operator") of cz without a hash: nothing is applied unpinned.
+// The hash cannot be known offline (the v1.6.2 operator manifest is a helm render no source file holds), so
+// the message says how to take it from the file and where it goes; the manifests are overridden both or
+// neither, so it also gives the other one's current pin to copy.
+func requirePinned(cluster string, cz *core.Cozystack, part string) error {
+	p, other, otherPart := cz.Manifests.Operator, cz.Manifests.CRDs, "crds"
+	if part == "crds" {
+		p, other, otherPart = cz.Manifests.CRDs, cz.Manifests.Operator, "operator"
+	}
+	if p.Hash != nil {
+		return nil
+	}
+	path := "clusters." + cluster + ".cozystack.manifests"
+	otherHash := `"sha256-..."`
+	if other.Hash != nil {
+		otherHash = strconv.Quote(*other.Hash)
+	}
+	return fmt.Errorf("no hash is pinned for %s %s (%s), so it is not applied: download it and check it, then take its hash with "+
+		"`nix store prefetch-file --json %s` (the \"hash\" it prints; Nix before 2.19: nix --extra-experimental-features nix-command store prefetch-file) "+
+		"or `nix hash to-sri --type sha256 $(nix-prefetch-url %s)`, and set %s.%s = { url = %q; hash = \"sha256-...\"; } with %s.%s = { url = %q; hash = %s; } beside it "+
+		"(YAML: manifests: { %s: { url: ..., hash: ... }, %s: { ... } }; both manifests or neither, docs/cozystack.md)",
+		manifestFile[part], cz.Version, p.URL, p.URL, p.URL, path, part, p.URL, path, otherPart, other.URL, otherHash, part, otherPart)
+}
+
+// manifestFile is each part's release asset.
+var manifestFile = map[string]string{"crds": "cozystack-crds.yaml", "operator": "cozystack-operator-generic.yaml"}
 
 func download(ctx context.Context, client *http.Client, url string) ([]byte, error) {
 	if client == nil {

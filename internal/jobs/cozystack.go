@@ -27,8 +27,38 @@ type CozystackParams struct {
 	Timeout string `json:"timeout,omitempty"`
 }
 
+// Check implements the API's parameter check: the timeout must be a positive Go duration.
+func (p CozystackParams) Check() error {
+	if p.Timeout == "" {
+		return nil
+	}
+	if d, err := time.ParseDuration(p.Timeout); err != nil || d <= 0 {
+		return &ParamError{Path: "timeout", Msg: fmt.Sprintf("timeout must be a positive duration such as \"45m\", got %q", p.Timeout)}
+	}
+	return nil
+}
+
+// CozystackStatus reads cluster c's Cozystack platform once (cozystack.Status, as nix8s cozystack status),
+// reaching its API server as ClusterClient does.
+func (r *Runner) CozystackStatus(ctx context.Context, c core.Cluster) (*cozystack.Report, error) {
+	if c.Cozystack == nil {
+		return nil, fmt.Errorf("cluster %q has no Cozystack: set clusters.%s.cozystack.enable = true", c.Name, c.Name)
+	}
+	cfg, done, err := r.configFor(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	rc, err := cfg.restConfig(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return cozystack.Status(ctx, rc, c)
+}
+
 // cozystackBootstrap is the handler of cozystack-bootstrap jobs: the manifests are downloaded from the plan's
-// pinned URLs and checked against their hashes; each step goes to the job's log, the steps are its result.
+// pinned URLs and checked against their hashes; each step goes to the job's log, the steps are its result
+// (CozystackResult).
 func (r *Runner) cozystackBootstrap(ctx context.Context, j *store.Job, log io.Writer) (any, error) {
 	var p CozystackParams
 	if len(j.Params) > 0 {
@@ -71,7 +101,17 @@ func (r *Runner) cozystackBootstrap(ctx context.Context, j *store.Job, log io.Wr
 			}
 			fmt.Fprintf(log, "nix8s: cozystack %s %s: %s\n", s.Step, state, s.Detail)
 		}})
-	return steps, err
+	if len(steps) == 0 {
+		return nil, err // refused before the first step: nothing to record
+	}
+	return CozystackResult{Cluster: c.Name, Steps: steps}, err
+}
+
+// CozystackResult is what a cozystack-bootstrap job records: the steps it finished, the last one failed when
+// the job did.
+type CozystackResult struct {
+	Cluster string           `json:"cluster"`
+	Steps   []cozystack.Step `json:"steps"`
 }
 
 // restConfig is ClusterClient's way to the API server, as a rest.Config.

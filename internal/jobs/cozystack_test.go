@@ -30,7 +30,7 @@ func TestCozystackBootstrapJob(t *testing.T) {
 		want string
 	}{
 		{"a cluster without Cozystack", without, `cluster "t" has no Cozystack: set clusters.t.cozystack.enable = true`},
-		{"an operator manifest with no pinned hash", withCozy, "no hash is pinned for cozystack-operator-generic.yaml v1.6.2 (" + url + "), so it is not applied: check the file and set clusters.t.cozystack.manifests.operator"},
+		{"an operator manifest with no pinned hash", withCozy, "no hash is pinned for cozystack-operator-generic.yaml v1.6.2 (" + url + "), so it is not applied: download it and check it, then take its hash with `nix store prefetch-file --json " + url + "`"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := newStore(t)

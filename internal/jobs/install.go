@@ -13,10 +13,12 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/secrets"
 	"github.com/nix8s/nix8s/internal/store"
+	"github.com/nix8s/nix8s/internal/wait"
 )
 
 // Job kinds of the operations.
@@ -139,20 +141,8 @@ func (e *ParamError) Error() string { return e.Msg }
 // moved through installing, joined and ready as it goes.
 func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any, error) {
 	var p InstallParams
-	if err := json.Unmarshal(j.Params, &p); err != nil {
-		return nil, fmt.Errorf("reading the job's parameters: %w", err)
-	}
-	if j.Cluster == nil {
-		return nil, errors.New("an install job needs a cluster")
-	}
-	c, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
-	if err != nil {
-		return nil, err
-	}
-	if err := provision.CheckMembers(c, p.Members); err != nil {
-		return nil, err
-	}
-	cfg, done, err := r.configFor(ctx, c)
+	// provision.Install checks the members (core.Cluster.CheckMembers), before any machine is touched.
+	c, cfg, done, err := r.clusterJob(ctx, j, &p, "an install job")
 	if err != nil {
 		return nil, err
 	}
@@ -168,10 +158,10 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		if err != nil {
 			return nil, err
 		}
-		tokens = &provision.Tokens{Token: t.Token, AgentToken: t.AgentToken}
+		tokens = &t
 	}
 	obs := &machineObserver{st: r.Store, actor: fmt.Sprintf("job:%d", j.ID), job: j.ID, log: log, ctx: context.WithoutCancel(ctx), c: c,
-		holder: fmt.Sprintf("%s job %d", r.Worker, j.ID), lockWait: cfg.lockWait(), jobCtx: ctx}
+		holder: fmt.Sprintf("%s job %d", r.Worker, j.ID), lockWait: cfg.lockWait(), jobCtx: ctx, lines: progress.NewLines(log)}
 	defer obs.releaseAll()
 	if !p.DryRun {
 		if obs.machines, err = r.Store.MachinesOfCluster(ctx, c.Name); err != nil {
@@ -184,7 +174,7 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 	if installTimeout <= 0 {
 		installTimeout = time.Hour
 	}
-	readiness := provision.SSHReadiness{Runner: ssh}
+	readiness := provision.ClusterReadiness(c, provision.SSHReadiness{Runner: ssh}, ssh) // Cozystack: registered counts before bootstrap
 	// The token files follow the install over ssh that accepts the installed system's new host key alone.
 	deliverer := &provision.Pinned{SSH: ssh, WaitTimeout: cfg.waitTimeout(), WaitInterval: cfg.waitInterval(),
 		KeyFrom: provision.InstalledKeyFrom, Record: true, Log: log}
@@ -200,11 +190,10 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 		WaitTimeout:  cfg.waitTimeout(),
 		WaitInterval: cfg.waitInterval(),
 		Runner:       ssh,
-		Installer:    &lockedInstaller{obs: obs, inner: &provision.NixosAnywhere{Program: cfg.NixosAnywhere, SSH: ssh, Output: log, Timeout: installTimeout}},
+		Installer:    &lockedInstaller{obs: obs, inner: &provision.NixosAnywhere{Program: cfg.NixosAnywhere, SSH: ssh, Progress: obs, Timeout: installTimeout}},
 		Readiness:    readiness,
 		Deliverer:    deliverer,
-		Progress:     log,
-		Observer:     obs,
+		Progress:     obs,
 	})
 	if report == nil {
 		return nil, err
@@ -219,9 +208,31 @@ func (r *Runner) install(ctx context.Context, j *store.Job, log io.Writer) (any,
 	return report, nil
 }
 
-// machineObserver moves the machines assigned to the members through their states as the install reports
-// progress, through the store (the database checks every transition and logs it with the job as actor).
-// Only machines whose install this job started are moved: a skipped member's machine keeps its state.
+// clusterJob reads the parameters of j, an operation on a cluster (what names it in messages), into params and
+// returns the cluster's plan and the config for it (Runner.configFor: the members' delivered host keys besides
+// --known-hosts), with done to call when the job ends.
+func (r *Runner) clusterJob(ctx context.Context, j *store.Job, params any, what string) (core.Cluster, Config, func(), error) {
+	if err := json.Unmarshal(j.Params, params); err != nil {
+		return core.Cluster{}, Config{}, nil, fmt.Errorf("reading the job's parameters: %w", err)
+	}
+	if j.Cluster == nil {
+		return core.Cluster{}, Config{}, nil, fmt.Errorf("%s needs a cluster", what)
+	}
+	c, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
+	if err != nil {
+		return core.Cluster{}, Config{}, nil, err
+	}
+	cfg, done, err := r.configFor(ctx, c)
+	if err != nil {
+		return core.Cluster{}, Config{}, nil, err
+	}
+	return c, cfg, done, nil
+}
+
+// machineObserver is the progress.Reporter of an install or rollout job: it appends each event's line to the
+// job log and moves the machines assigned to the members through their states on the milestones, through the
+// store (the database checks every transition and logs it with the job as actor). Only machines whose install
+// this job started are moved: a skipped member's machine keeps its state.
 type machineObserver struct {
 	st    *store.Store
 	actor string
@@ -236,6 +247,8 @@ type machineObserver struct {
 	holder   string
 	lockWait time.Duration
 	jobCtx   context.Context // the job's: the wait for a lock ends with it
+
+	lines *progress.Lines // the job log
 
 	mu    sync.Mutex
 	state map[string]store.State // member -> state this job moved its machine to
@@ -254,7 +267,7 @@ func (o *machineObserver) noteUntracked(selected []string) {
 	}
 	var none []string
 	for _, m := range selected {
-		if o.machines[m] == nil {
+		if _, ok := o.c.Members[m]; ok && o.machines[m] == nil {
 			none = append(none, m)
 		}
 	}
@@ -305,7 +318,22 @@ func (o *machineObserver) warn(err error) {
 	}
 }
 
-// Installing implements provision.Observer. First the member's install lock (store.LockMember): no
+// Report implements progress.Reporter for an install: the machine moves of a milestone, then its line.
+func (o *machineObserver) Report(e progress.Event) {
+	switch {
+	case e.Status == progress.Failed && e.Final():
+		o.Failed(e.Member, e.Err)
+	case e.Message != "" || e.Status != progress.Done:
+	case e.Phase == string(provision.PhaseInstall):
+		o.Installed(e.Member)
+	case e.Phase == string(provision.PhaseReady):
+		o.Ready(e.Member)
+	}
+	o.lines.Report(e)
+}
+
+// Installing comes right before nixos-anywhere starts on member (lockedInstaller); an error stops that
+// member's install (nothing touched its disk yet) and fails it with that error. First the member's install lock (store.LockMember): no
 // nixos-anywhere starts for a member while an earlier attempt's may still run, such as the one of a daemon
 // that died with this job (the requeued job has the same id). Then the database must allow the machine into
 // installing (assigned, not locked, in a state that may be reinstalled) before nixos-anywhere touches its
@@ -391,14 +419,18 @@ func (o *machineObserver) releaseAll() {
 	}
 }
 
-// lockedInstaller runs nixos-anywhere for a member under its install lock (taken in Installing), and stops
-// it when the lock is lost: from then on another attempt may start.
+// lockedInstaller runs nixos-anywhere for a member under its install lock, taken with the machine's move to
+// installing (Installing) right before, and stops it when the lock is lost: from then on another attempt may
+// start.
 type lockedInstaller struct {
 	obs   *machineObserver
 	inner provision.Installer
 }
 
 func (l *lockedInstaller) Install(ctx context.Context, s provision.Step) error {
+	if err := l.obs.Installing(s.Member); err != nil {
+		return err
+	}
 	lock := l.obs.lock(s.Member)
 	if lock == nil {
 		return fmt.Errorf("member %s: its install lock is not held; not starting nixos-anywhere", s.Member)
@@ -414,7 +446,8 @@ func (l *lockedInstaller) Install(ctx context.Context, s provision.Step) error {
 	return err
 }
 
-// Installed implements provision.Observer.
+// Installed comes when nixos-anywhere finished and the token files are delivered (provision.PhaseInstall
+// done): the member boots its configuration and k3s joins.
 func (o *machineObserver) Installed(member string) {
 	o.release(member)
 	if o.current(member) != store.StateInstalling {
@@ -428,7 +461,8 @@ func (o *machineObserver) Installed(member string) {
 	}
 }
 
-// Ready implements provision.Observer.
+// Ready comes when a server's readiness wait succeeded, or an agent given a join token is a Ready node
+// (provision.PhaseReady done).
 func (o *machineObserver) Ready(member string) {
 	if o.current(member) != store.StateJoined {
 		return
@@ -436,7 +470,7 @@ func (o *machineObserver) Ready(member string) {
 	o.warn(o.move(member, store.StateReady, fmt.Sprintf("install job %d: a Ready node", o.job)))
 }
 
-// Failed implements provision.Observer: the machine goes to the failed state of the state this job moved it to
+// Failed comes with the member's failure: the machine goes to the failed state of the state this job moved it to
 // (installing: install_failed, joined: join_failed; machine_states.failed_state).
 func (o *machineObserver) Failed(member string, err error) {
 	o.release(member)
@@ -464,10 +498,8 @@ func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readin
 	sort.Strings(pending)
 	host := remote.HostOf(o.c.Members[o.c.FirstServer])
 	fmt.Fprintf(o.log, "nix8s: %s: waiting until %d agent(s) are Ready nodes\n", o.c.Name, len(pending))
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	last := map[string]error{}
-	for {
+	_, err := wait.Poll(ctx, timeout, interval, func(ctx context.Context) error {
 		var still []string
 		for _, m := range pending {
 			if err := ready.NodeReady(ctx, host, o.c.Members[m].HostName); err != nil {
@@ -480,25 +512,25 @@ func (o *machineObserver) waitAgents(ctx context.Context, ready provision.Readin
 			o.warn(o.move(m, store.StateReady, fmt.Sprintf("install job %d: a Ready node", o.job)))
 		}
 		pending = still
-		if len(pending) == 0 {
-			return nil
+		if len(pending) > 0 {
+			return fmt.Errorf("%d agent(s) not Ready yet", len(pending))
 		}
-		select {
-		case <-ctx.Done():
-			var errs []error
-			for _, m := range pending {
-				host := o.c.Members[m].HostName
-				var err error
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					err = fmt.Errorf("%s: timed out after %s waiting for it to be a Ready node; last answer: %v", host, timeout, last[m])
-				} else {
-					err = fmt.Errorf("%s: waiting for it to be a Ready node: %w", host, ctx.Err())
-				}
-				o.Failed(m, err)
-				errs = append(errs, err)
-			}
-			return errors.Join(errs...)
-		case <-time.After(interval):
-		}
+		return nil
+	})
+	if err == nil {
+		return nil
 	}
+	var errs []error
+	for _, m := range pending {
+		host := o.c.Members[m].HostName
+		var merr error
+		if errors.Is(err, context.DeadlineExceeded) {
+			merr = fmt.Errorf("%s: timed out after %s waiting for it to be a Ready node; last answer: %v", host, timeout, last[m])
+		} else {
+			merr = fmt.Errorf("%s: waiting for it to be a Ready node: %w", host, err)
+		}
+		o.Failed(m, merr)
+		errs = append(errs, merr)
+	}
+	return errors.Join(errs...)
 }

@@ -14,12 +14,14 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/rollout"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -291,34 +293,30 @@ func (r *Runner) call(ctx context.Context, j *store.Job, lw io.Writer) (result a
 	return h(ctx, j, lw)
 }
 
-// logWriter appends whole lines to a job's log as they come; Close appends what is left.
+// logWriter appends whole lines to a job's log as they come (progress.LineWriter: all the lines of one Write
+// in one append); Close appends what is left.
 type logWriter struct {
 	st  *store.Store
 	id  int64
 	ctx context.Context
 
-	mu  sync.Mutex
-	buf []byte
+	once  sync.Once
+	lines *progress.LineWriter
+	mu    sync.Mutex // serialises appends
 }
 
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	last := -1
-	for i := len(w.buf) - 1; i >= 0; i-- {
-		if w.buf[i] == '\n' {
-			last = i
-			break
-		}
-	}
-	if last < 0 {
-		return len(p), nil
-	}
-	w.append(string(w.buf[:last+1]))
-	w.buf = append(w.buf[:0], w.buf[last+1:]...)
-	return len(p), nil
+func (w *logWriter) writer() *progress.LineWriter {
+	w.once.Do(func() {
+		w.lines = progress.NewLineWriter(func(lines []string) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.append(strings.Join(lines, "\n") + "\n")
+		})
+	})
+	return w.lines
 }
+
+func (w *logWriter) Write(p []byte) (int, error) { return w.writer().Write(p) }
 
 func (w *logWriter) heartbeat() {
 	w.mu.Lock()
@@ -328,12 +326,7 @@ func (w *logWriter) heartbeat() {
 
 // Close appends an unfinished last line.
 func (w *logWriter) Close() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.buf) > 0 {
-		w.append(string(w.buf) + "\n")
-		w.buf = nil
-	}
+	w.writer().Flush()
 	return nil
 }
 

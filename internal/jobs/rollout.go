@@ -2,12 +2,11 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/rollout"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -33,22 +32,9 @@ func (p RolloutParams) Check() error {
 // moved ready -> rebuilding -> ready (or rebuild_failed) as it goes.
 func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any, error) {
 	var p RolloutParams
-	if err := json.Unmarshal(j.Params, &p); err != nil {
-		return nil, fmt.Errorf("reading the job's parameters: %w", err)
-	}
-	if j.Cluster == nil {
-		return nil, errors.New("a rollout job needs a cluster")
-	}
-	c, err := r.Planner.ClusterPlan(ctx, *j.Cluster)
-	if err != nil {
-		return nil, err
-	}
-	if err := rollout.CheckMembers(c, p.Members); err != nil {
-		return nil, err
-	}
-	// The members' delivered host keys besides --known-hosts (memberkeys.go), for nixos-rebuild's ssh and the
-	// cluster client.
-	cfg, done, err := r.configFor(ctx, c)
+	// rollout.Rollout checks the members (core.Cluster.CheckMembers), before any machine is touched. The
+	// members' delivered host keys (configFor) are for nixos-rebuild's ssh and the cluster client.
+	c, cfg, done, err := r.clusterJob(ctx, j, &p, "a rollout job")
 	if err != nil {
 		return nil, err
 	}
@@ -61,10 +47,10 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		DrainTimeout:   cfg.DrainTimeout,
 		ReadyTimeout:   cfg.waitTimeout(),
 		PollInterval:   cfg.waitInterval(),
-		Progress:       log,
+		Progress:       progress.NewLines(log),
 	}
 	rebuild := &rollout.NixosRebuild{Program: cfg.NixosRebuild, Flake: cfg.Flake, SSH: ssh,
-		Output: log, Timeout: cfg.InstallTimeout}
+		Progress: o.Progress, Timeout: cfg.InstallTimeout}
 	o.Switcher = rebuild
 	if !p.DryRun {
 		client, host, from, err := cfg.ClusterClient(ctx, c)
@@ -74,14 +60,15 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 		fmt.Fprintf(log, "nix8s: %s: API server %s (credentials from %s)\n", c.Name, host, from)
 		o.Client = client
 		obs := &rebuildObserver{&machineObserver{st: r.Store, actor: fmt.Sprintf("job:%d", j.ID), job: j.ID, log: log,
-			ctx: context.WithoutCancel(ctx), c: c, holder: fmt.Sprintf("%s job %d", r.Worker, j.ID), lockWait: cfg.lockWait(), jobCtx: ctx}}
+			ctx: context.WithoutCancel(ctx), c: c, holder: fmt.Sprintf("%s job %d", r.Worker, j.ID), lockWait: cfg.lockWait(), jobCtx: ctx,
+			lines: progress.NewLines(log)}}
 		defer obs.releaseAll()
 		if obs.machines, err = r.Store.MachinesOfCluster(ctx, c.Name); err != nil {
 			return nil, err
 		}
 		obs.noteUntracked(p.Members)
-		o.Observer = obs
-		o.Switcher = &lockedSwitcher{obs: obs.machineObserver, inner: rebuild}
+		o.Progress, rebuild.Progress = obs, obs
+		o.Switcher = &lockedSwitcher{obs: obs, inner: rebuild}
 	}
 	report, err := rollout.Rollout(ctx, c, o)
 	if report == nil {
@@ -94,11 +81,17 @@ func (r *Runner) rollout(ctx context.Context, j *store.Job, log io.Writer) (any,
 	return report, nil
 }
 
-// lockedSwitcher runs nixos-rebuild for a member under its lock (taken in Starting), and stops it when the
-// lock is lost, as lockedInstaller does for nixos-anywhere: from then on another attempt may start.
+// lockedSwitcher runs nixos-rebuild for a member under its lock (taken in Prepare, before the member's node is
+// cordoned), and stops it when the lock is lost, as lockedInstaller does for nixos-anywhere: from then on
+// another attempt may start.
 type lockedSwitcher struct {
-	obs   *machineObserver
+	obs   *rebuildObserver
 	inner *rollout.NixosRebuild
+}
+
+// Prepare implements rollout.Preparer: the member's lock and its machine's move to rebuilding (Starting).
+func (l *lockedSwitcher) Prepare(_ context.Context, t rollout.Target) error {
+	return l.obs.Starting(t.Member)
 }
 
 // Describe implements rollout.Describer (dry runs print what would run).
@@ -134,11 +127,23 @@ func (l *lockedSwitcher) locked(ctx context.Context, t rollout.Target, run func(
 	return err
 }
 
-// rebuildObserver moves the machines of the members a rollout takes on through rebuilding, through the store
-// (the database checks every transition and logs it with the job as actor).
+// rebuildObserver is the progress.Reporter of a rollout job: it appends each event's line to the job log and
+// moves the machines of the members the rollout takes on through rebuilding, through the store (the database
+// checks every transition and logs it with the job as actor).
 type rebuildObserver struct{ *machineObserver }
 
-// Starting implements rollout.Observer: the database must allow the machine into rebuilding (from ready,
+// Report implements progress.Reporter for a rollout: a member's line, then the machine moves of a milestone.
+func (o *rebuildObserver) Report(e progress.Event) {
+	o.lines.Report(e)
+	switch {
+	case e.Status == progress.Failed && e.Final():
+		o.Failed(e.Member, rollout.Phase(e.Phase), e.Err)
+	case e.Phase == string(rollout.PhaseReady) && e.Status == progress.Done && e.Message == "":
+		o.Ready(e.Member)
+	}
+}
+
+// Starting comes when the member's turn begins (lockedSwitcher.Prepare), before its node is cordoned: the database must allow the machine into rebuilding (from ready,
 // or rebuild_failed for another try) before its node is cordoned; else that member fails with the
 // database's reason and nothing is touched.
 // First the member's lock, as an install takes it: no switch starts while an earlier attempt (an install, or a
@@ -166,7 +171,7 @@ func (o *rebuildObserver) Starting(member string) error {
 	return o.move(member, store.StateRebuilding, fmt.Sprintf("rollout job %d: cordon, drain, switch", o.job))
 }
 
-// Ready implements rollout.Observer.
+// Ready comes when the switched node is Ready again, before it is uncordoned.
 func (o *rebuildObserver) Ready(member string) {
 	defer o.release(member)
 	if o.current(member) != store.StateRebuilding {
@@ -175,7 +180,7 @@ func (o *rebuildObserver) Ready(member string) {
 	o.warn(o.move(member, store.StateReady, fmt.Sprintf("rollout job %d: switched; a Ready node", o.job)))
 }
 
-// Failed implements rollout.Observer. A member that fails after Ready (uncordon) keeps its machine ready:
+// Failed comes with the member's failure, in the phase that failed. A member that fails after Ready (uncordon) keeps its machine ready:
 // it runs its configuration; the log and the report say its node is cordoned.
 func (o *rebuildObserver) Failed(member string, phase rollout.Phase, err error) {
 	defer o.release(member)

@@ -12,10 +12,10 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/nix8s/nix8s/internal/atomicfile"
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/provision"
 	"github.com/nix8s/nix8s/internal/remote"
-	"github.com/nix8s/nix8s/internal/secrets"
 )
 
 // K3sPath is where k3s writes the admin kubeconfig on a server.
@@ -24,12 +24,7 @@ const K3sPath = "/etc/rancher/k3s/k3s.yaml"
 // Fetch reads K3sPath from the first server whose API answers /readyz, trying the first server, then the
 // others, and returns it rewritten by Rewrite. from is the server it came from.
 func Fetch(ctx context.Context, r remote.Runner, ready provision.Readiness, c core.Cluster) (data []byte, from string, err error) {
-	order := []string{c.FirstServer}
-	for _, m := range c.Servers {
-		if m != c.FirstServer {
-			order = append(order, m)
-		}
-	}
+	order := c.ServerOrder()
 	var errs []error
 	for _, m := range order {
 		mem := c.Members[m]
@@ -178,5 +173,5 @@ func Write(path string, data []byte) error {
 	if strings.TrimSpace(path) == "" {
 		return errors.New("empty kubeconfig path")
 	}
-	return secrets.WriteAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }

@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+
+	"github.com/nix8s/nix8s/internal/atomicfile"
 )
 
 // Home is Lima's directory as Lima resolves it (pkg/limatype/dirnames LimaDir): $LIMA_HOME, else ~/.lima, with
@@ -136,9 +138,5 @@ func Reserve(file string, want map[string]string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	tmp := file + ".nix8s"
-	if err := os.WriteFile(tmp, append(out, '\n'), 0o644); err != nil {
-		return false, err
-	}
-	return true, os.Rename(tmp, file)
+	return true, atomicfile.Write(file, append(out, '\n'), 0o644)
 }

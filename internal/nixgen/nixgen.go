@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nix8s/nix8s/internal/atomicfile"
 	"github.com/nix8s/nix8s/internal/core"
 )
 
@@ -49,7 +50,7 @@ func (w Workspace) Render(cfg map[string]any) error {
 	if err != nil {
 		return fmt.Errorf("encoding the inventory: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(w.Dir, InventoryFile), append(data, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(w.Dir, InventoryFile), append(data, '\n'), 0o644); err != nil {
 		return err
 	}
 	if w.UserFlake {
@@ -62,7 +63,7 @@ func (w Workspace) Render(cfg map[string]any) error {
 	if ref == "" {
 		ref = DefaultFlakeRef
 	}
-	return writeAtomic(filepath.Join(w.Dir, "flake.nix"), []byte(FlakeNix(ref)))
+	return atomicfile.Write(filepath.Join(w.Dir, "flake.nix"), []byte(FlakeNix(ref)), 0o644)
 }
 
 // FlakeNix is the generated workspace's flake.nix: the nix8s flake module fed with the daemon's inventory.
@@ -84,27 +85,4 @@ func FlakeNix(ref string) string {
     };
 }
 `
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
 }

@@ -1,7 +1,8 @@
 // Package nodewatch learns from each cluster's Kubernetes API when the machines of its members have joined
 // (k3s registered their Node) and are ready (that Node is Ready), and moves them installing -> joined -> ready
 // (or join_failed -> ready, a late success) through the store, whose database checks and logs every
-// transition. It polls: one List of the Nodes per cluster and pass, only for clusters with machines waiting.
+// transition. In a Cozystack cluster not bootstrapped yet, registered is ready (Watcher.Cozystack). It polls:
+// one List of the Nodes per cluster and pass, only for clusters with machines waiting.
 package nodewatch
 
 import (
@@ -19,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nix8s/nix8s/internal/cozystack"
+	"github.com/nix8s/nix8s/internal/kube"
 	"github.com/nix8s/nix8s/internal/store"
 )
 
@@ -58,6 +61,10 @@ type Watcher struct {
 	// HostNames maps each member of cluster to its Kubernetes node name: its hostName in the plan
 	// (inventory.Inventory.HostNames in nix8sd).
 	HostNames func(ctx context.Context, cluster string) (map[string]string, error)
+	// Cozystack says whether cluster runs Cozystack (its plan's clusters.<c>.cozystack); nil: no cluster does.
+	// Until such a cluster's platform is bootstrapped (cozystack.Bootstrapped) it has no CNI and no node is
+	// Ready, so a registered node counts as ready; after, its Node must be Ready (docs/cozystack.md).
+	Cozystack func(ctx context.Context, cluster string) (bool, error)
 	// Interval is the pause between passes of Run; default DefaultInterval.
 	Interval time.Duration
 	// Actor names the watcher in the machines' event log; default DefaultActor.
@@ -222,16 +229,41 @@ func (w *Watcher) Sync(ctx context.Context, cluster string) error {
 	for i := range list.Items {
 		nodes[list.Items[i].Name] = &list.Items[i]
 	}
+	registeredIsReady, err := w.registeredIsReady(ctx, cluster, client)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	for _, member := range members {
-		if err := w.syncMachine(ctx, machines[member], hosts[member], nodes); err != nil {
+		if err := w.syncMachine(ctx, machines[member], hosts[member], nodes, registeredIsReady); err != nil {
 			errs = append(errs, fmt.Errorf("machine %s (%s.%s): %w", machines[member].MAC, cluster, member, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (w *Watcher) syncMachine(ctx context.Context, m *store.Machine, host string, nodes map[string]*corev1.Node) error {
+// registeredIsReady says whether cluster is a Cozystack cluster whose platform is not bootstrapped yet, where
+// a registered node is all a member can be.
+func (w *Watcher) registeredIsReady(ctx context.Context, cluster string, client kubernetes.Interface) (bool, error) {
+	if w.Cozystack == nil {
+		return false, nil
+	}
+	cozy, err := w.Cozystack(ctx, cluster)
+	if err != nil {
+		return false, fmt.Errorf("whether cluster %q runs Cozystack: %w", cluster, err)
+	}
+	if !cozy {
+		return false, nil
+	}
+	done, err := cozystack.Bootstrapped(ctx, client)
+	if err != nil {
+		w.dropClient(cluster)
+		return false, fmt.Errorf("cluster %q: %w", cluster, err)
+	}
+	return !done, nil
+}
+
+func (w *Watcher) syncMachine(ctx context.Context, m *store.Machine, host string, nodes map[string]*corev1.Node, registeredIsReady bool) error {
 	if host == "" {
 		return fmt.Errorf("the plan gives member %q no host name", *m.Member)
 	}
@@ -252,14 +284,17 @@ func (w *Watcher) syncMachine(ctx context.Context, m *store.Machine, host string
 	if started.IsZero() || node.CreationTimestamp.Time.Before(started.Add(-Slack)) {
 		return nil
 	}
-	ready := Ready(node)
+	ready, why := Ready(node), fmt.Sprintf("node %s is Ready", node.Name)
+	if !ready && registeredIsReady {
+		ready, why = true, fmt.Sprintf("node %s registered; Cozystack is not bootstrapped yet, so there is no CNI and no node is Ready: registered counts as ready", node.Name)
+	}
 	if m.State == store.StateInstalling {
 		if m, err = w.move(ctx, m, store.StateJoined, fmt.Sprintf("node %s registered", node.Name)); err != nil || m == nil {
 			return err
 		}
 	}
 	if ready {
-		_, err = w.move(ctx, m, store.StateReady, fmt.Sprintf("node %s is Ready", node.Name))
+		_, err = w.move(ctx, m, store.StateReady, why)
 	}
 	return err
 }
@@ -306,14 +341,10 @@ func (w *Watcher) installStarted(ctx context.Context, m *store.Machine) (time.Ti
 	}
 }
 
-// Ready says whether node's Ready condition is True.
+// Ready says whether node's Ready condition is True (kube.Ready).
 func Ready(node *corev1.Node) bool {
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	ok, _ := kube.Ready(node)
+	return ok
 }
 
 // NodePasswordSecret is the name of the Secret in kube-system in which a k3s server keeps the hash of a

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
+	"github.com/nix8s/nix8s/internal/cozystack"
 	"github.com/nix8s/nix8s/internal/k8stest"
 	"github.com/nix8s/nix8s/internal/pgtest"
 	"github.com/nix8s/nix8s/internal/store"
@@ -465,4 +466,51 @@ func TestForgetOldNode(t *testing.T) {
 	if _, err := f.k8s.CoreV1().Nodes().Get(f.ctx, f.node("a2"), metav1.GetOptions{}); err != nil {
 		t.Errorf("node %s of another member: %v, want it kept", f.node("a2"), err)
 	}
+}
+
+// A Cozystack cluster has no CNI until its platform is bootstrapped, so no node is Ready: until bootstrap's
+// marker (cozystack.Bootstrapped) exists a registered node moves its machine on to ready; after, only a
+// Ready one does.
+func TestCozystackRegisteredIsReadyUntilBootstrapped(t *testing.T) {
+	f := setup(t)
+	f.w.Cozystack = func(_ context.Context, cluster string) (bool, error) { return cluster == "dev", nil }
+	cms := f.k8s.CoreV1().ConfigMaps(cozystack.MarkerNamespace)
+	if _, err := cms.Get(f.ctx, cozystack.MarkerName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the marker exists before the test: %v", err)
+	}
+
+	mac := f.machine("a1", "installing")
+	f.register("a1", false)
+	f.sync()
+	f.wantState(mac, "ready")
+	f.wantEvents(mac, "installing->joined: node "+f.node("a1")+" registered",
+		"joined->ready: node "+f.node("a1")+" registered; Cozystack is not bootstrapped yet, so there is no CNI and no node is Ready: registered counts as ready")
+
+	// Bootstrapped: the next member waits for a Ready node again.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cozystack.MarkerNamespace}}
+	if _, err := f.k8s.CoreV1().Namespaces().Create(f.ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := cms.Create(f.ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: cozystack.MarkerName},
+		Data: map[string]string{"version": "v1.6.2"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cms.Delete(context.Background(), cozystack.MarkerName, metav1.DeleteOptions{}) })
+	mac2 := f.machine("a2", "installing")
+	f.register("a2", false)
+	f.sync()
+	f.wantState(mac2, "joined")
+	f.setReady("a2", true)
+	f.sync()
+	f.wantEvents(mac2, "installing->joined: node "+f.node("a2")+" registered", "joined->ready: node "+f.node("a2")+" is Ready")
+
+	// A cluster the plan gives no Cozystack is not asked about the marker at all.
+	f.w.Cozystack = func(context.Context, string) (bool, error) { return false, nil }
+	if err := cms.Delete(f.ctx, cozystack.MarkerName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mac3 := f.machine("s1", "installing")
+	f.register("s1", false)
+	f.sync()
+	f.wantState(mac3, "joined")
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/wait"
 )
 
 // Deliverer writes files on a member that has just been installed, reaching it with its new host key only.
@@ -149,7 +150,7 @@ else echo absent; fi`)
 
 // waitSSH waits until `true` runs on host over ssh, within timeout.
 func waitSSH(ctx context.Context, ssh *remote.SSH, host remote.Host, from string, timeout, interval time.Duration) error {
-	last, err := Poll(ctx, timeout, interval, func(ctx context.Context) error {
+	last, err := wait.Poll(ctx, timeout, interval, func(ctx context.Context) error {
 		_, err := ssh.Run(ctx, host, "true")
 		return err
 	})

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/sshtest"
 )
@@ -70,7 +71,7 @@ func TestHostKeys(t *testing.T) {
 		ssh := e.net.SSH()
 		ssh.KnownHostsFile = wrongKnownHosts(t, e.net, "s1", "s2")
 		var out bytes.Buffer
-		na := &NixosAnywhere{Program: prog, SSH: ssh, Output: &out, Timeout: time.Minute}
+		na := &NixosAnywhere{Program: prog, SSH: ssh, Progress: progress.NewLines(&out), Timeout: time.Minute}
 		files := []File{{Path: HostKeyPath, Name: "hostKey", Value: "not sent"}}
 		err := na.Install(ctx, Step{HostName: "t-s1", Host: e.net.Host("s1"), Flake: "/src/flake", Files: files})
 		want := "ssh refused the host key of the existing system at " + e.net.Node("s1").IP + " (Host key verification failed.); nixos-anywhere stopped, nothing more was sent: nothing was installed; known hosts: " + ssh.KnownHostsFile

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/wait"
 )
 
 // An agent joins with a per-node k3s bootstrap token that a ready server makes (`k3s token create`), never
@@ -65,6 +66,9 @@ type JoinTokens struct {
 	WaitInterval time.Duration
 	// Log receives progress lines (never a token's value); nil discards them.
 	Log io.Writer
+	// Readiness says when an agent is ready for its token to go (RevokeWhenReady); nil: SSHReadiness over
+	// Runner. In a Cozystack cluster Install sets ClusterReadiness.
+	Readiness Readiness
 }
 
 // DeliverJoinToken is how an agent gets its token file, for installs over ssh (Install with
@@ -106,7 +110,7 @@ func (j JoinTokens) waitCreate(ctx context.Context, c core.Cluster, member strin
 	log, name := j.logger(), c.Members[member].HostName
 	fmt.Fprintf(log, "nix8s: %s: making a join token (%s, valid %s) on a ready server\n", name, JoinTokenDescription(c.Name, member), j.TTL)
 	var tok JoinToken
-	last, err := Poll(ctx, timeout, interval, func(ctx context.Context) error {
+	last, err := wait.Poll(ctx, timeout, interval, func(ctx context.Context) error {
 		var err error
 		tok, err = j.Create(ctx, c, member)
 		return err
@@ -144,12 +148,7 @@ func (j JoinTokens) Create(ctx context.Context, c core.Cluster, member string) (
 	}
 	desc := JoinTokenDescription(c.Name, member)
 	cmd := fmt.Sprintf("k3s token create --ttl %s --description %s", j.TTL, remote.Quote(desc))
-	order := []string{c.FirstServer}
-	for _, m := range c.Servers {
-		if m != c.FirstServer {
-			order = append(order, m)
-		}
-	}
+	order := c.ServerOrder()
 	var errs []error
 	for _, m := range order {
 		mem, ok := c.Members[m]
@@ -190,8 +189,11 @@ func (j JoinTokens) Delete(ctx context.Context, t JoinToken) error {
 // RevokeWhenReady waits within timeout until node is Ready, asked on the server that made t, then deletes t.
 // A node that is not Ready in time keeps its token until it expires, and that is an error.
 func (j JoinTokens) RevokeWhenReady(ctx context.Context, t JoinToken, node string, timeout, interval time.Duration) error {
-	ready := SSHReadiness{Runner: j.Runner}
-	last, err := Poll(ctx, timeout, interval, func(ctx context.Context) error { return ready.NodeReady(ctx, t.host, node) })
+	var ready Readiness = SSHReadiness{Runner: j.Runner}
+	if j.Readiness != nil {
+		ready = j.Readiness
+	}
+	last, err := wait.Poll(ctx, timeout, interval, func(ctx context.Context) error { return ready.NodeReady(ctx, t.host, node) })
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("waiting for node %s to be Ready: %w; its join token %s stays valid until %s", node, ctx.Err(), t.ID, t.Expires.UTC().Format(time.RFC3339))

@@ -34,7 +34,7 @@ func TestInstallAgentsGetJoinTokens(t *testing.T) {
 	o := e.options(&progress)
 	o.JoinTokens = &JoinTokens{Runner: e.net.SSH()}
 	obs := &recorder{}
-	o.Observer = obs
+	obs.observe(&o)
 	r, err := Install(context.Background(), e.c, o)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, progress.String())

@@ -1,12 +1,10 @@
 package provision
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,12 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/toolrun"
 )
 
 // Step is one member to install.
 type Step struct {
+	Cluster  string
 	Member   string
 	HostName string // <c>-<m>, the nixosConfigurations attribute
 	Role     string
@@ -52,12 +52,10 @@ type NixosAnywhere struct {
 	// SSH says how host keys are checked: its KnownHostsFile (empty: the user's known_hosts files, as ssh -G
 	// names them) and ConfigFile. nil means remote.SSH{}.
 	SSH *remote.SSH
-	// Output receives nixos-anywhere's output, each line prefixed with `[<c>-<m>] ` (stderr).
-	Output io.Writer
+	// Progress gets each line of nixos-anywhere's output as an event (progress.Output); nil discards them.
+	Progress progress.Reporter
 	// Timeout bounds one install; 0 means no bound besides the context.
 	Timeout time.Duration
-
-	mu sync.Mutex // serialises lines of concurrent installs
 }
 
 // NixosAnywhereArgs is the argument list for step, with the extra files in dir and hostKeyOpts
@@ -121,19 +119,20 @@ func (n *NixosAnywhere) Install(ctx context.Context, s Step) error {
 		return err
 	}
 
-	if n.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.Timeout)
-		defer cancel()
-	}
 	// A refused host key stops nixos-anywhere at once: it would retry the connection forever (its
 	// ssh-copy-id and post-kexec loops). After its reboot step it only waits for the machine to go away,
 	// and the installed system answering with its new key is expected.
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	var mu sync.Mutex // guards refused, kexec, rebooting: stdout and stderr are copied by two goroutines
 	var refused, kexec string
 	rebooting := false
+	report := n.Progress
+	if report == nil {
+		report = progress.Discard
+	}
 	onLine := func(line string) {
+		mu.Lock()
 		switch {
 		case strings.HasPrefix(line, "### Switching system into kexec"):
 			kexec = line
@@ -143,6 +142,9 @@ func (n *NixosAnywhere) Install(ctx context.Context, s Step) error {
 			refused = line
 			stop()
 		}
+		mu.Unlock()
+		report.Report(progress.Event{Time: time.Now(), Cluster: s.Cluster, Member: s.Member, Node: s.HostName,
+			Phase: string(PhaseInstall), Status: progress.Output, Message: line})
 	}
 	prog := n.Program
 	if prog == "" {
@@ -152,15 +154,11 @@ func (n *NixosAnywhere) Install(ctx context.Context, s Step) error {
 	// stopped, or of a daemon that died, keeps working on the machine.
 	cmd := exec.Command(prog, NixosAnywhereArgs(s, dir, opts)...)
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	out := &prefixWriter{n: n, prefix: "[" + s.HostName + "] ", onLine: onLine}
-	var tail bytes.Buffer
-	cmd.Stdout = out
-	cmd.Stderr = io.MultiWriter(out, &tail)
-	err = toolrun.Run(runCtx, cmd, toolrun.DefaultGrace)
-	out.flush()
-	out.mu.Lock()
+	err = toolrun.Exec(runCtx, toolrun.Tool{Name: "nixos-anywhere", Cmd: cmd, Timeout: n.Timeout, Line: onLine,
+		Install: "nix run github:nix-community/nixos-anywhere, or pass --nixos-anywhere"})
+	mu.Lock()
 	refusedLine, kexecLine := refused, kexec
-	out.mu.Unlock()
+	mu.Unlock()
 	if refusedLine != "" {
 		where := "the existing system"
 		after := "nothing was installed"
@@ -176,22 +174,6 @@ func (n *NixosAnywhere) Install(ctx context.Context, s Step) error {
 			return fmt.Errorf("%s ran no ssh through nix8s's host key check (its ssh is not the first ssh on PATH), so its connections may not have been checked; the token files are not delivered", prog)
 		}
 		return nil
-	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) && n.Timeout > 0 {
-		return fmt.Errorf("nixos-anywhere timed out after %s", n.Timeout)
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		if msg := lastLine(tail.String()); msg != "" {
-			return fmt.Errorf("nixos-anywhere exited with code %d: %s", exit.ExitCode(), msg)
-		}
-		return fmt.Errorf("nixos-anywhere exited with code %d", exit.ExitCode())
-	}
-	if errors.Is(err, exec.ErrNotFound) {
-		return fmt.Errorf("%s not found on PATH (nix run github:nix-community/nixos-anywhere, or pass --nixos-anywhere)", prog)
 	}
 	return err
 }
@@ -257,63 +239,6 @@ func ownDirMode(rel string) os.FileMode {
 		return 0o755
 	}
 	return 0o700
-}
-
-// prefixWriter writes whole lines with a prefix, so that concurrent installs do not interleave mid-line.
-// It is nixos-anywhere's stdout and stderr at once, which exec copies from two goroutines.
-type prefixWriter struct {
-	n      *NixosAnywhere
-	prefix string
-	onLine func(line string) // called with mu held, for each whole line; nil: none
-	mu     sync.Mutex        // guards buf and onLine's state
-	buf    []byte
-}
-
-func (w *prefixWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.emit(w.buf[:i+1])
-		w.buf = w.buf[i+1:]
-	}
-}
-
-func (w *prefixWriter) flush() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.buf) > 0 {
-		w.emit(append(w.buf, '\n'))
-		w.buf = nil
-	}
-}
-
-func (w *prefixWriter) emit(line []byte) {
-	if w.onLine != nil {
-		w.onLine(strings.TrimRight(string(line), "\r\n"))
-	}
-	if w.n.Output == nil {
-		return
-	}
-	w.n.mu.Lock()
-	defer w.n.mu.Unlock()
-	io.WriteString(w.n.Output, w.prefix)
-	w.n.Output.Write(line)
-}
-
-func lastLine(s string) string {
-	sc := bufio.NewScanner(strings.NewReader(s))
-	var last string
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" {
-			last = l
-		}
-	}
-	return last
 }
 
 // writeExecutable writes a script that another program will find on PATH and run. A child process writes it:

@@ -14,14 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/remote"
+	"github.com/nix8s/nix8s/internal/wait"
 )
 
 // Status is what became of one member.
@@ -33,6 +33,15 @@ const (
 	Failed     Status = "failed"      // the install or the wait for readiness failed
 	NotStarted Status = "not-started" // an earlier failure stopped the install first
 	Planned    Status = "planned"     // dry run: would be probed and installed
+)
+
+// Phase is one step of a member's install, in this order.
+type Phase string
+
+const (
+	PhaseProbe   Phase = "probe"      // does it run NixOS as itself already?
+	PhaseInstall Phase = "install"    // nixos-anywhere, then the token files over ssh
+	PhaseReady   Phase = "wait-ready" // the API (first server) or the node (other servers, agents with a join token)
 )
 
 // Defaults of Options.
@@ -81,28 +90,15 @@ type Options struct {
 	// records the key (Pinned); nil means a Pinned over remote.SSH{} that records into the user's
 	// known_hosts.
 	Deliverer Deliverer
-	// Progress receives progress lines (stderr); nil discards them.
-	Progress io.Writer
-	// Observer, when set, hears of each member's progress (nix8sd moves the assigned machine through its
-	// states); nil observes nothing.
-	Observer Observer
-}
-
-// Observer hears what happens to each member while Install runs. Calls for different agents may come
-// concurrently. A member that is skipped (or fails its probe) sees no Installing or Installed; a skipped
-// server still sees Ready or Failed from its readiness wait.
-type Observer interface {
-	// Installing comes right before nixos-anywhere starts on member; an error stops that member's install
-	// (nothing touched its disk yet) and fails it with that error.
-	Installing(member string) error
-	// Installed comes when nixos-anywhere finished: the member boots its configuration and k3s joins.
-	Installed(member string)
-	// Ready comes when a server's readiness wait succeeded (the API answers /readyz on the first server, the
-	// node is Ready for the others), and when an agent given a join token (Options.JoinTokens) is a Ready
-	// node; Install waits for no other agent.
-	Ready(member string)
-	// Failed comes when the member failed, with the error the report holds.
-	Failed(member string, err error)
+	// Progress gets the install's events; nil discards them. Besides the messages of each phase, two
+	// milestones come as events without a message: Done of PhaseInstall once nixos-anywhere finished and the
+	// token files are delivered (the member boots its configuration, k3s joins), and Done of PhaseReady once a
+	// server's readiness wait succeeded (the API answers /readyz on the first server, the node is Ready for
+	// the others), or an agent given a join token (JoinTokens) is a Ready node; Install waits for no other
+	// agent. A member ends with Done or Skipped (no phase), or Failed (its Err the error the report holds).
+	// A skipped member (or one that fails its probe) has no PhaseInstall events; a skipped server still waits
+	// for readiness. Events for different agents may come concurrently.
+	Progress progress.Reporter
 }
 
 // Report is the outcome of an install, one entry per selected member in wave order.
@@ -134,28 +130,20 @@ type MemberReport struct {
 
 // Counts renders "3 done, 1 skipped" for the statuses present.
 func (r *Report) Counts() string {
-	n := map[Status]int{}
-	for _, m := range r.Members {
-		n[m.Status]++
-	}
-	var parts []string
-	for _, s := range []Status{Done, Skipped, Failed, NotStarted, Planned} {
-		if n[s] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n[s], s))
-		}
-	}
-	return strings.Join(parts, ", ")
+	return progress.Counts(r.Members, func(m MemberReport) Status { return m.Status }, Done, Skipped, Failed, NotStarted, Planned)
 }
 
 // Install installs the members of cluster c. The error is the first failure (also in the report); the report
 // is complete even then.
 func Install(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 	o.defaults()
-	waves, err := selectWaves(c, o.Members)
-	if err != nil {
+	o = cozystackInstall(c, o)
+	if err := c.CheckMembers(o.Members); err != nil {
 		return nil, err
 	}
-	in := &install{c: c, o: o, report: &Report{Cluster: c.Name, DryRun: o.DryRun}, index: map[string]int{}}
+	waves := core.SelectWaves(c.Provision, o.Members)
+	in := &install{c: c, o: o, report: &Report{Cluster: c.Name, DryRun: o.DryRun}, index: map[string]int{},
+		em: progress.Emitter{Reporter: o.Progress, Cluster: c.Name}}
 	for wi, wave := range waves {
 		for _, m := range wave {
 			in.index[m] = len(in.report.Members)
@@ -179,7 +167,7 @@ func Install(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 		if len(wave) == 0 {
 			continue
 		}
-		in.progress("%s: wave %d/%d: %s", c.Name, wi+1, len(waves), strings.Join(wave, ", "))
+		in.em.Say("%s: wave %d/%d: %s", c.Name, wi+1, len(waves), strings.Join(wave, ", "))
 		// The plan decides what may go together: a server's wave holds the server alone (concurrent etcd joins
 		// fail), the agents' wave goes --parallel at a time.
 		if err := in.parallel(ctx, wave); err != nil {
@@ -203,10 +191,10 @@ func (o *Options) defaults() {
 		o.WaitInterval = DefaultWaitInterval
 	}
 	if o.Progress == nil {
-		o.Progress = io.Discard
+		o.Progress = progress.Discard
 	}
 	if o.Deliverer == nil {
-		o.Deliverer = &Pinned{WaitTimeout: o.WaitTimeout, WaitInterval: o.WaitInterval, KeyFrom: InstalledKeyFrom, Record: true, Log: o.Progress}
+		o.Deliverer = &Pinned{WaitTimeout: o.WaitTimeout, WaitInterval: o.WaitInterval, KeyFrom: InstalledKeyFrom, Record: true, Log: Log(o.Progress)}
 	}
 	if o.JoinTokens != nil {
 		jt := *o.JoinTokens
@@ -220,7 +208,7 @@ func (o *Options) defaults() {
 			jt.WaitInterval = o.WaitInterval
 		}
 		if jt.Log == nil {
-			jt.Log = o.Progress
+			jt.Log = Log(o.Progress)
 		}
 		o.JoinTokens = &jt
 	}
@@ -239,49 +227,12 @@ const InstalledKeyFrom = "its install was given"
 // makes no other.
 const HostKeyPath = "/etc/ssh/ssh_host_ed25519_key"
 
-// CheckMembers is nil when every name is a member of c, else an error that lists c's members.
-func CheckMembers(c core.Cluster, members []string) error {
-	_, err := selectWaves(c, members)
-	return err
-}
-
-// selectWaves is the plan's provision waves cut down to the selected members; unknown names are an error
-// that lists the cluster's members.
-func selectWaves(c core.Cluster, members []string) ([][]string, error) {
-	if len(members) > 0 {
-		var unknown []string
-		for _, m := range members {
-			if _, ok := c.Members[m]; !ok {
-				unknown = append(unknown, fmt.Sprintf("%q", m))
-			}
-		}
-		if len(unknown) > 0 {
-			return nil, fmt.Errorf("cluster %q has no member %s; members: %s", c.Name, strings.Join(unknown, ", "), MemberNames(c))
-		}
-	}
-	var waves [][]string
-	for _, wave := range c.Provision {
-		var w []string
-		for _, m := range wave {
-			if len(members) == 0 || slices.Contains(members, m) {
-				w = append(w, m)
-			}
-		}
-		if len(w) > 0 {
-			waves = append(waves, w)
-		}
-	}
-	return waves, nil
-}
-
-// MemberNames lists a cluster's members for messages: "server1", "agent1".
-func MemberNames(c core.Cluster) string {
-	names := make([]string, 0, len(c.Members))
-	for n := range c.Members {
-		names = append(names, fmt.Sprintf("%q", n))
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+// Log is an io.Writer for the parts that print their own `nix8s: ...` lines (Pinned, JoinTokens): each line
+// becomes a message event of r.
+func Log(r progress.Reporter) io.Writer {
+	return progress.Writer(r, func(line string) progress.Event {
+		return progress.Event{Time: time.Now(), Status: progress.Running, Message: strings.TrimPrefix(line, "nix8s: ")}
+	})
 }
 
 type install struct {
@@ -290,12 +241,25 @@ type install struct {
 	mu     sync.Mutex
 	report *Report
 	index  map[string]int
+	phase  map[string]Phase // the phase each member is in, for its Failed event
+	em     progress.Emitter
 }
 
-func (in *install) progress(format string, args ...any) {
+// event reports what happens to member m in phase; an empty format is a milestone without a message.
+func (in *install) event(m string, phase Phase, status progress.Status, format string, args ...any) {
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	fmt.Fprintf(in.o.Progress, "nix8s: "+format+"\n", args...)
+	if in.phase == nil {
+		in.phase = map[string]Phase{}
+	}
+	if phase != "" {
+		in.phase[m] = phase
+	}
+	in.mu.Unlock()
+	msg := format
+	if len(args) > 0 {
+		msg = fmt.Sprintf(format, args...)
+	}
+	in.em.Emit(progress.Event{Member: m, Node: in.c.Members[m].HostName, Phase: string(phase), Status: status, Message: msg})
 }
 
 func (in *install) set(m string, f func(*MemberReport)) {
@@ -401,45 +365,47 @@ func (in *install) member(ctx context.Context, m string) error {
 			r.Status = Done
 		}
 	})
-	host := in.c.Members[m].HostName
 	if err != nil {
-		if in.o.Observer != nil {
-			in.o.Observer.Failed(m, err)
-		}
-		in.progress("%s: failed: %v", host, err)
+		in.mu.Lock()
+		phase := in.phase[m]
+		in.mu.Unlock()
+		in.em.Emit(progress.Event{Member: m, Node: in.c.Members[m].HostName, Phase: string(phase), Status: progress.Failed,
+			Message: fmt.Sprintf("failed: %v", err), Err: err})
 		return err
 	}
-	in.progress("%s: %s in %s", host, in.report.Members[in.index[m]].Status, time.Since(start).Round(100*time.Millisecond))
+	var status Status
+	in.set(m, func(r *MemberReport) { status = r.Status })
+	final := progress.Done
+	if status == Skipped {
+		final = progress.Skipped
+	}
+	in.event(m, "", final, "%s in %s", status, time.Since(start).Round(100*time.Millisecond))
 	return nil
 }
 
 func (in *install) installMember(ctx context.Context, m string) error {
 	mem := in.c.Members[m]
 	host := in.host(m)
+	in.event(m, PhaseProbe, progress.Running, "")
 	installed, err := Installed(ctx, in.o.Runner, host, mem.HostName)
 	if err != nil {
 		return fmt.Errorf("probing %s: %w", mem.HostName, err)
 	}
 	if installed && !in.o.Reinstall {
 		in.set(m, func(r *MemberReport) { r.Status = Skipped })
-		in.progress("%s: already runs NixOS as %s, skipped (--reinstall installs it anyway)", mem.HostName, mem.HostName)
+		in.event(m, PhaseProbe, progress.Running, "already runs NixOS as %s, skipped (--reinstall installs it anyway)", mem.HostName)
 	} else {
 		tokens, _, _ := in.files(m) // checked by checkFiles
 		key, files, err := in.hostKey(ctx, m, false)
 		if err != nil {
 			return err
 		}
-		in.progress("%s: installing %s#%s on %s", mem.HostName, in.o.Flake, mem.HostName, host.Target())
-		step := Step{Member: m, HostName: mem.HostName, Role: mem.Role, Host: host, Flake: in.o.Flake, Files: files}
-		if in.o.Observer != nil {
-			if err := in.o.Observer.Installing(m); err != nil {
-				return fmt.Errorf("installing %s: %w", mem.HostName, err)
-			}
-		}
+		in.event(m, PhaseInstall, progress.Running, "installing %s#%s on %s", in.o.Flake, mem.HostName, host.Target())
+		step := Step{Cluster: in.c.Name, Member: m, HostName: mem.HostName, Role: mem.Role, Host: host, Flake: in.o.Flake, Files: files}
 		if err := in.o.Installer.Install(ctx, step); err != nil {
 			return fmt.Errorf("installing %s: %w", mem.HostName, err)
 		}
-		in.progress("%s: installed with the host key %s", mem.HostName, Fingerprint(key))
+		in.event(m, PhaseInstall, progress.Running, "installed with the host key %s", Fingerprint(key))
 		if in.joins(m) {
 			// The agent's one token file (TokenFiles checked its path) holds its own join token instead.
 			_, tok, err := in.o.JoinTokens.DeliverJoinToken(ctx, in.c, m, in.o.Deliverer, host, key, nil)
@@ -451,9 +417,7 @@ func (in *install) installMember(ctx context.Context, m string) error {
 			return err
 		}
 		in.set(m, func(r *MemberReport) { r.HostKey = key })
-		if in.o.Observer != nil {
-			in.o.Observer.Installed(m)
-		}
+		in.event(m, PhaseInstall, progress.Done, "")
 	}
 	if mem.Role != "server" {
 		var tok *JoinToken
@@ -461,37 +425,35 @@ func (in *install) installMember(ctx context.Context, m string) error {
 		if tok == nil {
 			return nil
 		}
-		in.progress("%s: waiting until it is a Ready node, to delete its join token %s", mem.HostName, tok.ID)
+		in.event(m, PhaseReady, progress.Running, "waiting until it is a Ready node, to delete its join token %s", tok.ID)
 		if err := in.o.JoinTokens.RevokeWhenReady(ctx, *tok, mem.HostName, in.o.WaitTimeout, in.o.WaitInterval); err != nil {
 			return fmt.Errorf("%s: installed, but %w", mem.HostName, err)
 		}
 		in.set(m, func(r *MemberReport) { r.JoinTokenRevoked = true })
-		in.progress("%s: a Ready node; deleted its join token %s on %s", mem.HostName, tok.ID, tok.Server)
-		if in.o.Observer != nil {
-			in.o.Observer.Ready(m)
-		}
+		in.event(m, PhaseReady, progress.Running, "a Ready node; deleted its join token %s on %s", tok.ID, tok.Server)
+		in.event(m, PhaseReady, progress.Done, "")
 		return nil
 	}
 	if m == in.c.FirstServer {
-		in.progress("%s: waiting for the API to answer /readyz", mem.HostName)
+		in.event(m, PhaseReady, progress.Running, "waiting for the API to answer /readyz")
 		err = in.wait(ctx, mem.HostName, "the API to answer /readyz", func(ctx context.Context) error {
 			return in.o.Readiness.APIReady(ctx, host)
 		})
 	} else {
-		in.progress("%s: waiting until it is a Ready node", mem.HostName)
+		in.event(m, PhaseReady, progress.Running, "waiting until it is a Ready node")
 		err = in.wait(ctx, mem.HostName, "it to be a Ready node", func(ctx context.Context) error {
 			return in.o.Readiness.NodeReady(ctx, host, mem.HostName)
 		})
 	}
-	if err == nil && in.o.Observer != nil {
-		in.o.Observer.Ready(m)
+	if err == nil {
+		in.event(m, PhaseReady, progress.Done, "")
 	}
 	return err
 }
 
 // wait probes until probe succeeds; running out of time is an error that carries the last probe's answer.
 func (in *install) wait(ctx context.Context, host, what string, probe func(context.Context) error) error {
-	last, err := Poll(ctx, in.o.WaitTimeout, in.o.WaitInterval, probe)
+	last, err := wait.Poll(ctx, in.o.WaitTimeout, in.o.WaitInterval, probe)
 	switch {
 	case err == nil:
 		return nil
@@ -499,28 +461,6 @@ func (in *install) wait(ctx context.Context, host, what string, probe func(conte
 		return fmt.Errorf("%s: timed out after %s waiting for %s; last answer: %v", host, in.o.WaitTimeout, what, last)
 	default:
 		return fmt.Errorf("%s: waiting for %s: %w", host, what, err)
-	}
-}
-
-// Poll runs probe every interval until it succeeds or timeout passes. It returns nil on success; otherwise the
-// error of the last probe that finished in time, and why it stopped (context.DeadlineExceeded for the timeout,
-// or ctx's own error).
-func Poll(ctx context.Context, timeout, interval time.Duration, probe func(context.Context) error) (last, err error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		err := probe(ctx)
-		if err == nil {
-			return nil, nil
-		}
-		if ctx.Err() == nil || last == nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-time.After(interval):
-		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/sshtest"
 )
@@ -56,8 +57,9 @@ func setup(t *testing.T, servers, agents []string) *env {
 	return &env{net: n, si: si, c: testCluster(n, servers, agents)}
 }
 
-func (e *env) options(progress *bytes.Buffer) Options {
+func (e *env) options(out *bytes.Buffer) Options {
 	ssh := e.net.SSH()
+	lines := progress.NewLines(out)
 	return Options{
 		Flake:        "/src/flake",
 		Parallel:     2,
@@ -65,11 +67,11 @@ func (e *env) options(progress *bytes.Buffer) Options {
 		WaitTimeout:  5 * time.Second,
 		WaitInterval: 50 * time.Millisecond,
 		Runner:       ssh,
-		Installer:    &NixosAnywhere{Program: filepath.Join(e.si.LocalBin, "nixos-anywhere"), SSH: ssh, Output: progress, Timeout: time.Minute},
+		Installer:    &NixosAnywhere{Program: filepath.Join(e.si.LocalBin, "nixos-anywhere"), SSH: ssh, Progress: lines, Timeout: time.Minute},
 		Readiness:    SSHReadiness{Runner: ssh},
 		Deliverer: &Pinned{SSH: ssh, WaitTimeout: 5 * time.Second, WaitInterval: 50 * time.Millisecond,
-			KeyFrom: InstalledKeyFrom, Record: true, Log: progress},
-		Progress: progress,
+			KeyFrom: InstalledKeyFrom, Record: true, Log: Log(lines)},
+		Progress: lines,
 	}
 }
 
@@ -445,33 +447,50 @@ func TestExtraFilesLayout(t *testing.T) {
 	}
 }
 
-// recorder is an Observer that records its calls; refuse makes Installing fail for that member.
+// recorder records an install's milestones: "installing" from the Installer it wraps (refuse makes it fail
+// for that member before nixos-anywhere runs), "installed", "ready" and "failed" from the events.
 type recorder struct {
+	Installer
 	mu     sync.Mutex
 	calls  []string
 	refuse string
 }
 
 func (r *recorder) add(s string) { r.mu.Lock(); defer r.mu.Unlock(); r.calls = append(r.calls, s) }
-func (r *recorder) Installing(m string) error {
-	r.add("installing " + m)
-	if m == r.refuse {
+func (r *recorder) Install(ctx context.Context, s Step) error {
+	r.add("installing " + s.Member)
+	if s.Member == r.refuse {
 		return errors.New("machine is locked")
 	}
-	return nil
+	return r.Installer.Install(ctx, s)
 }
-func (r *recorder) Installed(m string)         { r.add("installed " + m) }
-func (r *recorder) Ready(m string)             { r.add("ready " + m) }
-func (r *recorder) Failed(m string, err error) { r.add("failed " + m + ": " + err.Error()) }
+func (r *recorder) Report(e progress.Event) {
+	switch {
+	case e.Phase == string(PhaseInstall) && e.Status == progress.Done:
+		r.add("installed " + e.Member)
+	case e.Phase == string(PhaseReady) && e.Status == progress.Done:
+		r.add("ready " + e.Member)
+	case e.Status == progress.Failed && e.Final():
+		r.add("failed " + e.Member + ": " + e.Err.Error())
+	}
+}
 
-func TestObserver(t *testing.T) {
+// observe makes r see o's install.
+func (r *recorder) observe(o *Options) {
+	r.Installer = o.Installer
+	o.Installer = r
+	o.Progress = progress.Tee(o.Progress, r)
+}
+
+func TestEventsTellEachMemberInstalledReadyOrFailed(t *testing.T) {
 	t.Parallel()
 	e := setup(t, []string{"s1"}, []string{"a1", "a2", "a3"})
 	e.si.SetFail(t, "t-a2")
 	rec := &recorder{}
 	o := e.options(&bytes.Buffer{})
 	o.Parallel = 1
-	o.Observer = rec
+	base := o
+	rec.observe(&o)
 	if _, err := Install(context.Background(), e.c, o); err == nil {
 		t.Fatal("no error")
 	}
@@ -481,10 +500,11 @@ func TestObserver(t *testing.T) {
 		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(rec.calls, "\n"), strings.Join(want, "\n"))
 	}
 
-	// Installing refusing stops that member before nixos-anywhere runs.
+	// An Installer that refuses stops that member before nixos-anywhere runs.
 	e.si.SetFail(t)
 	rec = &recorder{refuse: "a3"}
-	o.Observer = rec
+	o = base
+	rec.observe(&o)
 	o.Members = []string{"a3"}
 	before := len(grep(e.si.Log(t), "start "))
 	r, err := Install(context.Background(), e.c, o)

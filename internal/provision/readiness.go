@@ -2,10 +2,12 @@ package provision
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/nix8s/nix8s/internal/kube"
 	"github.com/nix8s/nix8s/internal/remote"
 )
 
@@ -42,12 +44,12 @@ func (r SSHReadiness) NodeReady(ctx context.Context, host remote.Host, node stri
 	if err != nil {
 		return err
 	}
-	n, err := ParseNode(out)
+	n, err := kube.ParseNode(out)
 	if err != nil {
 		return fmt.Errorf("%s: %w", host, err)
 	}
-	if n.Ready != "True" {
-		return fmt.Errorf("node %s is not Ready (Ready=%s)", node, n.Ready)
+	if ok, _ := kube.Ready(n); !ok {
+		return fmt.Errorf("node %s is not Ready (Ready=%s)", node, kube.ReadyStatus(n))
 	}
 	return nil
 }
@@ -59,51 +61,28 @@ type Node struct {
 	KubeletVersion string `json:"kubeletVersion"`
 }
 
-type nodeJSON struct {
-	Metadata struct {
-		Name string `json:"name"`
-	} `json:"metadata"`
-	Status struct {
-		Conditions []struct {
-			Type   string `json:"type"`
-			Status string `json:"status"`
-		} `json:"conditions"`
-		NodeInfo struct {
-			KubeletVersion string `json:"kubeletVersion"`
-		} `json:"nodeInfo"`
-	} `json:"status"`
-}
-
-func (j nodeJSON) node() Node {
-	n := Node{Name: j.Metadata.Name, KubeletVersion: j.Status.NodeInfo.KubeletVersion}
-	for _, c := range j.Status.Conditions {
-		if c.Type == "Ready" {
-			n.Ready = c.Status
-		}
-	}
-	return n
+func nodeOf(n *corev1.Node) Node {
+	return Node{Name: n.Name, Ready: kube.ReadyStatus(n), KubeletVersion: n.Status.NodeInfo.KubeletVersion}
 }
 
 // ParseNode reads `kubectl get node NAME -o json`.
 func ParseNode(data []byte) (Node, error) {
-	var j nodeJSON
-	if err := json.Unmarshal(data, &j); err != nil {
-		return Node{}, fmt.Errorf("reading kubectl's node JSON: %w", err)
+	n, err := kube.ParseNode(data)
+	if err != nil {
+		return Node{}, err
 	}
-	return j.node(), nil
+	return nodeOf(n), nil
 }
 
 // ParseNodes reads `kubectl get nodes -o json`.
 func ParseNodes(data []byte) ([]Node, error) {
-	var list struct {
-		Items []nodeJSON `json:"items"`
+	items, err := kube.ParseNodes(data)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(data, &list); err != nil {
-		return nil, fmt.Errorf("reading kubectl's node list JSON: %w", err)
-	}
-	nodes := make([]Node, len(list.Items))
-	for i, j := range list.Items {
-		nodes[i] = j.node()
+	nodes := make([]Node, len(items))
+	for i := range items {
+		nodes[i] = nodeOf(&items[i])
 	}
 	return nodes, nil
 }

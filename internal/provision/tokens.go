@@ -8,13 +8,12 @@ import (
 	"path/filepath"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/secrets"
 )
 
-// Tokens are the k3s cluster token and agent token of a cluster (nix8s gen-secrets).
-type Tokens struct {
-	Token      string
-	AgentToken string
-}
+// Tokens are the k3s cluster token and agent token of a cluster: the secrets file's (nix8s gen-secrets,
+// secrets.Load), the one tokens type.
+type Tokens = secrets.Tokens
 
 // File is one file written on a member: with the install (nixos-anywhere --extra-files: the host key, the
 // extra files) or over ssh after its first boot (the token files).

@@ -91,9 +91,9 @@ func (n *NixBuild) Build(ctx context.Context, installable string, log io.Writer)
 	// builds it starts go with it.
 	cmd := exec.Command(nix, "--extra-experimental-features", "nix-command flakes", "build", "--no-link",
 		"--print-out-paths", "--print-build-logs", n.Flake+"#"+installable)
-	cmd.Stdout, cmd.Stderr = &out, log
+	cmd.Stdout = &out // the store path: data from stdout only, nix's messages go to the log
 	fmt.Fprintf(log, "nix8s: building %s#%s\n", n.Flake, installable)
-	if err := toolrun.Run(ctx, cmd, toolrun.DefaultGrace); err != nil {
+	if err := toolrun.Exec(ctx, toolrun.Tool{Name: "nix build", Cmd: cmd, Line: func(l string) { fmt.Fprintln(log, l) }}); err != nil {
 		return "", fmt.Errorf("building %s: %w", installable, err)
 	}
 	paths := strings.Fields(out.String())

@@ -1,17 +1,13 @@
 package rollout
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/remote"
 	"github.com/nix8s/nix8s/internal/toolrun"
 )
@@ -27,12 +23,10 @@ type NixosRebuild struct {
 	Flake string
 	// SSH gives the ssh options (known hosts, config file, connect timeout).
 	SSH *remote.SSH
-	// Output receives nixos-rebuild's output, each line prefixed with `[<c>-<m>] ` (stderr).
-	Output io.Writer
+	// Progress gets each line of nixos-rebuild's output as an event (progress.Output); nil discards them.
+	Progress progress.Reporter
 	// Timeout bounds one switch or rollback; 0 means no bound besides the context.
 	Timeout time.Duration
-
-	mu sync.Mutex // serialises lines of concurrent switches
 }
 
 // Args is nixos-rebuild's argument list for switching t (or rolling it back).
@@ -85,47 +79,25 @@ func (n *NixosRebuild) Rollback(ctx context.Context, t Target) error {
 }
 
 func (n *NixosRebuild) run(ctx context.Context, t Target, rollback bool) error {
-	if n.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.Timeout)
-		defer cancel()
-	}
 	// In a process group of its own, ended with the switch (toolrun): its nix copies and ssh go with it.
 	cmd := exec.Command(n.program(), n.Args(t, rollback)...)
 	cmd.Env = append(os.Environ(), "NIX_SSHOPTS="+n.sshOpts(t))
-	output := n.Output
-	if output == nil {
-		output = io.Discard
+	phase := PhaseSwitch
+	if rollback {
+		phase = PhaseRollback
 	}
-	out := &lineWriter{emit: func(line string) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		fmt.Fprintf(output, "[%s] %s\n", t.HostName, line)
-	}}
-	var tail bytes.Buffer
-	cmd.Stdout = out
-	cmd.Stderr = io.MultiWriter(out, &tail)
-	err := toolrun.Run(ctx, cmd, toolrun.DefaultGrace)
-	out.flush()
-	if err == nil {
-		return nil
+	report := n.Progress
+	if report == nil {
+		report = progress.Discard
 	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) && n.Timeout > 0 {
-		return fmt.Errorf("nixos-rebuild timed out after %s", n.Timeout)
-	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		lines := strings.Split(strings.TrimSpace(tail.String()), "\n")
-		if msg := strings.TrimSpace(lines[len(lines)-1]); msg != "" {
-			return fmt.Errorf("nixos-rebuild exited with code %d: %s", exit.ExitCode(), msg)
-		}
-		return fmt.Errorf("nixos-rebuild exited with code %d", exit.ExitCode())
-	}
-	if errors.Is(err, exec.ErrNotFound) {
-		return fmt.Errorf("%s not found on PATH (nix run nixpkgs#nixos-rebuild, or pass --nixos-rebuild)", n.program())
-	}
-	return err
+	return toolrun.Exec(ctx, toolrun.Tool{
+		Name:    "nixos-rebuild",
+		Cmd:     cmd,
+		Timeout: n.Timeout,
+		Install: "nix run nixpkgs#nixos-rebuild, or pass --nixos-rebuild",
+		Line: func(line string) {
+			report.Report(progress.Event{Time: time.Now(), Cluster: t.Cluster, Member: t.Member, Node: t.HostName,
+				Phase: string(phase), Status: progress.Output, Message: line})
+		},
+	})
 }

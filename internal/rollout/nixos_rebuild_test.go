@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/remote"
 )
 
@@ -23,8 +24,8 @@ func TestNixosRebuildRunsSwitchAndRollbackOverTheSystemSSH(t *testing.T) {
 	var out strings.Builder
 	n := &NixosRebuild{
 		Program: prog, Flake: "/srv/infra",
-		SSH:    &remote.SSH{KnownHostsFile: "/etc/nix8s/known_hosts"},
-		Output: &out,
+		SSH:      &remote.SSH{KnownHostsFile: "/etc/nix8s/known_hosts"},
+		Progress: progress.NewLines(&out),
 	}
 	tg := Target{Cluster: "prod", Member: "agent1", HostName: "prod-agent1", Role: "agent",
 		Host: remote.Host{Name: "prod-agent1", Addr: "10.0.0.21", User: "deploy", Port: 2222}}

@@ -1,21 +1,22 @@
 package rollout
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/kubectl/pkg/drain"
+
+	"github.com/nix8s/nix8s/internal/kube"
+	"github.com/nix8s/nix8s/internal/progress"
+	"github.com/nix8s/nix8s/internal/wait"
 )
 
 // preflight reaches the API server and checks that every selected member is a registered node, before
@@ -167,8 +168,12 @@ func orUnknown(s string) string {
 	return s
 }
 
-func (ro *rollout) helper(ctx context.Context, node string) *drain.Helper {
-	out := &lineWriter{emit: func(line string) { ro.progress("%s: %s", node, line) }}
+func (ro *rollout) helper(ctx context.Context, node string, phase Phase) *drain.Helper {
+	member := ro.memberOf(node)
+	out := progress.Writer(ro.em.Reporter, func(line string) progress.Event {
+		return progress.Event{Time: time.Now(), Cluster: ro.c.Name, Member: member, Node: node, Phase: string(phase),
+			Status: progress.Running, Message: line}
+	})
 	return &drain.Helper{
 		Ctx:                  ctx,
 		Client:               ro.o.Client,
@@ -191,20 +196,22 @@ func (ro *rollout) cordon(ctx context.Context, node string, unschedulable bool) 
 	if err != nil {
 		return err
 	}
+	phase := PhaseCordon
 	if unschedulable {
-		ro.progress("%s: cordoning", node)
+		ro.event(node, phase, progress.Running, "cordoning")
 	} else {
-		ro.progress("%s: uncordoning", node)
+		phase = PhaseUncordon
+		ro.event(node, phase, progress.Running, "uncordoning")
 	}
-	return drain.RunCordonOrUncordon(ro.helper(ctx, node), n, unschedulable)
+	return drain.RunCordonOrUncordon(ro.helper(ctx, node, phase), n, unschedulable)
 }
 
 // drain evicts the node's pods through the eviction API, so PodDisruptionBudgets are honoured; an eviction
 // a budget refuses is retried until DrainTimeout, then the drain fails.
 func (ro *rollout) drain(ctx context.Context, node string) error {
-	ro.progress("%s: draining", node)
+	ro.event(node, PhaseDrain, progress.Running, "draining")
 	start := time.Now()
-	if err := drain.RunNodeDrain(ro.helper(ctx, node), node); err != nil {
+	if err := drain.RunNodeDrain(ro.helper(ctx, node, PhaseDrain), node); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -232,40 +239,37 @@ func (ro *rollout) leaseRenewal(ctx context.Context, node string) *metav1.MicroT
 // the Lease is renewed every 10 s by a running kubelet, and both times come from the node's clock.
 func (ro *rollout) waitReady(ctx context.Context, node string, switched *metav1.MicroTime) error {
 	if ro.wantVersion != "" {
-		ro.progress("%s: waiting until Ready with kubelet %s", node, ro.wantVersion)
+		ro.event(node, PhaseReady, progress.Running, "waiting until Ready with kubelet %s", ro.wantVersion)
 	} else {
-		ro.progress("%s: waiting until Ready", node)
+		ro.event(node, PhaseReady, progress.Running, "waiting until Ready")
 	}
-	ctx, cancel := context.WithTimeout(ctx, ro.o.ReadyTimeout)
-	defer cancel()
-	last := "no answer from the API server yet"
-	for {
+	last, err := wait.Poll(ctx, ro.o.ReadyTimeout, ro.o.PollInterval, func(ctx context.Context) error {
 		n, err := ro.o.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ready, why := kube.Ready(n)
+		version := n.Status.NodeInfo.KubeletVersion
 		switch {
-		case err == nil:
-			ready, why := nodeReady(n)
-			version := n.Status.NodeInfo.KubeletVersion
-			switch {
-			case !ready:
-				last = why
-			case ro.wantVersion != "" && version != ro.wantVersion:
-				last = fmt.Sprintf("Ready, but its kubelet runs %s, not %s", orUnknown(version), ro.wantVersion)
-			case !ro.renewedSince(ctx, node, switched):
-				last = "Ready, but its kubelet has not renewed the node's lease since the switch"
-			default:
-				return nil
-			}
-		case ctx.Err() == nil:
-			last = err.Error()
+		case !ready:
+			return errors.New(why)
+		case ro.wantVersion != "" && version != ro.wantVersion:
+			return fmt.Errorf("Ready, but its kubelet runs %s, not %s", orUnknown(version), ro.wantVersion)
+		case !ro.renewedSince(ctx, node, switched):
+			return errors.New("Ready, but its kubelet has not renewed the node's lease since the switch")
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("node %q not Ready after %s: %s", node, ro.o.ReadyTimeout, last)
-			}
-			return ctx.Err()
-		case <-time.After(ro.o.PollInterval):
+		return nil
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		if last == nil {
+			last = errors.New("no answer from the API server yet")
 		}
+		return fmt.Errorf("node %q not Ready after %s: %s", node, ro.o.ReadyTimeout, last)
+	default:
+		return err
 	}
 }
 
@@ -277,57 +281,4 @@ func (ro *rollout) renewedSince(ctx context.Context, node string, switched *meta
 	}
 	l, err := ro.o.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, node, metav1.GetOptions{})
 	return err == nil && l.Spec.RenewTime != nil && switched.Before(l.Spec.RenewTime)
-}
-
-// nodeReady says whether the node's Ready condition is True, and if not, what it says instead.
-func nodeReady(n *corev1.Node) (bool, string) {
-	for _, c := range n.Status.Conditions {
-		if c.Type != corev1.NodeReady {
-			continue
-		}
-		if c.Status == corev1.ConditionTrue {
-			return true, ""
-		}
-		why := "Ready=" + string(c.Status)
-		if c.Reason != "" {
-			why += " (" + c.Reason
-			if c.Message != "" {
-				why += ": " + c.Message
-			}
-			why += ")"
-		}
-		return false, why
-	}
-	return false, "no Ready condition reported"
-}
-
-// lineWriter hands each complete line written to it to emit, without its newline.
-type lineWriter struct {
-	emit func(line string)
-	mu   sync.Mutex
-	buf  bytes.Buffer
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	for {
-		line, err := w.buf.ReadString('\n')
-		if err == io.EOF {
-			w.buf.WriteString(line)
-			return len(p), nil
-		}
-		w.emit(strings.TrimRight(line, "\n"))
-	}
-}
-
-// flush emits what is left without a newline.
-func (w *lineWriter) flush() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.buf.Len() > 0 {
-		w.emit(w.buf.String())
-		w.buf.Reset()
-	}
 }

@@ -10,9 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nix8s/nix8s/internal/core"
+	"github.com/nix8s/nix8s/internal/progress"
 	"github.com/nix8s/nix8s/internal/remote"
 )
 
@@ -42,6 +40,8 @@ const (
 	PhaseSwitch   Phase = "switch"
 	PhaseReady    Phase = "wait-ready"
 	PhaseUncordon Phase = "uncordon"
+	// PhaseRollback is the return to the previous generation after a failure (Options.Rollback).
+	PhaseRollback Phase = "rollback"
 )
 
 // Kind says which of the plan's orders a rollout follows.
@@ -84,6 +84,13 @@ type Switcher interface {
 	Rollback(ctx context.Context, t Target) error
 }
 
+// Preparer is implemented by Switchers that must agree before a member's turn begins (nix8sd's jobs: the
+// member's lock, the machine's move to rebuilding). An error fails that member in the cordon phase with
+// nothing touched.
+type Preparer interface {
+	Prepare(ctx context.Context, t Target) error
+}
+
 // Describer is implemented by Switchers that can say what they would run, for dry runs.
 type Describer interface {
 	Describe(t Target) string
@@ -121,24 +128,12 @@ type Options struct {
 	Client kubernetes.Interface
 	// Switcher switches members (NixosRebuild).
 	Switcher Switcher
-	// Progress receives progress lines (stderr); nil discards them.
-	Progress io.Writer
-	// Observer, when set, hears of each member's progress (nix8sd moves the assigned machine through
-	// rebuilding); nil observes nothing.
-	Observer Observer
-}
-
-// Observer hears what happens to each member while Rollout runs. Calls for different agents may come
-// concurrently (MaxUnavailable > 1). A dry run, and members an earlier failure kept from starting, see
-// nothing.
-type Observer interface {
-	// Starting comes when the member's turn begins, before its node is cordoned: cordon, drain and switch
-	// are all part of switching it. An error fails that member in the cordon phase with nothing touched.
-	Starting(member string) error
-	// Ready comes when the switched node is Ready again, before it is uncordoned.
-	Ready(member string)
-	// Failed comes when the member failed, in the phase that failed, with the error the report holds.
-	Failed(member string, phase Phase, err error)
+	// Progress gets the rollout's events; nil discards them. Each member's phases come as Running events
+	// (PhaseCordon ... PhaseUncordon), the switched node being Ready again as Done of PhaseReady (before it is
+	// uncordoned), a failure as Failed of the phase that failed (its message the error the report holds),
+	// then the member's end (no phase: Done or Failed). Events for different agents may come concurrently
+	// (MaxUnavailable > 1). A dry run, and members an earlier failure kept from starting, send none.
+	Progress progress.Reporter
 }
 
 func (o *Options) defaults() {
@@ -159,7 +154,7 @@ func (o *Options) defaults() {
 		o.EvictRetryDelay = min(DefaultEvictRetryDelay, max(o.DrainTimeout/10, 100*time.Millisecond))
 	}
 	if o.Progress == nil {
-		o.Progress = io.Discard
+		o.Progress = progress.Discard
 	}
 }
 
@@ -203,36 +198,7 @@ type MemberReport struct {
 
 // Counts renders "3 done, 1 failed" for the statuses present.
 func (r *Report) Counts() string {
-	n := map[Status]int{}
-	for _, m := range r.Members {
-		n[m.Status]++
-	}
-	var parts []string
-	for _, s := range []Status{Done, Failed, NotStarted, Planned} {
-		if n[s] > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s", n[s], s))
-		}
-	}
-	return strings.Join(parts, ", ")
-}
-
-// CheckMembers reports unknown member names, listing the cluster's members.
-func CheckMembers(c core.Cluster, members []string) error {
-	var unknown []string
-	for _, m := range members {
-		if _, ok := c.Members[m]; !ok {
-			unknown = append(unknown, fmt.Sprintf("%q", m))
-		}
-	}
-	if len(unknown) == 0 {
-		return nil
-	}
-	names := make([]string, 0, len(c.Members))
-	for m := range c.Members {
-		names = append(names, m)
-	}
-	sort.Strings(names)
-	return fmt.Errorf("cluster %q has no member %s; members: %s", c.Name, strings.Join(unknown, ", "), strings.Join(names, ", "))
+	return progress.Counts(r.Members, func(m MemberReport) Status { return m.Status }, Done, Failed, NotStarted, Planned)
 }
 
 // Rollout rolls the members of cluster c out. The error is the first failure (also in the report); the
@@ -243,7 +209,7 @@ func Rollout(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 	if o.MaxUnavailable < 1 {
 		return nil, fmt.Errorf("max-unavailable must be at least 1, got %d", o.MaxUnavailable)
 	}
-	if err := CheckMembers(c, o.Members); err != nil {
+	if err := c.CheckMembers(o.Members); err != nil {
 		return nil, err
 	}
 	if !o.DryRun && o.Client == nil {
@@ -252,9 +218,12 @@ func Rollout(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 	if !o.DryRun && o.Switcher == nil {
 		return nil, errors.New("rollout: no Switcher")
 	}
-	ro := &rollout{c: c, o: o, index: map[string]int{}}
+	ro := &rollout{c: c, o: o, index: map[string]int{}, em: progress.Emitter{Reporter: o.Progress, Cluster: c.Name}}
 	if !o.DryRun {
 		if err := ro.preflight(ctx); err != nil {
+			return nil, err
+		}
+		if err := ro.requireCozystack(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -266,20 +235,10 @@ func Rollout(ctx context.Context, c core.Cluster, o Options) (*Report, error) {
 	if kind == Upgrade {
 		planned = c.UpgradeRolloutWaves
 	}
-	// The plan's waves cut down to the selected members.
-	var waves [][]string
+	waves := core.SelectWaves(planned, o.Members)
 	var selected []string
-	for _, wave := range planned {
-		var w []string
-		for _, m := range wave {
-			if len(o.Members) == 0 || slices.Contains(o.Members, m) {
-				w = append(w, m)
-			}
-		}
-		if len(w) > 0 {
-			waves = append(waves, w)
-			selected = append(selected, w...)
-		}
+	for _, w := range waves {
+		selected = append(selected, w...)
 	}
 	ro.report = &Report{Cluster: c.Name, Kind: kind, MaxUnavailable: o.MaxUnavailable, DryRun: o.DryRun}
 	if kind == Upgrade {
@@ -338,15 +297,30 @@ type rollout struct {
 	o           Options
 	wantVersion string // the kubelet version a switched node must report (Upgrade only)
 
-	mu     sync.Mutex // guards report and progress output
+	em progress.Emitter
+
+	mu     sync.Mutex // guards report
 	report *Report
 	index  map[string]int
 }
 
-func (ro *rollout) progress(format string, args ...any) {
-	ro.mu.Lock()
-	defer ro.mu.Unlock()
-	fmt.Fprintf(ro.o.Progress, "nix8s: "+format+"\n", args...)
+// progress is a message of the rollout as a whole.
+func (ro *rollout) progress(format string, args ...any) { ro.em.Say(format, args...) }
+
+// event reports what happens to the member whose node is node.
+func (ro *rollout) event(node string, phase Phase, status progress.Status, format string, args ...any) {
+	ro.em.Emit(progress.Event{Member: ro.memberOf(node), Node: node, Phase: string(phase), Status: status,
+		Message: fmt.Sprintf(format, args...)})
+}
+
+// memberOf is the member whose host name is node.
+func (ro *rollout) memberOf(node string) string {
+	for m, mem := range ro.c.Members {
+		if mem.HostName == node {
+			return m
+		}
+	}
+	return ""
 }
 
 func (ro *rollout) set(m string, f func(*MemberReport)) {
@@ -423,12 +397,12 @@ func (ro *rollout) runBatch(ctx context.Context, batch []string) error {
 func (ro *rollout) member(ctx context.Context, m string) error {
 	t := ro.target(m)
 	start := time.Now()
-	ro.progress("%s: rolling out (%s)", t.HostName, t.Role)
+	ro.event(t.HostName, "", progress.Running, "rolling out (%s)", t.Role)
 	phase, err := ro.phases(ctx, t)
 	secs := time.Since(start).Round(time.Millisecond).Seconds()
 	if err == nil {
 		ro.set(m, func(r *MemberReport) { r.Status, r.Seconds = Done, secs })
-		ro.progress("%s: done in %s", t.HostName, time.Since(start).Round(100*time.Millisecond))
+		ro.event(t.HostName, "", progress.Done, "done in %s", time.Since(start).Round(100*time.Millisecond))
 		return nil
 	}
 	err = fmt.Errorf("%s: %s: %w", t.HostName, phase, err)
@@ -436,13 +410,12 @@ func (ro *rollout) member(ctx context.Context, m string) error {
 		r.Status, r.Phase, r.Error, r.Seconds = Failed, phase, err.Error(), secs
 		r.Cordoned = phase != PhaseCordon
 	})
-	ro.progress("%s: failed in %s", t.HostName, phase)
-	if ro.o.Observer != nil {
-		ro.o.Observer.Failed(m, phase, err)
-	}
 	if ro.o.Rollback {
 		ro.rollback(ctx, t, phase)
 	}
+	// The member's end: the phase that failed, with the error the report holds.
+	ro.em.Emit(progress.Event{Member: m, Node: t.HostName, Phase: string(phase), Status: progress.Failed,
+		Message: fmt.Sprintf("failed in %s", phase), Err: err})
 	if phase != PhaseCordon {
 		ro.progress("hint: node %q is left cordoned; 'kubectl uncordon %s' once it is healthy", t.HostName, t.HostName)
 	}
@@ -450,8 +423,8 @@ func (ro *rollout) member(ctx context.Context, m string) error {
 }
 
 func (ro *rollout) phases(ctx context.Context, t Target) (Phase, error) {
-	if ro.o.Observer != nil {
-		if err := ro.o.Observer.Starting(t.Member); err != nil {
+	if p, ok := ro.o.Switcher.(Preparer); ok {
+		if err := p.Prepare(ctx, t); err != nil {
 			return PhaseCordon, err
 		}
 	}
@@ -461,7 +434,7 @@ func (ro *rollout) phases(ctx context.Context, t Target) (Phase, error) {
 	if err := ro.drain(ctx, t.HostName); err != nil {
 		return PhaseDrain, err
 	}
-	ro.progress("%s: switching", t.HostName)
+	ro.event(t.HostName, PhaseSwitch, progress.Running, "switching")
 	if err := ro.o.Switcher.Switch(ctx, t); err != nil {
 		return PhaseSwitch, err
 	}
@@ -469,9 +442,7 @@ func (ro *rollout) phases(ctx context.Context, t Target) (Phase, error) {
 	if err := ro.waitReady(ctx, t.HostName, switched); err != nil {
 		return PhaseReady, err
 	}
-	if ro.o.Observer != nil {
-		ro.o.Observer.Ready(t.Member)
-	}
+	ro.em.Emit(progress.Event{Member: t.Member, Node: t.HostName, Phase: string(PhaseReady), Status: progress.Done})
 	if err := ro.cordon(ctx, t.HostName, false); err != nil {
 		return PhaseUncordon, err
 	}
@@ -482,17 +453,17 @@ func (ro *rollout) phases(ctx context.Context, t Target) (Phase, error) {
 // way: whether it is healthy again is for a person to judge.
 func (ro *rollout) rollback(ctx context.Context, t Target, phase Phase) {
 	if phase != PhaseSwitch && phase != PhaseReady {
-		ro.progress("%s: no rollback: its configuration was never switched", t.HostName)
+		ro.event(t.HostName, PhaseRollback, progress.Running, "no rollback: its configuration was never switched")
 		return
 	}
 	// The rollout's context may be what failed (interrupt): the rollback gets its own bounded one.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ro.o.ReadyTimeout)
 	defer cancel()
-	ro.progress("%s: rolling back to the previous generation", t.HostName)
+	ro.event(t.HostName, PhaseRollback, progress.Running, "rolling back to the previous generation")
 	result := "done"
 	if err := ro.o.Switcher.Rollback(rctx, t); err != nil {
 		result = "failed: " + err.Error()
-		ro.progress("%s: rollback failed: %s", t.HostName, err)
+		ro.event(t.HostName, PhaseRollback, progress.Running, "rollback failed: %s", err)
 	}
 	ro.set(t.Member, func(r *MemberReport) { r.Rollback = result })
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/nix8s/nix8s/internal/core"
 	"github.com/nix8s/nix8s/internal/k8stest"
+	"github.com/nix8s/nix8s/internal/progress"
 )
 
 var env *k8stest.Env
@@ -624,7 +625,7 @@ func TestBadInput(t *testing.T) {
 		{
 			name: "unknown member", running: v131, want: v131,
 			opts: func(o *Options) { o.Members = []string{"agent1", "agent9", "db"} },
-			err:  `cluster "bad" has no member "agent9", "db"; members: agent1, agent2, server1, server2`,
+			err:  `cluster "bad" has no member "agent9", "db"; members: "agent1", "agent2", "server1", "server2"`,
 		},
 		{
 			name: "max-unavailable below 1", running: v131, want: v131,
@@ -780,9 +781,11 @@ func TestAnInterruptStopsTheRolloutLikeAFailure(t *testing.T) {
 	}
 }
 
-// observed records an Observer's calls as "starting agent1", "ready agent1", "failed agent2 drain".
+// observed records a rollout's milestones as "starting agent1" (Preparer), "ready agent1" (Done of PhaseReady),
+// "failed agent2 drain" (the member's Failed event).
 type observed struct {
-	refuse map[string]error // Starting answers this for the member
+	Switcher
+	refuse map[string]error // Prepare answers this for the member
 
 	mu    sync.Mutex
 	calls []string
@@ -794,16 +797,24 @@ func (o *observed) add(s string) {
 	o.calls = append(o.calls, s)
 }
 
-func (o *observed) Starting(m string) error {
-	o.add("starting " + m)
-	return o.refuse[m]
-}
-func (o *observed) Ready(m string) { o.add("ready " + m) }
-func (o *observed) Failed(m string, phase Phase, _ error) {
-	o.add(fmt.Sprintf("failed %s %s", m, phase))
+func (o *observed) Prepare(_ context.Context, t Target) error {
+	o.add("starting " + t.Member)
+	return o.refuse[t.Member]
 }
 
-func TestTheObserverHearsEachMemberStartBecomeReadyAndFail(t *testing.T) {
+func (o *observed) Report(e progress.Event) {
+	switch {
+	case e.Phase == string(PhaseReady) && e.Status == progress.Done:
+		o.add("ready " + e.Member)
+	case e.Status == progress.Failed:
+		if !e.Final() || e.Err == nil {
+			o.add("bad failure event " + e.Line())
+		}
+		o.add(fmt.Sprintf("failed %s %s", e.Member, e.Phase))
+	}
+}
+
+func TestEventsTellEachMemberStartBecomeReadyAndFail(t *testing.T) {
 	c := newCluster(t, "obs", 1, 3, v131, v131)
 	if err := k8stest.RunPod(t.Context(), env.Client, k8stest.Pod{Namespace: "obs", Name: "db-0", Node: "obs-agent2",
 		Owner: k8stest.ReplicaSet, OwnerName: "db", Labels: map[string]string{"app": "db"}}); err != nil {
@@ -812,10 +823,10 @@ func TestTheObserverHearsEachMemberStartBecomeReadyAndFail(t *testing.T) {
 	if err := k8stest.AddPDB(t.Context(), env.Client, "obs", "db", "db", 1, 1, 0); err != nil {
 		t.Fatal(err)
 	}
-	ob := &observed{}
 	o := opts(newStandIn(""))
+	ob := &observed{Switcher: o.Switcher}
 	o.DrainTimeout = time.Second
-	o.Observer = ob
+	o.Switcher, o.Progress = ob, ob
 	if _, err := Rollout(t.Context(), c, o); err == nil {
 		t.Fatal("rollout succeeded; want it stopped by the PodDisruptionBudget")
 	}
@@ -824,9 +835,9 @@ func TestTheObserverHearsEachMemberStartBecomeReadyAndFail(t *testing.T) {
 		t.Errorf("observed %v, want %v", ob.calls, want)
 	}
 
-	// A member the observer refuses fails before its node is cordoned.
-	ob = &observed{refuse: map[string]error{"agent3": errors.New("machine is locked")}}
-	o.Observer, o.Members = ob, []string{"agent3"}
+	// A member the Preparer refuses fails before its node is cordoned.
+	ob = &observed{Switcher: ob.Switcher, refuse: map[string]error{"agent3": errors.New("machine is locked")}}
+	o.Switcher, o.Progress, o.Members = ob, ob, []string{"agent3"}
 	r, err := Rollout(t.Context(), c, o)
 	if err == nil || err.Error() != "obs-agent3: cordon: machine is locked" {
 		t.Fatalf("error %v, want obs-agent3: cordon: machine is locked", err)
@@ -838,9 +849,9 @@ func TestTheObserverHearsEachMemberStartBecomeReadyAndFail(t *testing.T) {
 		t.Errorf("observed %v, want %v", ob.calls, want)
 	}
 
-	// A dry run observes nothing.
-	ob = &observed{}
-	o.Observer, o.Members, o.DryRun = ob, nil, true
+	// A dry run reports no milestones and prepares nothing.
+	ob = &observed{Switcher: ob.Switcher}
+	o.Switcher, o.Progress, o.Members, o.DryRun = ob, ob, nil, true
 	if _, err := Rollout(t.Context(), c, o); err != nil || len(ob.calls) != 0 {
 		t.Errorf("dry run: %v, observed %v", err, ob.calls)
 	}

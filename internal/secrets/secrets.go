@@ -20,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/nix8s/nix8s/internal/atomicfile"
 	"github.com/nix8s/nix8s/internal/core"
 )
 
@@ -108,7 +109,7 @@ func Generate(ctx context.Context, o Options) (*Result, error) {
 		}
 		res.Encrypted = true
 	}
-	if err := WriteAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -120,40 +121,6 @@ func token(r io.Reader) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b), nil
-}
-
-// WriteAtomic writes data to path with mode: a temporary file in the same directory, synced, then renamed
-// over path. On failure nothing is left behind.
-func WriteAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return nil
 }
 
 // Layout creates the secrets directory with .gitignore, .sops.yaml and README.md, each only when missing,
@@ -174,7 +141,7 @@ func Layout(dir string, ageRecipients []string) ([]string, error) {
 		if _, err := os.Lstat(p); err == nil {
 			continue
 		}
-		if err := WriteAtomic(p, []byte(f.content), 0o644); err != nil {
+		if err := atomicfile.Write(p, []byte(f.content), 0o644); err != nil {
 			return created, err
 		}
 		created = append(created, p)
