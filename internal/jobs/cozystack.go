@@ -41,19 +41,30 @@ func (p CozystackParams) Check() error {
 // CozystackStatus reads cluster c's Cozystack platform once (cozystack.Status, as nix8s cozystack status),
 // reaching its API server as ClusterClient does.
 func (r *Runner) CozystackStatus(ctx context.Context, c core.Cluster) (*cozystack.Report, error) {
-	if c.Cozystack == nil {
-		return nil, fmt.Errorf("cluster %q has no Cozystack: set clusters.%s.cozystack.enable = true", c.Name, c.Name)
-	}
-	cfg, done, err := r.configFor(ctx, c)
+	rc, done, err := r.cozystackAPI(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
+	return cozystack.Status(ctx, rc, c)
+}
+
+// cozystackAPI is how the Cozystack operations reach cluster c's API server (as ClusterClient does); done
+// ends what reaching it needed (the members' host keys written for ssh).
+func (r *Runner) cozystackAPI(ctx context.Context, c core.Cluster) (*rest.Config, func(), error) {
+	if c.Cozystack == nil {
+		return nil, nil, fmt.Errorf("cluster %q has no Cozystack: set clusters.%s.cozystack.enable = true", c.Name, c.Name)
+	}
+	cfg, done, err := r.configFor(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
 	rc, err := cfg.restConfig(ctx, c)
 	if err != nil {
-		return nil, err
+		done()
+		return nil, nil, err
 	}
-	return cozystack.Status(ctx, rc, c)
+	return rc, done, nil
 }
 
 // cozystackBootstrap is the handler of cozystack-bootstrap jobs: the manifests are downloaded from the plan's
@@ -81,18 +92,11 @@ func (r *Runner) cozystackBootstrap(ctx context.Context, j *store.Job, log io.Wr
 	if err != nil {
 		return nil, err
 	}
-	if c.Cozystack == nil {
-		return nil, fmt.Errorf("cluster %q has no Cozystack: set clusters.%s.cozystack.enable = true", c.Name, c.Name)
-	}
-	cfg, done, err := r.configFor(ctx, c)
+	rc, done, err := r.cozystackAPI(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	rc, err := cfg.restConfig(ctx, c)
-	if err != nil {
-		return nil, err
-	}
 	steps, err := cozystack.Bootstrap(ctx, cozystack.Options{Cluster: c, Config: rc, Timeout: timeout,
 		Report: func(s cozystack.Step) {
 			state := "done"
