@@ -172,7 +172,8 @@ type pxeDeps struct {
 // without a MAC is an error, since no machine can ever be matched to it; otherwise an operator may still assign
 // a discovered machine to it over REST. listen is the address of the listener machines reach.
 func setupPXE(ctx context.Context, p *pxeOptions, d pxeDeps, cfg map[string]any, fromFile bool, listen, flake string) (*pxeServices, error) {
-	st, log := d.store, d.log
+	// Network boot's log lines say component=pxe (not a prefix in each message).
+	st, log := d.store, d.log.With("component", "pxe")
 	view, err := d.core.PXE(ctx, p.overlay(cfg), p.clusters)
 	if err != nil {
 		var inv *core.InvalidError
@@ -191,7 +192,7 @@ func setupPXE(ctx context.Context, p *pxeOptions, d pxeDeps, cfg map[string]any,
 		log.Warn("config", "path", w.Path, "warning", w.Message)
 	}
 	for _, w := range view.Unmatched {
-		log.Warn("pxe: a served member no machine boots as yet; assign a discovered machine to it", "path", w.Path, "warning", w.Message)
+		log.Warn("a served member no machine boots as yet; assign a discovered machine to it", "path", w.Path, "warning", w.Message)
 	}
 	srv := view.Server
 	var errs []error
@@ -245,7 +246,7 @@ func setupPXE(ctx context.Context, p *pxeOptions, d pxeDeps, cfg map[string]any,
 		if p.discovery && dir.Exists("discovery") {
 			discovery = "discovery"
 		} else if p.discovery {
-			log.Warn("pxe: no discovery image in the images directory; unknown machines fall through", "dir", p.images+"/discovery")
+			log.Warn("no discovery image in the images directory; unknown machines fall through", "dir", p.images+"/discovery")
 		}
 	} else {
 		s.nixb = &pxe.NixBuild{Flake: flake, Nix: p.nix}
@@ -287,7 +288,7 @@ func setupPXE(ctx context.Context, p *pxeOptions, d pxeDeps, cfg map[string]any,
 		}
 		return nil, err
 	}
-	log.Info("pxe: serving network boot", "interface", iface, "ip", ip.String(), "mode", mode, "url", base,
+	log.Info("serving network boot", "interface", iface, "ip", ip.String(), "mode", mode, "url", base,
 		"clusters", p.clusters.String(), "machines", len(view.Machines), "bootFiles", files.String(), "approve", srv.Approve)
 	return s, nil
 }
@@ -366,11 +367,11 @@ func (s *pxeServices) buildDiscovery(ctx context.Context) {
 	var log strings.Builder
 	id, err := s.nixb.Build(ctx, pxe.DiscoveryInstallable, &log)
 	if err != nil {
-		s.log.Error("pxe: building the discovery image failed; unknown machines fall through", "err", err, "log", tail(log.String(), 2000))
+		s.log.Error("building the discovery image failed; unknown machines fall through", "err", err, "log", tail(log.String(), 2000))
 		return
 	}
 	s.adapter.SetDiscoveryImage(id)
-	s.log.Info("pxe: discovery image ready", "image", id)
+	s.log.Info("discovery image ready", "image", id)
 }
 
 func tail(s string, n int) string {

@@ -171,7 +171,7 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer, 
 	runner := &jobs.Runner{Store: st, Planner: inv, Config: o.operations(flakeDir), KubeconfigFile: o.kubeconfig,
 		Worker: actor, Concurrency: o.jobs, Timeout: o.jobTimeout, Logger: log}
 	// The clusters' API servers say when a node registered (joined) and is Ready (ready).
-	watcher := &nodewatch.Watcher{Store: st, Clients: runner.NodeClient, HostNames: inv.HostNames, Interval: o.pxe.nodeWatch, Logger: log,
+	watcher := &nodewatch.Watcher{Store: st, Clients: runner.NodeClient, HostNames: inv.HostNames, Interval: o.pxe.nodeWatch, Logger: log.With("component", "nodewatch"),
 		// In a Cozystack cluster not bootstrapped yet, registered counts as ready (docs/cozystack.md).
 		Cozystack: func(ctx context.Context, cluster string) (bool, error) {
 			c, err := inv.ClusterPlan(ctx, cluster)

@@ -162,7 +162,7 @@ func (r *Runner) Installed(ctx context.Context, mac, hostKey string) {
 		_, err = r.QueueDeliverSecrets(context.WithoutCancel(ctx), *m.Cluster, *m.Member, mac, hostKey)
 	}
 	if err != nil {
-		r.Logger.Error("pxe: could not queue the delivery of the installed machine's secrets", "mac", mac, "err", err)
+		r.Logger.Error("could not queue the delivery of the installed machine's secrets", "mac", mac, "err", err)
 	}
 }
 

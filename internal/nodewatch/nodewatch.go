@@ -113,7 +113,7 @@ func (w *Watcher) pass(ctx context.Context) {
 	clusters, err := w.waiting(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			w.logger().Error("nodewatch: listing machines", "err", err)
+			w.logger().Error("listing machines", "err", err)
 		}
 		return
 	}
@@ -126,7 +126,7 @@ func (w *Watcher) pass(ctx context.Context) {
 	w.mu.Unlock()
 	for _, c := range clusters {
 		if err := w.Sync(ctx, c); err != nil && ctx.Err() == nil {
-			w.logger().Warn("nodewatch: cluster "+c, "cluster", c, "err", err)
+			w.logger().Warn("cluster "+c, "cluster", c, "err", err)
 		}
 	}
 }
@@ -304,13 +304,13 @@ func (w *Watcher) syncMachine(ctx context.Context, m *store.Machine, host string
 func (w *Watcher) move(ctx context.Context, m *store.Machine, to store.State, reason string) (*store.Machine, error) {
 	next, err := w.Store.UpdateMachine(ctx, w.actor(), m.MAC, store.MachineChange{Version: m.Version, State: &to, Reason: reason})
 	if errors.Is(err, store.ErrConflict) {
-		w.logger().Info("nodewatch: machine changed meanwhile; next pass", "mac", m.MAC, "to", to, "err", err)
+		w.logger().Info("machine changed meanwhile; next pass", "mac", m.MAC, "to", to, "err", err)
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	w.logger().Info("nodewatch: machine "+string(m.State)+" -> "+string(to), "mac", m.MAC, "cluster", *m.Cluster, "member", *m.Member, "reason", reason)
+	w.logger().Info("machine "+string(m.State)+" -> "+string(to), "mac", m.MAC, "cluster", *m.Cluster, "member", *m.Member, "reason", reason)
 	return next, nil
 }
 

@@ -220,7 +220,7 @@ func (d *DHCP) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	d.Logger.Info("pxe: dhcp serving", "mode", d.Mode, "interface", d.Interface, "server", d.ServerIP.String())
+	d.Logger.Info("dhcp serving", "mode", d.Mode, "interface", d.Interface, "server", d.ServerIP.String())
 	<-ctx.Done()
 	for _, c := range conns {
 		c.Close()
@@ -271,7 +271,7 @@ func (d *DHCP) work(ctx context.Context, known, others <-chan packet) {
 func (d *DHCP) serve(ctx context.Context, p packet) {
 	reply, err := d.Handle(ctx, p.m, p.alt)
 	if err != nil {
-		d.Logger.Warn("pxe: dhcp", "mac", p.m.ClientHWAddr.String(), "err", err)
+		d.Logger.Warn("dhcp", "mac", p.m.ClientHWAddr.String(), "err", err)
 	}
 	if reply == nil {
 		d.Metrics.dhcpDrop("ignored", p.class)
@@ -287,7 +287,7 @@ func (d *DHCP) serve(ctx context.Context, p packet) {
 		dst = &net.UDPAddr{IP: p.m.ClientIPAddr, Port: 68}
 	}
 	if _, err := p.conn.WriteTo(reply.ToBytes(), dst); err != nil {
-		d.Logger.Warn("pxe: dhcp reply", "mac", p.m.ClientHWAddr.String(), "dst", dst.String(), "err", err)
+		d.Logger.Warn("dhcp reply", "mac", p.m.ClientHWAddr.String(), "dst", dst.String(), "err", err)
 		return
 	}
 	d.Metrics.dhcpReply(string(d.Mode), strings.ToLower(reply.MessageType().String()))
@@ -545,7 +545,7 @@ func (d *DHCP) haveBootFile(m *dhcpv4.DHCPv4, fw Firmware) bool {
 		return true
 	}
 	d.Metrics.noBootFile(archLabel(arch), reason)
-	d.Logger.Warn("pxe: no boot file for this client's architecture; not answering it, so it tries its next boot device",
+	d.Logger.Warn("no boot file for this client's architecture; not answering it, so it tries its next boot device",
 		"mac", m.ClientHWAddr.String(), "arch", int(arch), "archName", archNames[arch], "reason", reason,
 		"hint", "put the architecture's iPXE binary into the iPXE directory and name it with --pxe-boot-file ARCH=FILE")
 	return false
@@ -572,7 +572,7 @@ func (d *DHCP) bootFile(r, m *dhcpv4.DHCPv4, fw Firmware) bool {
 		}
 	}
 	if fw != FirmwareIPXE && !d.chainOK(m.ClientHWAddr.String(), time.Now()) {
-		d.Logger.Warn("pxe: a machine keeps asking for iPXE; not answering it for a while (boot loop?)", "mac", m.ClientHWAddr.String())
+		d.Logger.Warn("a machine keeps asking for iPXE; not answering it for a while (boot loop?)", "mac", m.ClientHWAddr.String())
 		return false
 	}
 	r.ServerIPAddr = d.ServerIP

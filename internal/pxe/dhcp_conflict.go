@@ -61,13 +61,13 @@ func (d *DHCP) conflict(ctx context.Context, mac net.HardwareAddr, c Conflict) {
 	if w := d.watcher(); w != nil {
 		var err error
 		if done, err = w.Conflict(ctx, mac, c); err != nil {
-			d.Logger.Error("pxe: dhcp conflict not recorded", "mac", mac.String(), "cause", c.Cause, "err", err)
+			d.Logger.Error("dhcp conflict not recorded", "mac", mac.String(), "cause", c.Cause, "err", err)
 		}
 		if done == "" {
 			done = "nothing more (no machine with this MAC)"
 		}
 	}
-	d.Logger.Warn("pxe: dhcp conflict", "mac", mac.String(), "cause", c.Cause, "reason", c.Reason, "done", done)
+	d.Logger.Warn("dhcp conflict", "mac", mac.String(), "cause", c.Cause, "reason", c.Reason, "done", done)
 }
 
 // SegmentOf names the network segment m came from: the relay's address (giaddr) for a relayed packet, else
@@ -139,7 +139,7 @@ func (d *DHCP) decline(ctx context.Context, m *dhcpv4.DHCPv4, b Boot) error {
 	ok, err := d.Leases.Decline(ctx, mac, ip, time.Now().Add(hold), d.offerLimit())
 	if err != nil || !ok {
 		if err == nil {
-			d.Logger.Debug("pxe: dhcp decline of an address the client does not hold, or the quarantine is full; ignored", "mac", mac, "ip", ip.String())
+			d.Logger.Debug("dhcp decline of an address the client does not hold, or the quarantine is full; ignored", "mac", mac, "ip", ip.String())
 		}
 		return err
 	}

@@ -188,17 +188,17 @@ func (h *HTTP) script(w http.ResponseWriter, r *http.Request) {
 		s, err = h.render(r.Context(), mac, b)
 	}
 	if err != nil && h.unavailable(r.Context(), err) {
-		h.Logger.Error("pxe: boot decision: the database is unavailable; the machine asks again", "mac", mac.String(), "err", err)
+		h.Logger.Error("boot decision: the database is unavailable; the machine asks again", "mac", mac.String(), "err", err)
 		h.Metrics.boot("unavailable")
 		s, _ = h.render(r.Context(), mac, Boot{Action: ActionWait, Message: "the server cannot reach its database, asking again shortly"})
 	} else if err != nil {
-		h.Logger.Error("pxe: boot decision", "mac", mac.String(), "err", err)
+		h.Logger.Error("boot decision", "mac", mac.String(), "err", err)
 		h.Metrics.boot("error")
 		// A script, so iPXE prints why and falls through instead of retrying forever.
 		s = "#!ipxe\necho nix8s: no boot decision for this machine; see the daemon's log\nexit 1\n"
 	} else {
 		h.Metrics.boot(string(b.Action))
-		h.Logger.Info("pxe: boot", "mac", mac.String(), "action", b.Action, "member", b.Member, "image", b.Image)
+		h.Logger.Info("boot", "mac", mac.String(), "action", b.Action, "member", b.Member, "image", b.Image)
 	}
 	n, _ := io.WriteString(w, s)
 	h.Metrics.http("script", http.StatusOK, int64(n))
@@ -225,7 +225,7 @@ func (h *HTTP) render(ctx context.Context, mac net.HardwareAddr, b Boot) (string
 	case ActionWait:
 		msg := b.Message
 		if !ValidMessage(msg) {
-			h.Logger.Warn("pxe: wait message is not plain words; not printed", "mac", mac.String(), "message", msg)
+			h.Logger.Warn("wait message is not plain words; not printed", "mac", mac.String(), "message", msg)
 			msg = "waiting"
 		}
 		// Ask again after a while; --replace keeps iPXE from stacking scripts across the retries.
@@ -461,7 +461,7 @@ func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.release()
 	if err := h.Machines.Discovered(r.Context(), mac, body); errors.Is(err, ErrFull) {
-		h.Logger.Warn("pxe: discover report of a new machine refused", "mac", mac.String(), "err", err)
+		h.Logger.Warn("discover report of a new machine refused", "mac", mac.String(), "err", err)
 		h.Metrics.report("discover", "full")
 		h.Metrics.discoverFull(segmentOfErr(err))
 		w.Header().Set("Retry-After", "60")
@@ -472,17 +472,17 @@ func (h *HTTP) discover(w http.ResponseWriter, r *http.Request) {
 		machineError(w, http.StatusForbidden, err.Error())
 		return
 	} else if err != nil && h.unavailable(r.Context(), err) {
-		h.Logger.Error("pxe: recording discovered machine: the database is unavailable", "mac", mac.String(), "err", err)
+		h.Logger.Error("recording discovered machine: the database is unavailable", "mac", mac.String(), "err", err)
 		h.Metrics.report("discover", "unavailable")
 		machineUnavailable(w)
 		return
 	} else if err != nil {
-		h.Logger.Error("pxe: recording discovered machine", "mac", mac.String(), "err", err)
+		h.Logger.Error("recording discovered machine", "mac", mac.String(), "err", err)
 		h.Metrics.report("discover", "error")
 		machineError(w, http.StatusInternalServerError, "could not record the facts; see the daemon's log")
 		return
 	}
-	h.Logger.Info("pxe: machine discovered", "mac", mac.String())
+	h.Logger.Info("machine discovered", "mac", mac.String())
 	h.Metrics.report("discover", "ok")
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -540,17 +540,17 @@ func (h *HTTP) progress(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if h.unavailable(r.Context(), err) {
-			h.Logger.Error("pxe: recording progress: the database is unavailable", "mac", mac.String(), "err", err)
+			h.Logger.Error("recording progress: the database is unavailable", "mac", mac.String(), "err", err)
 			h.Metrics.report("progress", "unavailable")
 			machineUnavailable(w)
 			return
 		}
-		h.Logger.Error("pxe: recording progress", "mac", mac.String(), "err", err)
+		h.Logger.Error("recording progress", "mac", mac.String(), "err", err)
 		h.Metrics.report("progress", "error")
 		machineError(w, http.StatusInternalServerError, "could not record the progress; see the daemon's log")
 		return
 	}
-	h.Logger.Info("pxe: install progress", "mac", mac.String(), "phase", p.Phase, "done", p.Done, "error", p.Error, "hostKey", p.HostKey != "")
+	h.Logger.Info("install progress", "mac", mac.String(), "phase", p.Phase, "done", p.Done, "error", p.Error, "hostKey", p.HostKey != "")
 	h.Metrics.report("progress", "ok")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -61,7 +61,7 @@ func (k *KnownMACs) maybeReload() {
 		macs, err := k.Load(ctx)
 		if err != nil {
 			if k.Logger != nil {
-				k.Logger.Warn("pxe: reloading the known MACs failed; keeping the old set", "err", err)
+				k.Logger.Warn("reloading the known MACs failed; keeping the old set", "err", err)
 			}
 			return
 		}

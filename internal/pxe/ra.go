@@ -56,7 +56,7 @@ func (a *RouterAdvertiser) Serve(ctx context.Context) error {
 		// Answer to all nodes: a soliciting host may have no address yet (source ::).
 		dst := &net.IPAddr{IP: net.ParseIP("ff02::1"), Zone: a.Interface}
 		if _, err := p.WriteTo(ra, &ipv6.ControlMessage{HopLimit: 255, IfIndex: ifi.Index}, dst); err != nil && a.Logger != nil {
-			a.Logger.Warn("pxe: router advertisement", "to", src, "err", err)
+			a.Logger.Warn("router advertisement", "to", src, "err", err)
 		}
 	}
 }

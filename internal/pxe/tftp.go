@@ -70,7 +70,7 @@ func (t *TFTP) read(filename string, rf io.ReaderFrom) error {
 			a := ot.RemoteAddr()
 			peer = a.String()
 		}
-		t.Logger.Info("pxe: tftp sent", "file", name, "bytes", n, "peer", peer)
+		t.Logger.Info("tftp sent", "file", name, "bytes", n, "peer", peer)
 	}
 	return nil
 }

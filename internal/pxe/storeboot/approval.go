@@ -64,7 +64,7 @@ func (a *Adapter) installed(ctx context.Context, mac, hostKey string) {
 			}
 		}
 		if err != nil {
-			a.log().Warn("pxe: could not read the installed machine's member; holding its secrets for approval", "mac", mac, "err", err)
+			a.log().Warn("could not read the installed machine's member; holding its secrets for approval", "mac", mac, "err", err)
 		}
 		if err != nil || role == "" || NeedsApproval(a.Approve, role) {
 			a.await(ctx, mac, member, role, hostKey)
@@ -79,7 +79,7 @@ func (a *Adapter) installed(ctx context.Context, mac, hostKey string) {
 func (a *Adapter) await(ctx context.Context, mac, member, role, hostKey string) {
 	fp := Fingerprint(hostKey)
 	if a.Approvals == nil {
-		a.log().Error("pxe: secrets need approval, but nothing holds approvals; nothing delivered", "mac", mac, "member", member)
+		a.log().Error("secrets need approval, but nothing holds approvals; nothing delivered", "mac", mac, "member", member)
 		return
 	}
 	who := "a member"
@@ -89,9 +89,9 @@ func (a *Adapter) await(ctx context.Context, mac, member, role, hostKey string) 
 	reason := "installer reported done; provisioning.pxe.approve is " + a.Approve + " and " + member + " is " + who +
 		": its secrets wait until an operator confirms the host key's fingerprint (POST /v1/machines/" + mac + "/approve)"
 	if _, err := a.Approvals.AwaitApproval(context.WithoutCancel(ctx), actor, mac, hostKey, fp, reason); err != nil {
-		a.log().Error("pxe: could not record the pending approval; nothing delivered", "mac", mac, "member", member, "err", err)
+		a.log().Error("could not record the pending approval; nothing delivered", "mac", mac, "member", member, "err", err)
 		return
 	}
-	a.log().Warn("pxe: awaiting approval: secrets held until an operator confirms the host key on the machine's console",
+	a.log().Warn("awaiting approval: secrets held until an operator confirms the host key on the machine's console",
 		"mac", mac, "member", member, "fingerprint", fp, "approve", "POST /v1/machines/"+mac+"/approve")
 }

@@ -31,7 +31,7 @@ func (a *Adapter) lock(ctx context.Context, mac, cause, reason string) error {
 		return fmt.Errorf("locking %s: %w", mac, err)
 	}
 	if locked {
-		a.log().Warn("pxe: machine locked", "mac", mac, "cause", cause, "reason", reason)
+		a.log().Warn("machine locked", "mac", mac, "cause", cause, "reason", reason)
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func (a *Adapter) Conflict(ctx context.Context, hw net.HardwareAddr, c pxe.Confl
 		case !locked:
 			return "locked already", nil
 		}
-		a.log().Warn("pxe: machine locked", "mac", mac, "cause", c.Cause, "reason", c.Reason)
+		a.log().Warn("machine locked", "mac", mac, "cause", c.Cause, "reason", c.Reason)
 		return "locked", nil
 	}
 	key, now := [2]string{mac, c.Cause}, time.Now()

@@ -99,7 +99,7 @@ func (r *lockRig) lockedFor(mac, cause string, want ...string) {
 	if strings.Join(r.locks, ",") != cause {
 		r.t.Errorf("lock hook (metric) causes %q, want %s", r.locks, cause)
 	}
-	if !strings.Contains(r.log.String(), "pxe: machine locked") || !strings.Contains(r.log.String(), "cause="+cause) {
+	if !strings.Contains(r.log.String(), "machine locked") || !strings.Contains(r.log.String(), "cause="+cause) {
 		r.t.Errorf("no log line of the lock:\n%s", r.log)
 	}
 	if len(r.called) != 0 {

@@ -248,7 +248,7 @@ func (a *Adapter) Arm(ctx context.Context, hw net.HardwareAddr, d pxe.Boot) (pxe
 		if err != nil {
 			return pxe.Boot{}, err
 		}
-		a.log().Info("pxe: install armed", "mac", m.MAC, "member", b.Member, "generation", m.InstallGeneration)
+		a.log().Info("install armed", "mac", m.MAC, "member", b.Member, "generation", m.InstallGeneration)
 		if a.OnArm != nil {
 			a.OnArm(ctx, m)
 		}
@@ -380,7 +380,7 @@ func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts jso
 	// hardware for an assigned one, locks it and is refused.
 	id, err := identityOf(facts)
 	if err != nil {
-		a.log().Warn("pxe: discovery report with an identity not in its shape; not recorded", "mac", hw.String(), "err", err)
+		a.log().Warn("discovery report with an identity not in its shape; not recorded", "mac", hw.String(), "err", err)
 		id = nil
 	}
 	m, err := a.Store.Machine(ctx, hw.String())
@@ -399,7 +399,7 @@ func (a *Adapter) Discovered(ctx context.Context, hw net.HardwareAddr, facts jso
 		return &pxe.FullError{Segment: lim.Segment, Err: err}
 	}
 	if err == nil && a.Logger != nil && d != store.DiscoveryCreated {
-		a.Logger.Debug("pxe: discover report", "mac", hw.String(), "outcome", d)
+		a.Logger.Debug("discover report", "mac", hw.String(), "outcome", d)
 	}
 	if err != nil || id == nil || (d != store.DiscoveryCreated && d != store.DiscoveryUpdated) || (m != nil && m.Locked) {
 		return err
