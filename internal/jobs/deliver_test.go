@@ -61,33 +61,9 @@ func hostKey(t *testing.T, node *sshtest.Node) string {
 // stand-in k3s (sshtest.K3sTokens) that makes, deletes and checks tokens as `k3s token` does and records its
 // arguments; ssh to both nodes is real.
 func TestDeliverSecrets(t *testing.T) {
-	n := sshtest.Start(t, "s1", "a1")
-	si := n.StandIns(t)
-	k3s := n.K3sTokens(t, n.Node("s1"))
-	k3s.JoinFrom(t, "t-a1", n.Node("a1"), agentTokenPath)
-	st := newStore(t)
+	e := newS1A1(t, "52:54:00:dd:00:")
+	n, si, k3s, st, macs, secretsDir := e.n, e.si, e.k3s, e.st, e.macs, e.secretsDir
 	ctx := context.Background()
-
-	cfg := map[string]any{"clusters": map[string]any{"t": map[string]any{"members": map[string]any{
-		"s1": map[string]any{"role": "server", "ip": n.Node("s1").IP},
-		"a1": map[string]any{"role": "agent", "ip": n.Node("a1").IP},
-	}}}}
-	if _, err := st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return cfg, nil }); err != nil {
-		t.Fatal(err)
-	}
-	macs := map[string]string{"s1": "52:54:00:dd:00:01", "a1": "52:54:00:dd:00:02"}
-	for m, mac := range macs {
-		if _, err := st.CreateMachine(ctx, "test", mac, nil, "test"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.UpdateMachine(ctx, "test", mac, store.MachineChange{Assign: &[2]string{"t", m}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	secretsDir := filepath.Join(t.TempDir(), "secrets")
-	if _, err := secrets.Generate(ctx, secrets.Options{Dir: secretsDir, Cluster: "t"}); err != nil {
-		t.Fatal(err)
-	}
 	tokens, err := secrets.Load(ctx, secretsDir, "t", "")
 	if err != nil {
 		t.Fatal(err)
@@ -327,4 +303,48 @@ func TestDeliverNoTokensForUserManagedSecrets(t *testing.T) {
 			t.Errorf("%s: %+v %v\n%s", member, d, err, log.String())
 		}
 	}
+}
+
+// s1a1 is what the delivery tests start from: real sshd nodes s1 (a ready server with the stand-in k3s that
+// makes join tokens: k3s cannot run here) and a1 (an agent that joins with one), a real PostgreSQL holding
+// the two-member cluster t with a machine of macPrefix+"01" assigned to s1 and macPrefix+"02" to a1, and
+// the cluster's generated token files.
+type s1a1 struct {
+	n          *sshtest.Net
+	si         *sshtest.StandIns
+	k3s        *sshtest.K3sTokens
+	st         *store.Store
+	macs       map[string]string
+	secretsDir string
+}
+
+func newS1A1(t *testing.T, macPrefix string) *s1a1 {
+	t.Helper()
+	e := &s1a1{n: sshtest.Start(t, "s1", "a1")}
+	e.si = e.n.StandIns(t)
+	e.k3s = e.n.K3sTokens(t, e.n.Node("s1"))
+	e.k3s.JoinFrom(t, "t-a1", e.n.Node("a1"), agentTokenPath)
+	e.st = newStore(t)
+	ctx := context.Background()
+	inv := map[string]any{"clusters": map[string]any{"t": map[string]any{"members": map[string]any{
+		"s1": map[string]any{"role": "server", "ip": e.n.Node("s1").IP},
+		"a1": map[string]any{"role": "agent", "ip": e.n.Node("a1").IP},
+	}}}}
+	if _, err := e.st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return inv, nil }); err != nil {
+		t.Fatal(err)
+	}
+	e.macs = map[string]string{"s1": macPrefix + "01", "a1": macPrefix + "02"}
+	for m, mac := range e.macs {
+		if _, err := e.st.CreateMachine(ctx, "test", mac, nil, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.st.UpdateMachine(ctx, "test", mac, store.MachineChange{Assign: &[2]string{"t", m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.secretsDir = filepath.Join(t.TempDir(), "secrets")
+	if _, err := secrets.Generate(ctx, secrets.Options{Dir: e.secretsDir, Cluster: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/secrets"
-	"github.com/nix8s/nix8s/internal/sshtest"
-	"github.com/nix8s/nix8s/internal/store"
 )
 
 // An install job (over ssh) gives its agents join tokens of their own, made on the server it installed, as
@@ -18,32 +16,9 @@ import (
 // and the job's own wait for agents leaves it so. Real sshds and PostgreSQL; nixos-anywhere and k3s are
 // stand-ins (sshtest.StandIns, sshtest.K3sTokens): they cannot run here.
 func TestInstallJobGivesAgentsJoinTokens(t *testing.T) {
-	n := sshtest.Start(t, "s1", "a1")
-	si := n.StandIns(t)
-	k3s := n.K3sTokens(t, n.Node("s1"))
-	k3s.JoinFrom(t, "t-a1", n.Node("a1"), agentTokenPath)
-	st := newStore(t)
+	e := newS1A1(t, "52:54:00:ee:01:")
+	n, si, k3s, st, macs, secretsDir := e.n, e.si, e.k3s, e.st, e.macs, e.secretsDir
 	ctx := context.Background()
-	inv := map[string]any{"clusters": map[string]any{"t": map[string]any{"members": map[string]any{
-		"s1": map[string]any{"role": "server", "ip": n.Node("s1").IP},
-		"a1": map[string]any{"role": "agent", "ip": n.Node("a1").IP},
-	}}}}
-	if _, err := st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return inv, nil }); err != nil {
-		t.Fatal(err)
-	}
-	macs := map[string]string{"s1": "52:54:00:ee:01:01", "a1": "52:54:00:ee:01:02"}
-	for m, mac := range macs {
-		if _, err := st.CreateMachine(ctx, "test", mac, nil, "test"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.UpdateMachine(ctx, "test", mac, store.MachineChange{Assign: &[2]string{"t", m}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	secretsDir := filepath.Join(t.TempDir(), "secrets")
-	if _, err := secrets.Generate(ctx, secrets.Options{Dir: secretsDir, Cluster: "t"}); err != nil {
-		t.Fatal(err)
-	}
 	tokens, err := secrets.Load(ctx, secretsDir, "t", "")
 	if err != nil {
 		t.Fatal(err)

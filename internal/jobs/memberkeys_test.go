@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nix8s/nix8s/internal/remote"
-	"github.com/nix8s/nix8s/internal/secrets"
 	"github.com/nix8s/nix8s/internal/sshtest"
 	"github.com/nix8s/nix8s/internal/store"
 )
@@ -69,38 +68,14 @@ users:
 // locked, loses the trust. Real sshds (internal/sshtest) and real ssh; k3s is a stand-in (sshtest.StandIns
 // for /readyz, sshtest.K3sTokens for tokens): it cannot run here.
 func TestMembersReachedWithTheirDeliveredHostKeys(t *testing.T) {
-	n := sshtest.Start(t, "s1", "a1")
-	si := n.StandIns(t)
+	e := newS1A1(t, "52:54:00:ee:00:")
+	n, si, st, macs, secretsDir := e.n, e.si, e.st, e.macs, e.secretsDir
 	s1, a1 := n.Node("s1"), n.Node("a1")
-	k3s := n.K3sTokens(t, s1)
-	k3s.JoinFrom(t, "t-a1", a1, agentTokenPath)
 	// s1 is a ready k3s server: NixOS, its hostname, its API up, its admin kubeconfig.
 	s1.Exec(t, "touch /etc/NIXOS; hostname t-s1")
 	si.Register(t, "t-s1", true)
 	s1.WriteFile(t, "/etc/rancher/k3s/k3s.yaml", k3sYAML(t), 0o600)
-
-	st := newStore(t)
 	ctx := context.Background()
-	inv := map[string]any{"clusters": map[string]any{"t": map[string]any{"members": map[string]any{
-		"s1": map[string]any{"role": "server", "ip": s1.IP},
-		"a1": map[string]any{"role": "agent", "ip": a1.IP},
-	}}}}
-	if _, err := st.Modify(ctx, "test", func(*store.Snapshot) (map[string]any, error) { return inv, nil }); err != nil {
-		t.Fatal(err)
-	}
-	macs := map[string]string{"s1": "52:54:00:ee:00:01", "a1": "52:54:00:ee:00:02"}
-	for m, mac := range macs {
-		if _, err := st.CreateMachine(ctx, "test", mac, nil, "test"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.UpdateMachine(ctx, "test", mac, store.MachineChange{Assign: &[2]string{"t", m}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	secretsDir := filepath.Join(t.TempDir(), "secrets")
-	if _, err := secrets.Generate(ctx, secrets.Options{Dir: secretsDir, Cluster: "t"}); err != nil {
-		t.Fatal(err)
-	}
 	p := testPlan(n)
 	p.c.APIEndpoint = "https://" + s1.IP + ":6443"
 	empty := filepath.Join(t.TempDir(), "known_hosts") // --known-hosts, and it holds nothing
