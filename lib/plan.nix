@@ -122,6 +122,8 @@ let
       k3sVersion = k3s.version or null;
       ha = { enable = c.haEnable; inherit (c) vip loadBalancer; };
       inherit flannelBackend;
+      # nix8s makes and delivers the token files (no secrets.tokenFile, agentTokenFile or token given).
+      managedTokens = managed;
       # Cozystack's settings, its pinned manifests and the platform Package (lib/cozystack.nix), or null.
       cozystack = cz;
       # The API server authentication config the servers' --authentication-config points at (null: none).

@@ -39,6 +39,9 @@ type Cluster struct {
 	// FlannelBackend is the cluster's flannel backend (the servers' last --flannel-backend, else "vxlan"): every
 	// member opens its ports.
 	FlannelBackend string `json:"flannelBackend"`
+	// ManagedTokens is true when nix8s makes and delivers the cluster's token files (the config names no
+	// secrets.tokenFile, agentTokenFile or token); false when they are the user's (sops-nix, agenix, ...).
+	ManagedTokens bool `json:"managedTokens"`
 	// APIServerAuthentication is the file the servers' --authentication-config points at (anonymous access to
 	// the health endpoints only, so a load balancer can check /readyz), nil when nix8s writes none.
 	APIServerAuthentication *FileContent `json:"apiServerAuthentication"`

@@ -33,7 +33,7 @@ func (p plan) ClusterPlan(_ context.Context, name string) (core.Cluster, error) 
 
 func testPlan(n *sshtest.Net) plan {
 	atf := agentTokenPath
-	c := core.Cluster{Name: "t", FirstServer: "s1", Servers: []string{"s1"}, Agents: []string{"a1"},
+	c := core.Cluster{Name: "t", FirstServer: "s1", Servers: []string{"s1"}, Agents: []string{"a1"}, ManagedTokens: true,
 		Provision: [][]string{{"s1"}, {"a1"}}, Members: map[string]core.Member{
 			"s1": {Name: "s1", HostName: "t-s1", Role: "server", IP: n.Node("s1").IP, SSH: n.Endpoint("s1"),
 				K3s: core.K3s{Role: "server", ClusterInit: true, TokenFile: tokenPath, AgentTokenFile: &atf}},

@@ -31,31 +31,6 @@ type DeliverResult struct {
 	HostKey string `json:"hostKey,omitempty"`
 }
 
-// The token files the core plans when the config names none (lib/plan.nix): only then does nix8s manage the
-// cluster's tokens and deliver them.
-const (
-	managedTokenFile      = "/var/lib/nix8s/secrets/k3s-token"
-	managedAgentTokenFile = "/var/lib/nix8s/secrets/k3s-agent-token"
-)
-
-// managedTokens says whether the plan's token files are nix8s's own: a config with secrets.tokenFile,
-// secrets.agentTokenFile or secrets.token brings its own tokens (sops-nix, agenix, ...), and nix8s then
-// writes none of them.
-func managedTokens(c core.Cluster) bool {
-	for _, m := range c.Servers {
-		k := c.Members[m].K3s
-		if k.TokenFile != managedTokenFile || k.AgentTokenFile == nil || *k.AgentTokenFile != managedAgentTokenFile {
-			return false
-		}
-	}
-	for _, m := range c.Agents {
-		if c.Members[m].K3s.TokenFile != managedAgentTokenFile {
-			return false
-		}
-	}
-	return true
-}
-
 // Delivery writes a network-installed member's token files and extra files on the node over ssh, with the
 // host key pinned to the one its installer reported (nix8sd's deliver-secrets jobs): the netboot installer
 // carries no secrets, so they reach the node after its install, the way nixos-anywhere --extra-files delivers
@@ -98,7 +73,7 @@ func (d Delivery) Deliver(ctx context.Context, c core.Cluster, member, hostKey s
 	switch {
 	case d.SecretsDir == "":
 		fmt.Fprintf(log, "nix8s: %s: no secrets directory: no token files (they reach the node another way)\n", name)
-	case !managedTokens(c):
+	case !c.ManagedTokens:
 		fmt.Fprintf(log, "nix8s: %s: the config brings its own token files (secrets.tokenFile, agentTokenFile or token): nix8s delivers none\n", name)
 	case mem.Role != "server":
 		join = true
